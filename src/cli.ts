@@ -1,0 +1,340 @@
+// The command line, thin: parses arguments and calls the modules that own each concern.
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { loadConfig, readDotEnv, type Config } from './config.ts';
+import { JobscopeError } from './errors.ts';
+import { loadRegistry, type Registry } from './jobs/registry.ts';
+import { describeSchedule } from './jobs/schedule.ts';
+import { createLogger, type Logger } from './log.ts';
+import { isListening, startEmbeddedRedis, type EmbeddedRedis } from './runtime/redis.ts';
+import { Runtime, redact } from './runtime/runtime.ts';
+import { adminCredentials, createApp, listen } from './server/app.ts';
+import { writeNewKey } from './token/keys.ts';
+import { JobTokenVerifier, TokenRejectedError } from './token/verify.ts';
+
+const USAGE = `jobscope <command>
+
+  start                         workers + scheduler + HTTP server (dashboard, API, JWKS)
+  worker [--only a,b]           workers only (scale out: run many)
+  server                        HTTP server + scheduler sync only
+  list [--json]                 the registered jobs, schedules and next fire times
+  trigger <job> [--data JSON] [--wait] [--timeout 5m]
+                                enqueue a run; --wait prints the result as JSON, exit 0 on success, 1 on failure
+  token verify <jwt> [--audience A]
+                                verify a token as a service would; exit 0 valid, 1 invalid with the reason
+  pause <job> | resume <job>    stop/start a job's schedule and queue (survives restarts)
+  cancel <runId>                cancel a waiting or running run, on whichever host runs it
+  keys generate [--dir DIR]     write a new P-256 signing key (rotation)
+
+Configuration: environment variables (and a .env file); see README.md.`;
+
+export interface CliIO {
+  out(line: string): void;
+  err(line: string): void;
+}
+
+const stdio: CliIO = {
+  out: (l) => process.stdout.write(l + '\n'),
+  err: (l) => process.stderr.write(l + '\n'),
+};
+
+class UsageError extends JobscopeError {
+  constructor(message: string) {
+    super('ERR_USAGE', message);
+  }
+}
+
+interface Env {
+  config: Config;
+  logger: Logger;
+}
+
+function environment(level?: string): Env {
+  const config = loadConfig(readDotEnv(path.resolve('.env'), process.env));
+  // Logs go to stderr, so stdout stays clean for the JSON that `trigger --wait` and `list --json` print.
+  const logger = createLogger(level ?? config.logLevel, { write: (s: string) => process.stderr.write(s) });
+  return { config, logger };
+}
+
+async function openRuntime({ config, logger }: Env, registry: Registry): Promise<Runtime> {
+  const runtime = new Runtime(config, registry, logger);
+  await runtime.ready();
+  return runtime;
+}
+
+/** Resolves on the first SIGINT/SIGTERM; a second one exits at once. */
+function untilSignal(logger: Logger): Promise<string> {
+  return new Promise((resolve) => {
+    const onSignal = (sig: string) => {
+      process.once(sig as NodeJS.Signals, () => {
+        logger.warn('second signal: exiting now');
+        process.exit(130);
+      });
+      resolve(sig);
+    };
+    process.once('SIGINT', () => onSignal('SIGINT'));
+    process.once('SIGTERM', () => onSignal('SIGTERM'));
+  });
+}
+
+async function serve(env: Env, mode: 'start' | 'worker' | 'server', flags: { only?: string }, io: CliIO): Promise<number> {
+  const { config, logger } = env;
+  const registry = await loadRegistry(config.jobsDir);
+  let embedded: EmbeddedRedis | undefined;
+  if (mode === 'start' && !config.redisUrlExplicit && !(await isListening('127.0.0.1', 6379))) {
+    embedded = await startEmbeddedRedis(path.join(config.stateDir, 'redis'));
+    logger.info(
+      { dir: path.join(config.stateDir, 'redis') },
+      `no REDIS_URL and nothing on 127.0.0.1:6379: started an embedded redis-server`,
+    );
+  }
+  const runtime = await openRuntime(env, registry);
+  if (runtime.keys.warning) logger.warn(runtime.keys.warning);
+  logger.info(
+    { redis: redact(config.redisUrl), prefix: config.prefix, jobs: registry.names },
+    `loaded ${registry.names.length} job(s) from ${config.jobsDir}`,
+  );
+
+  let server: import('node:http').Server | undefined;
+  if (mode !== 'server') {
+    const only = flags.only
+      ?.split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
+    only?.forEach((n) => registry.get(n));
+    await runtime.startWorkers(only);
+    logger.info({ jobs: only ?? registry.names }, 'workers started');
+  }
+  if (mode !== 'worker') {
+    await runtime.syncSchedules();
+    const admin = adminCredentials(config.user, config.password);
+    const viewer = config.viewerUser && config.viewerPassword ? { user: config.viewerUser, password: config.viewerPassword } : undefined;
+    const app = createApp({ runtime, logger, admin, viewer });
+    server = await listen(app, config.port, config.host);
+    const addr = server.address() as import('node:net').AddressInfo;
+    const url = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${addr.port}`;
+    logger.info({ url }, `dashboard at ${url}/dashboard`);
+    if (admin.generated) {
+      // Printed once, on the terminal only: never an open dashboard, never a password in the log stream.
+      io.err(
+        `\n  jobscope: no JOBSCOPE_USER/JOBSCOPE_PASSWORD set; generated a login for this run:\n    user: ${admin.user}\n    password: ${admin.password}\n`,
+      );
+    }
+  }
+
+  const sig = await untilSignal(logger);
+  logger.info({ signal: sig, deadlineMs: config.shutdownTimeoutMs }, 'shutting down: no new runs; waiting for active runs');
+  await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
+  server?.closeAllConnections();
+  await runtime.close();
+  await embedded?.stop();
+  logger.info('stopped');
+  return 0;
+}
+
+async function list(env: Env, json: boolean, io: CliIO): Promise<number> {
+  const registry = await loadRegistry(env.config.jobsDir);
+  const runtime = await openRuntime(env, registry);
+  try {
+    const jobs = await runtime.queues.summaries();
+    if (json) {
+      io.out(JSON.stringify(jobs, null, 2));
+      return 0;
+    }
+    for (const j of jobs) {
+      io.out(`${j.name}${j.paused ? ' (paused)' : ''}`);
+      if (j.description) io.out(`  ${j.description}`);
+      io.out(`  schedule: ${describeSchedule(j.schedule ?? undefined)}`);
+      if (j.nextRuns.length) io.out(`  next: ${j.nextRuns.slice(0, 3).join(', ')}`);
+    }
+    if (jobs.length === 0) io.out(`no jobs in ${env.config.jobsDir}`);
+    return 0;
+  } finally {
+    await runtime.close();
+  }
+}
+
+async function trigger(
+  env: Env,
+  name: string | undefined,
+  flags: { data?: string; wait?: boolean; timeout?: string },
+  io: CliIO,
+): Promise<number> {
+  if (!name) throw new UsageError('usage: jobscope trigger <job> [--data JSON] [--wait]');
+  let data: unknown = {};
+  if (flags.data !== undefined) {
+    try {
+      data = JSON.parse(flags.data);
+    } catch {
+      throw new UsageError(`--data is not valid JSON: ${flags.data}`);
+    }
+  }
+  const registry = await loadRegistry(env.config.jobsDir);
+  const runtime = await openRuntime(env, registry);
+  try {
+    const { runId } = await runtime.queues.enqueue(name, data, 'manual');
+    if (!flags.wait) {
+      io.out(JSON.stringify({ runId }));
+      return 0;
+    }
+    const { parseDuration } = await import('./duration.ts');
+    const limit = flags.timeout ? parseDuration(flags.timeout) : null;
+    if (flags.timeout && limit === null) throw new UsageError(`--timeout "${flags.timeout}" is not a duration (example: 5m)`);
+    const started = Date.now();
+    let warned = false;
+    for (;;) {
+      const report = await runtime.queues.report(runId);
+      if (report.state === 'completed' || report.state === 'failed') {
+        io.out(
+          JSON.stringify({ runId, state: report.state, attempts: report.attempts, result: report.result, error: report.error }, null, 2),
+        );
+        return report.state === 'completed' ? 0 : 1;
+      }
+      if (!warned && Date.now() - started > 5000 && (await runtime.queues.queue(name).getWorkers()).length === 0) {
+        io.err(
+          `jobscope: ${runId} is ${report.state}, and no worker is connected for "${name}": start one with \`jobscope worker\` or \`jobscope start\``,
+        );
+        warned = true;
+      }
+      if (limit !== null && Date.now() - started > limit) {
+        io.out(JSON.stringify({ runId, state: report.state, error: `still ${report.state} after ${flags.timeout}` }, null, 2));
+        return 1;
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } finally {
+    await runtime.close();
+  }
+}
+
+async function verifyCommand(env: Env, token: string | undefined, audience: string | undefined, io: CliIO): Promise<number> {
+  if (!token) throw new UsageError('usage: jobscope token verify <jwt> [--audience A]');
+  const { config } = env;
+  const { loadKeys } = await import('./token/keys.ts');
+  const keys = loadKeys(config);
+  let aud = audience;
+  if (!aud) {
+    // Without --audience, check the token against its own first audience: every other check still applies.
+    try {
+      const payload = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as { aud?: string | string[] };
+      aud = Array.isArray(payload.aud) ? payload.aud[0] : payload.aud;
+    } catch {
+      aud = undefined;
+    }
+  }
+  const verifier = new JobTokenVerifier({
+    audience: aud || '(none)',
+    issuer: config.issuer,
+    prefix: config.prefix,
+    redis: config.redisUrl,
+    ...(keys.alg === 'HS256' ? { secret: config.jwtSecret! } : { jwks: keys.jwks() }),
+  });
+  try {
+    const claims = await verifier.verify(token);
+    io.out(JSON.stringify({ valid: true, claims }, null, 2));
+    return 0;
+  } catch (err) {
+    const e = err instanceof TokenRejectedError ? err : new TokenRejectedError('malformed', (err as Error).message);
+    io.out(JSON.stringify({ valid: false, reason: e.code, message: e.message }, null, 2));
+    return 1;
+  } finally {
+    await verifier.close();
+  }
+}
+
+async function jobCommand(env: Env, command: 'pause' | 'resume', name: string | undefined, io: CliIO): Promise<number> {
+  if (!name) throw new UsageError(`usage: jobscope ${command} <job>`);
+  const registry = await loadRegistry(env.config.jobsDir);
+  const runtime = await openRuntime(env, registry);
+  try {
+    await (command === 'pause' ? runtime.pause(name) : runtime.resume(name));
+    io.out(`${name}: ${command === 'pause' ? 'paused' : 'resumed'}`);
+    return 0;
+  } finally {
+    await runtime.close();
+  }
+}
+
+async function cancelCommand(env: Env, runId: string | undefined, io: CliIO): Promise<number> {
+  if (!runId) throw new UsageError('usage: jobscope cancel <runId>');
+  const registry = await loadRegistry(env.config.jobsDir);
+  const runtime = await openRuntime(env, registry);
+  try {
+    const result = await runtime.cancel(runId, 'cancelled from the CLI');
+    io.out(JSON.stringify(result));
+    return 0;
+  } finally {
+    await runtime.close();
+  }
+}
+
+export async function main(argv: string[], io: CliIO = stdio): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        data: { type: 'string' },
+        wait: { type: 'boolean' },
+        timeout: { type: 'string' },
+        json: { type: 'boolean' },
+        only: { type: 'string' },
+        audience: { type: 'string' },
+        dir: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (err) {
+    io.err(`jobscope: ${(err as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  const [command, ...rest] = positionals;
+  if (!command || values.help) {
+    io.out(USAGE);
+    return command || values.help ? 0 : 2;
+  }
+  try {
+    switch (command) {
+      case 'start':
+      case 'worker':
+      case 'server':
+        return await serve(environment(), command, { only: values.only }, io);
+      case 'list':
+        return await list(environment('warn'), Boolean(values.json), io);
+      case 'trigger':
+        return await trigger(environment('warn'), rest[0], values, io);
+      case 'pause':
+      case 'resume':
+        return await jobCommand(environment('warn'), command, rest[0], io);
+      case 'cancel':
+        return await cancelCommand(environment('warn'), rest[0], io);
+      case 'token':
+        if (rest[0] !== 'verify') throw new UsageError('usage: jobscope token verify <jwt> [--audience A]');
+        return await verifyCommand(environment('warn'), rest[1], values.audience, io);
+      case 'keys': {
+        if (rest[0] !== 'generate') throw new UsageError('usage: jobscope keys generate [--dir DIR]');
+        const dir = path.resolve(values.dir ?? 'keys');
+        const { file, kid } = writeNewKey(dir);
+        io.out(`wrote ${file} (kid ${kid})\nset JOBSCOPE_SIGNING_KEY_FILE=${dir} to sign with the newest key in that folder`);
+        return 0;
+      }
+      default:
+        throw new UsageError(`unknown command "${command}"\n\n${USAGE}`);
+    }
+  } catch (err) {
+    if (err instanceof UsageError) {
+      io.err(`jobscope: ${err.message}`);
+      return 2;
+    }
+    if (err instanceof JobscopeError) {
+      const issues = (err as { issues?: { path: string; message: string }[] }).issues;
+      io.err(`jobscope: ${err.message}`);
+      if (issues && command === 'trigger') io.out(JSON.stringify({ error: err.code, issues }, null, 2));
+      return 1;
+    }
+    io.err(`jobscope: ${(err as Error).message}`);
+    return 1;
+  }
+}

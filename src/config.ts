@@ -1,0 +1,152 @@
+// Environment -> one typed, validated Config. The only module that reads process.env (through loadConfig's argument).
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseDuration } from './duration.ts';
+import { ConfigError } from './errors.ts';
+
+export interface Config {
+  /** Redis URL; `redisUrlExplicit` is false when it is the default (the embedded Redis may then be started). */
+  redisUrl: string;
+  redisUrlExplicit: boolean;
+  jobsDir: string;
+  prefix: string;
+  services: Record<string, string>;
+  port: number;
+  host: string;
+  user: string | undefined;
+  password: string | undefined;
+  viewerUser: string | undefined;
+  viewerPassword: string | undefined;
+  /** PEM P-256 private key files; the last one signs, all are published in the JWKS. */
+  signingKeyFiles: string[];
+  jwtSecret: string | undefined;
+  issuer: string;
+  /** Extra outgoing header carrying the token (e.g. X-Access-Token), besides Authorization. */
+  tokenHeader: string | undefined;
+  tokenMaxLifetimeMs: number;
+  shutdownTimeoutMs: number;
+  logLevel: string;
+  /** Where the dev key and the embedded Redis keep their files. */
+  stateDir: string;
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+/** Reads a `.env` file (KEY=value lines) into an object; values already in `env` win. */
+export function readDotEnv(file: string, env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  if (!existsSync(file)) return env;
+  const out: NodeJS.ProcessEnv = {};
+  for (const raw of readFileSync(file, 'utf8').split(/\r?\n/)) {
+    const line = raw.trim();
+    if (!line || line.startsWith('#')) continue;
+    const eq = line.indexOf('=');
+    if (eq < 1) continue;
+    const key = line.slice(0, eq).trim();
+    let value = line.slice(eq + 1).trim();
+    if (/^(['"]).*\1$/.test(value)) value = value.slice(1, -1);
+    out[key] = value;
+  }
+  return { ...out, ...env };
+}
+
+export function parseServices(value: string | undefined): Record<string, string> {
+  const services: Record<string, string> = {};
+  if (!value?.trim()) return services;
+  for (const part of value.split(',')) {
+    const item = part.trim();
+    if (!item) continue;
+    const eq = item.indexOf('=');
+    const name = item.slice(0, eq).trim();
+    const url = item.slice(eq + 1).trim();
+    if (eq < 1 || !/^[A-Za-z0-9_.-]+$/.test(name)) {
+      throw new ConfigError(`JOBSCOPE_SERVICES: "${item}" is not name=url (example: system=http://127.0.0.1:4000)`);
+    }
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      throw new ConfigError(`JOBSCOPE_SERVICES: service "${name}" has an invalid URL "${url}"`);
+    }
+    if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
+      throw new ConfigError(`JOBSCOPE_SERVICES: service "${name}" must use http or https, got ${parsed.protocol}`);
+    }
+    services[name] = url.endsWith('/') ? url : `${url}/`;
+  }
+  return services;
+}
+
+function parsePort(value: string | undefined, fallback: number): number {
+  if (value === undefined || value === '') return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new ConfigError(`PORT: "${value}" is not a port number (0-65535)`);
+  return n;
+}
+
+function duration(name: string, value: string | undefined, fallback: number): number {
+  if (value === undefined || value === '') return fallback;
+  const ms = parseDuration(value);
+  if (ms === null) throw new ConfigError(`${name}: "${value}" is not a duration (examples: 500ms, 30s, 15m)`);
+  return ms;
+}
+
+function pair(env: NodeJS.ProcessEnv, userVar: string, passVar: string): [string | undefined, string | undefined] {
+  const user = env[userVar] || undefined;
+  const pass = env[passVar] || undefined;
+  if ((user === undefined) !== (pass === undefined)) {
+    throw new ConfigError(`${userVar} and ${passVar} must be set together`);
+  }
+  return [user, pass];
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd()): Config {
+  const [user, password] = pair(env, 'JOBSCOPE_USER', 'JOBSCOPE_PASSWORD');
+  const [viewerUser, viewerPassword] = pair(env, 'JOBSCOPE_VIEWER_USER', 'JOBSCOPE_VIEWER_PASSWORD');
+  if (viewerUser !== undefined && viewerUser === user) {
+    throw new ConfigError('JOBSCOPE_VIEWER_USER must differ from JOBSCOPE_USER');
+  }
+  const prefix = env.JOBSCOPE_PREFIX || 'jobscope';
+  if (!/^[A-Za-z0-9_.-]+$/.test(prefix)) {
+    throw new ConfigError(`JOBSCOPE_PREFIX: "${prefix}" may only contain letters, digits, '_', '.' and '-'`);
+  }
+  const logLevel = env.LOG_LEVEL || 'info';
+  if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError(`LOG_LEVEL: "${logLevel}" is not one of ${LOG_LEVELS.join(', ')}`);
+  const tokenHeader = env.JOBSCOPE_TOKEN_HEADER || undefined;
+  if (tokenHeader !== undefined && (!/^[A-Za-z0-9-]+$/.test(tokenHeader) || tokenHeader.toLowerCase() === 'authorization')) {
+    throw new ConfigError(`JOBSCOPE_TOKEN_HEADER: "${tokenHeader}" is not a usable header name (example: X-Access-Token)`);
+  }
+  const keyFiles = (env.JOBSCOPE_SIGNING_KEY_FILE || '')
+    .split(',')
+    .map((f) => f.trim())
+    .filter(Boolean)
+    .map((f) => path.resolve(cwd, f));
+  const jwtSecret = env.JOBSCOPE_JWT_SECRET || undefined;
+  if (jwtSecret !== undefined && keyFiles.length > 0) {
+    throw new ConfigError('set either JOBSCOPE_SIGNING_KEY_FILE (ES256) or JOBSCOPE_JWT_SECRET (HS256 compatibility), not both');
+  }
+  if (jwtSecret !== undefined && Buffer.byteLength(jwtSecret) < 32) {
+    throw new ConfigError('JOBSCOPE_JWT_SECRET must be at least 32 bytes (RFC 7518 3.2: a key as long as the HS256 output)');
+  }
+  const redisUrl = env.REDIS_URL || 'redis://127.0.0.1:6379';
+  if (!/^rediss?:\/\//.test(redisUrl)) throw new ConfigError(`REDIS_URL: "${redisUrl}" must start with redis:// or rediss://`);
+  return {
+    redisUrl,
+    redisUrlExplicit: Boolean(env.REDIS_URL),
+    jobsDir: path.resolve(cwd, env.JOBSCOPE_JOBS || './jobs'),
+    prefix,
+    services: parseServices(env.JOBSCOPE_SERVICES),
+    port: parsePort(env.PORT, 3000),
+    host: env.HOST || '0.0.0.0',
+    user,
+    password,
+    viewerUser,
+    viewerPassword,
+    signingKeyFiles: keyFiles,
+    jwtSecret,
+    issuer: env.JOBSCOPE_ISSUER || 'jobscope',
+    tokenHeader,
+    tokenMaxLifetimeMs: duration('JOBSCOPE_TOKEN_MAX_LIFETIME', env.JOBSCOPE_TOKEN_MAX_LIFETIME, 15 * 60_000),
+    shutdownTimeoutMs: duration('JOBSCOPE_SHUTDOWN_TIMEOUT', env.JOBSCOPE_SHUTDOWN_TIMEOUT, 30_000),
+    logLevel,
+    stateDir: path.resolve(cwd, env.JOBSCOPE_STATE_DIR || '.jobscope'),
+  };
+}

@@ -1,0 +1,91 @@
+// Error types carry meaning: callers (CLI, HTTP server, worker) branch on the class and its `code`, not on message text.
+
+export class JobscopeError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** Bad environment configuration. */
+export class ConfigError extends JobscopeError {
+  constructor(message: string) {
+    super('ERR_CONFIG', message);
+  }
+}
+
+/** A job file that is not a valid definition: names the file, the field and the fix. */
+export class JobDefinitionError extends JobscopeError {
+  readonly file: string;
+  readonly field: string | undefined;
+  constructor(file: string, field: string | undefined, problem: string) {
+    super('ERR_JOB_DEFINITION', `${file}: ${field ? `${field}: ` : ''}${problem}`);
+    this.file = file;
+    this.field = field;
+  }
+}
+
+export class UnknownJobError extends JobscopeError {
+  constructor(name: string, known: string[]) {
+    super('ERR_UNKNOWN_JOB', `unknown job "${name}"; known jobs: ${known.join(', ') || '(none)'}`);
+  }
+}
+
+export class UnknownRunError extends JobscopeError {
+  constructor(runId: string) {
+    super('ERR_UNKNOWN_RUN', `unknown run "${runId}" (run ids look like <job>:<id>)`);
+  }
+}
+
+export class ParamsError extends JobscopeError {
+  readonly issues: { path: string; message: string }[];
+  constructor(job: string, issues: { path: string; message: string }[]) {
+    super('ERR_PARAMS', `invalid data for job "${job}": ${issues.map((i) => `${i.path || '/'} ${i.message}`).join('; ')}`);
+    this.issues = issues;
+  }
+}
+
+/** A trigger refused because the job has `overlap: 'skip'` and a run is already waiting or active. */
+export class OverlapSkippedError extends JobscopeError {
+  constructor(job: string) {
+    super('ERR_OVERLAP_SKIPPED', `job "${job}" has overlap: 'skip' and a run is already waiting or active`);
+  }
+}
+
+/** `ctx.service()`/`ctx.http` used outside a run, or an unknown service name. */
+export class ScopeError extends JobscopeError {
+  constructor(message: string) {
+    super('ERR_NO_RUN_SCOPE', message);
+  }
+}
+
+export class UnknownServiceError extends JobscopeError {
+  constructor(name: string, known: string[]) {
+    super(
+      'ERR_UNKNOWN_SERVICE',
+      `unknown service "${name}"; known services: ${known.join(', ') || '(none: set JOBSCOPE_SERVICES=name=url,...)'}`,
+    );
+  }
+}
+
+/** The run exceeded its `timeout`. */
+export class RunTimeoutError extends JobscopeError {
+  constructor(ms: number) {
+    super('ERR_RUN_TIMEOUT', `run timed out after ${ms} ms`);
+  }
+}
+
+export class RunCancelledError extends JobscopeError {
+  constructor(reason: string) {
+    super('ERR_RUN_CANCELLED', `run cancelled: ${reason}`);
+  }
+}
+
+/** Cancel of a run that has already finished. */
+export class RunFinishedError extends JobscopeError {
+  constructor(runId: string, state: string) {
+    super('ERR_RUN_FINISHED', `run ${runId} has already ${state === 'completed' ? 'completed' : 'failed'}; nothing to cancel`);
+  }
+}

@@ -1,0 +1,128 @@
+// Types that cross module boundaries. Modules import their neighbours' types from here, not from each other.
+import type { Got } from 'got';
+
+export type Trigger = 'manual' | 'schedule' | 'api' | 'retry' | 'parent';
+export type Overlap = 'queue' | 'skip' | 'replace';
+
+export type Schedule = { cron: string; tz?: string } | { every: string | number };
+
+export interface TokenSpec {
+  /** The services this job's token is valid for (`aud`). At least one. */
+  audience: string[];
+  /** OAuth-style scopes, carried space-separated in the `scope` claim. */
+  scope?: string[];
+}
+
+export interface BackoffSpec {
+  type: 'fixed' | 'exponential';
+  delay: number;
+  jitter?: number;
+}
+
+/** What a `jobs/<name>.ts` file default-exports (through `defineJob`). */
+export interface JobDefinition<Data = Record<string, unknown>, Result = unknown> {
+  description?: string;
+  schedule?: Schedule;
+  /** JSON Schema for the run's `data`. */
+  params?: Record<string, unknown>;
+  token: TokenSpec;
+  attempts?: number;
+  backoff?: BackoffSpec;
+  /** Duration string ('30s', '2m', '1h') or milliseconds. */
+  timeout?: string | number;
+  concurrency?: number;
+  overlap?: Overlap;
+  run(ctx: JobContext<Data>): Promise<Result> | Result;
+}
+
+/** A loaded, validated job: its definition plus what the loader derived from it. */
+export interface RegisteredJob {
+  name: string;
+  file: string;
+  definition: JobDefinition;
+  description: string;
+  schedule?: Schedule;
+  attempts: number;
+  backoff?: BackoffSpec;
+  timeoutMs?: number;
+  concurrency: number;
+  overlap: Overlap;
+  audience: string[];
+  scope: string[];
+  /** Validates run data against `params`; returns the error list or null. */
+  validate(data: unknown): ParamsIssue[] | null;
+}
+
+export interface ParamsIssue {
+  path: string;
+  message: string;
+}
+
+export interface RunInfo {
+  id: string;
+  job: string;
+  /** 1-based attempt number. */
+  attempt: number;
+  trigger: Trigger;
+}
+
+export interface TokenClaims {
+  iss: string;
+  sub: string;
+  aud: string[];
+  scope: string;
+  jti: string;
+  iat: number;
+  nbf: number;
+  exp: number;
+  run: string;
+  att: number;
+}
+
+/** The run's token as the handler sees it: claims freely, the raw JWT only when asked for by name. */
+export interface RunToken {
+  readonly claims: TokenClaims;
+  /** The raw JWT. Prefer `ctx.service()`/`ctx.http`, which attach it for you. */
+  reveal(): string;
+}
+
+export interface JobContext<Data = Record<string, unknown>> {
+  data: Data;
+  run: RunInfo;
+  log(line: string): Promise<void>;
+  progress(value: number | object): Promise<void>;
+  signal: AbortSignal;
+  token: RunToken;
+  service(name: string): Got;
+  http: Got;
+}
+
+export type RunState = 'waiting' | 'delayed' | 'active' | 'completed' | 'failed' | 'prioritized' | 'waiting-children' | 'unknown';
+
+/** A run as the API, CLI and dashboard report it. Never contains a token. */
+export interface RunReport {
+  runId: string;
+  job: string;
+  state: RunState;
+  attempts: number;
+  trigger: Trigger;
+  data: unknown;
+  progress: unknown;
+  result: unknown;
+  error: string | null;
+  logs: string[];
+  createdAt: string | null;
+  startedAt: string | null;
+  finishedAt: string | null;
+}
+
+/** A live token as listed by `GET /api/tokens` (metadata only). */
+export interface LiveToken {
+  jti: string;
+  job: string;
+  run: string;
+  att: number;
+  aud: string[];
+  scope: string;
+  exp: string;
+}

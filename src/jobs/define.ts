@@ -1,0 +1,158 @@
+// defineJob and the validation of a definition: every problem names the field and how to fix it.
+import { Ajv, type ErrorObject } from 'ajv';
+import addFormatsModule from 'ajv-formats';
+import { parseDuration } from '../duration.ts';
+import { JobDefinitionError } from '../errors.ts';
+import type { JobDefinition, ParamsIssue, RegisteredJob } from '../interfaces.ts';
+import { cronProblem, everyMs } from './schedule.ts';
+
+/** Identity at run time; gives a job file its types. */
+export function defineJob<Data = Record<string, unknown>, Result = unknown>(
+  definition: JobDefinition<Data, Result>,
+): JobDefinition<Data, Result> {
+  return definition;
+}
+
+const KNOWN_KEYS = [
+  'description',
+  'schedule',
+  'params',
+  'token',
+  'attempts',
+  'backoff',
+  'timeout',
+  'concurrency',
+  'overlap',
+  'run',
+] as const;
+
+/** Queue names become Redis key parts: no ':' and nothing a shell or URL would mangle. */
+export const JOB_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$/;
+
+const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
+const ajv = addFormats(new Ajv({ allErrors: true, strict: true, useDefaults: true, coerceTypes: false }));
+
+function issuesOf(errors: ErrorObject[] | null | undefined): ParamsIssue[] {
+  return (errors ?? []).map((e) => ({
+    path: e.instancePath || '/',
+    message:
+      e.keyword === 'additionalProperties'
+        ? `must NOT have additional property "${String((e.params as { additionalProperty: string }).additionalProperty)}"`
+        : (e.message ?? 'is invalid'),
+  }));
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Checks a job file's default export and derives the registered job; throws JobDefinitionError. */
+export function registerDefinition(name: string, file: string, raw: unknown): RegisteredJob {
+  const fail = (field: string | undefined, problem: string): never => {
+    throw new JobDefinitionError(file, field, problem);
+  };
+  if (!JOB_NAME.test(name)) {
+    fail(
+      undefined,
+      `"${name}" is not a usable job name: rename the file to letters, digits, '-' or '_' (no ':' or '.'), at most 100 characters`,
+    );
+  }
+  if (!isPlainObject(raw)) fail(undefined, 'the default export must be defineJob({...}); add `export default defineJob({ ... })`');
+  const def = raw as unknown as JobDefinition & Record<string, unknown>;
+  for (const key of Object.keys(def)) {
+    if (!(KNOWN_KEYS as readonly string[]).includes(key)) fail(key, `unknown field; allowed fields: ${KNOWN_KEYS.join(', ')}`);
+  }
+  if (typeof def.run !== 'function') fail('run', 'must be a function: async run(ctx) { ... }');
+  if (def.description !== undefined && typeof def.description !== 'string') fail('description', 'must be a string');
+
+  if (!isPlainObject(def.token)) fail('token', "is required: { audience: ['service-name'], scope: ['read'] } (least privilege)");
+  const { audience, scope, ...extraToken } = def.token as unknown as Record<string, unknown>;
+  if (Object.keys(extraToken).length) fail(`token.${Object.keys(extraToken)[0]}`, 'unknown field; allowed: audience, scope');
+  if (!Array.isArray(audience) || audience.length === 0 || !audience.every((a) => typeof a === 'string' && /^[A-Za-z0-9_.:/-]+$/.test(a))) {
+    fail('token.audience', "must be a non-empty array of service names, e.g. ['system']");
+  }
+  if (
+    scope !== undefined &&
+    (!Array.isArray(scope) || !scope.every((s) => typeof s === 'string' && /^[\x21\x23-\x5B\x5D-\x7E]+$/.test(s)))
+  ) {
+    fail('token.scope', "must be an array of scope strings without spaces, e.g. ['dict:read']");
+  }
+
+  if (def.schedule !== undefined) {
+    const s = def.schedule as unknown as Record<string, unknown>;
+    if (!isPlainObject(s)) fail('schedule', "must be { cron: '0 */5 * * * *', tz?: 'Area/City' } or { every: '30s' }");
+    const keys = Object.keys(s).sort().join(',');
+    if ('cron' in s) {
+      if (keys !== 'cron' && keys !== 'cron,tz') fail('schedule', 'a cron schedule takes only cron and tz');
+      if (typeof s.cron !== 'string') fail('schedule.cron', 'must be a string');
+      if (s.tz !== undefined && typeof s.tz !== 'string') fail('schedule.tz', 'must be an IANA time zone string');
+      const problem = cronProblem(s.cron as string, s.tz as string | undefined);
+      if (problem) fail(s.tz !== undefined && problem.includes('time zone') ? 'schedule.tz' : 'schedule.cron', problem);
+    } else if ('every' in s) {
+      if (keys !== 'every') fail('schedule', 'an interval schedule takes only every');
+      const ms = everyMs(s as { every: string });
+      if (ms === null) fail('schedule.every', `"${String(s.every)}" is not a duration (examples: '30s', '5m', 60000)`);
+      if (ms! < 1000) fail('schedule.every', 'must be at least 1s');
+    } else fail('schedule', "must have cron or every: { cron: '0 */5 * * * *' } or { every: '30s' }");
+  }
+
+  let validate: RegisteredJob['validate'];
+  if (def.params !== undefined) {
+    if (!isPlainObject(def.params)) fail('params', "must be a JSON Schema object, e.g. { type: 'object', properties: {...} }");
+    if (def.params.type !== 'object') fail('params.type', "must be 'object': run data is always a JSON object");
+    let check: ReturnType<typeof ajv.compile>;
+    try {
+      check = ajv.compile(def.params);
+    } catch (err) {
+      return fail('params', `is not a valid JSON Schema: ${(err as Error).message}`);
+    }
+    validate = (data) => (check(data) ? null : issuesOf(check.errors));
+  } else {
+    validate = (data) => (isPlainObject(data) ? null : [{ path: '/', message: 'must be an object' }]);
+  }
+
+  const int = (field: 'attempts' | 'concurrency', min: number, max: number): number | undefined => {
+    const v = def[field];
+    if (v === undefined) return undefined;
+    if (!Number.isInteger(v) || (v as number) < min || (v as number) > max) fail(field, `must be an integer from ${min} to ${max}`);
+    return v as number;
+  };
+  const attempts = int('attempts', 1, 100) ?? 1;
+  const concurrency = int('concurrency', 1, 1000) ?? 1;
+
+  if (def.backoff !== undefined) {
+    const b = def.backoff as unknown as Record<string, unknown>;
+    if (!isPlainObject(b) || (b.type !== 'fixed' && b.type !== 'exponential')) fail('backoff.type', "must be 'fixed' or 'exponential'");
+    if (typeof b.delay !== 'number' || b.delay < 0) fail('backoff.delay', 'must be a number of milliseconds >= 0');
+    const extra = Object.keys(b).filter((k) => !['type', 'delay', 'jitter'].includes(k));
+    if (extra.length) fail(`backoff.${extra[0]}`, 'unknown field; allowed: type, delay, jitter');
+    if (b.jitter !== undefined && (typeof b.jitter !== 'number' || b.jitter < 0 || b.jitter > 1))
+      fail('backoff.jitter', 'must be between 0 and 1');
+  }
+
+  let timeoutMs: number | undefined;
+  if (def.timeout !== undefined) {
+    const ms = parseDuration(def.timeout);
+    if (ms === null) fail('timeout', `"${String(def.timeout)}" is not a duration (examples: '30s', '2m', 120000)`);
+    timeoutMs = ms!;
+  }
+  if (def.overlap !== undefined && !['queue', 'skip', 'replace'].includes(def.overlap)) {
+    fail('overlap', "must be 'queue', 'skip' or 'replace'");
+  }
+
+  return {
+    name,
+    file,
+    definition: def,
+    description: def.description ?? '',
+    schedule: def.schedule,
+    attempts,
+    backoff: def.backoff,
+    timeoutMs,
+    concurrency,
+    overlap: def.overlap ?? 'queue',
+    audience: audience as string[],
+    scope: (scope as string[] | undefined) ?? [],
+    validate,
+  };
+}

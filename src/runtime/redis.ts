@@ -1,0 +1,90 @@
+// Redis connections, and the embedded default: a private redis-server when none is configured and none answers.
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { Redis, type RedisOptions } from 'ioredis';
+import { JobscopeError } from '../errors.ts';
+
+/** A connection BullMQ accepts for queues and workers (it requires maxRetriesPerRequest: null). */
+export function connect(url: string, extra: RedisOptions = {}): Redis {
+  const redis = new Redis(url, { maxRetriesPerRequest: null, ...extra });
+  // ioredis retries on its own; an unhandled 'error' event would crash the process instead.
+  redis.on('error', () => {});
+  return redis;
+}
+
+export function isListening(host: string, port: number, timeoutMs = 500): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host, port });
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(timeoutMs, () => done(false));
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+  });
+}
+
+export interface EmbeddedRedis {
+  url: string;
+  stop(): Promise<void>;
+}
+
+function redisServerBinary(): string | null {
+  const found = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' });
+  return found.status === 0 ? found.stdout.trim() : null;
+}
+
+/** Starts `redis-server` on 127.0.0.1:`port` with its data in `dir`; resolves once it answers. */
+export async function startEmbeddedRedis(dir: string, port = 6379): Promise<EmbeddedRedis> {
+  const bin = redisServerBinary();
+  if (!bin) {
+    throw new JobscopeError(
+      'ERR_NO_REDIS',
+      'no Redis: REDIS_URL is not set, nothing answers on 127.0.0.1:6379 and redis-server is not installed.\n' +
+        '  Fix one of: install redis-server (apt-get install redis-server / brew install redis),\n' +
+        '              or run `docker compose up -d redis`, or set REDIS_URL to your Redis.',
+    );
+  }
+  mkdirSync(dir, { recursive: true });
+  const child = spawn(
+    bin,
+    [
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--dir',
+      path.resolve(dir),
+      '--appendonly',
+      'yes',
+      '--save',
+      '60 1',
+      '--daemonize',
+      'no',
+      '--logfile',
+      'redis.log',
+    ],
+    { stdio: 'ignore' },
+  );
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const deadline = Date.now() + 10_000;
+  while (!(await isListening('127.0.0.1', port))) {
+    if (child.exitCode !== null || Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new JobscopeError('ERR_NO_REDIS', `the embedded redis-server did not start; see ${path.join(dir, 'redis.log')}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    async stop() {
+      if (child.exitCode === null) {
+        child.kill('SIGTERM');
+        await exited;
+      }
+    },
+  };
+}

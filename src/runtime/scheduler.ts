@@ -1,0 +1,98 @@
+// Scheduler sync: make the BullMQ job schedulers in Redis equal the schedules in jobs/, and pause/resume that survive restarts.
+// Upserting by job name is idempotent, so several processes starting at once cannot double a schedule; a short lock
+// keeps their removals of stale schedulers from interleaving.
+import { randomUUID } from 'node:crypto';
+import { Queue } from 'bullmq';
+import type { RegisteredJob } from '../interfaces.ts';
+import type { Logger } from '../log.ts';
+import { schedulerRepeat } from '../jobs/schedule.ts';
+import { jobOptions, type Queues } from './queues.ts';
+
+export interface SyncReport {
+  upserted: string[];
+  unchanged: string[];
+  removed: string[];
+}
+
+/** The Redis set of every job name that has had a queue, so schedulers of deleted job files can be found and removed. */
+function knownKey(prefix: string): string {
+  return `${prefix}:jobs`;
+}
+
+async function withLock<T>(queues: Queues, fn: () => Promise<T>): Promise<T> {
+  const key = `${queues.prefix}:lock:scheduler-sync`;
+  const id = randomUUID();
+  const deadline = Date.now() + 15_000;
+  while ((await queues.redis.set(key, id, 'PX', 10_000, 'NX')) !== 'OK') {
+    if (Date.now() > deadline) throw new Error('scheduler sync: another process holds the lock for too long');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  try {
+    return await fn();
+  } finally {
+    // Release only our own lock.
+    await queues.redis.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0", 1, key, id);
+  }
+}
+
+async function upsert(queues: Queues, job: RegisteredJob): Promise<boolean> {
+  const queue = queues.queue(job.name);
+  const repeat = schedulerRepeat(job.schedule!);
+  const existing = await queue.getJobScheduler(job.name);
+  const same =
+    existing &&
+    ('pattern' in repeat
+      ? existing.pattern === repeat.pattern && (existing.tz ?? undefined) === repeat.tz
+      : existing.every === repeat.every && !existing.pattern);
+  // Leave an unchanged scheduler alone: re-upserting an `every` schedule would move its phase on every restart.
+  if (same) return false;
+  await queue.upsertJobScheduler(job.name, repeat, { name: 'schedule', data: {}, opts: jobOptions(job) });
+  return true;
+}
+
+export async function syncSchedules(queues: Queues, logger?: Logger): Promise<SyncReport> {
+  const report: SyncReport = { upserted: [], unchanged: [], removed: [] };
+  await withLock(queues, async () => {
+    const { registry, redis, prefix } = queues;
+    const paused = new Set(await redis.smembers(queues.pausedKey));
+    for (const job of registry.jobs.values()) {
+      const queue = queues.queue(job.name);
+      if (job.schedule && !paused.has(job.name)) {
+        const changed = await upsert(queues, job);
+        (changed ? report.upserted : report.unchanged).push(job.name);
+      } else if (await queue.removeJobScheduler(job.name)) report.removed.push(job.name);
+    }
+    // Jobs whose file is gone: remove their schedulers too (their queues and history stay for the dashboard).
+    const known = await redis.smembers(knownKey(prefix));
+    for (const name of known.filter((n) => !registry.has(n))) {
+      const queue = new Queue(name, { connection: redis, prefix });
+      try {
+        for (const s of await queue.getJobSchedulers(0, -1)) {
+          if (s.key && (await queue.removeJobScheduler(s.key))) report.removed.push(name);
+        }
+      } finally {
+        await queue.close();
+      }
+      await redis.srem(knownKey(prefix), name);
+    }
+    if (registry.names.length) await redis.sadd(knownKey(prefix), ...registry.names);
+  });
+  logger?.info(report, 'schedules synced');
+  return report;
+}
+
+/** Pauses a job: its queue stops handing out runs and its schedule stops firing, on every host, across restarts. */
+export async function pauseJob(queues: Queues, name: string): Promise<void> {
+  const queue = queues.queue(name);
+  await queues.redis.sadd(queues.pausedKey, name);
+  await queue.pause();
+  await queue.removeJobScheduler(name);
+}
+
+export async function resumeJob(queues: Queues, name: string): Promise<void> {
+  const job = queues.registry.get(name);
+  const queue = queues.queue(name);
+  await queues.redis.srem(queues.pausedKey, name);
+  if (job.schedule) await upsert(queues, job);
+  await queue.resume();
+}

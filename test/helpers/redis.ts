@@ -1,0 +1,79 @@
+// A private redis-server per test file, on a free port, that tests may stop and restart.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function answers(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port });
+    s.once('connect', () => {
+      s.end('PING\r\n');
+      s.once('data', (d) => resolve(d.toString().includes('PONG')));
+    });
+    s.once('error', () => resolve(false));
+    s.setTimeout(500, () => {
+      s.destroy();
+      resolve(false);
+    });
+  });
+}
+
+export class TestRedis {
+  port = 0;
+  dir = '';
+  private child: ChildProcess | undefined;
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  async start(): Promise<this> {
+    if (!this.port) this.port = await freePort();
+    if (!this.dir) this.dir = mkdtempSync(path.join(os.tmpdir(), 'jobscope-redis-'));
+    this.child = spawn(
+      'redis-server',
+      ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', this.dir, '--hz', '100'],
+      {
+        stdio: 'ignore',
+      },
+    );
+    const deadline = Date.now() + 10_000;
+    while (!(await answers(this.port))) {
+      if (Date.now() > deadline || this.child.exitCode !== null) throw new Error(`redis-server did not start on port ${this.port}`);
+      await new Promise((r) => setTimeout(r, 30));
+    }
+    return this;
+  }
+
+  async stop(): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGKILL');
+    await exited;
+    this.child = undefined;
+  }
+
+  /** Stops the server and removes its files. */
+  async destroy(): Promise<void> {
+    await this.stop();
+    if (this.dir) rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+export async function startRedis(): Promise<TestRedis> {
+  return new TestRedis().start();
+}
