@@ -115,10 +115,14 @@ export class Queues {
   }
 
   async report(runId: string): Promise<RunReport> {
-    const job = await this.getJob(runId);
     const { job: name, id } = parseRunId(runId);
-    const [state, logs] = await Promise.all([job.getState(), this.queue(name).getJobLogs(id, 0, -1)]);
-    return toReport(name, job, state as RunState, logs.logs);
+    if (!this.registry.has(name)) throw new UnknownRunError(runId);
+    const queue = this.queue(name);
+    // State first: a job read before its state could predate its completion and lack the result.
+    const state = (await queue.getJobState(id)) as RunState;
+    const [job, logs] = await Promise.all([queue.getJob(id), queue.getJobLogs(id, 0, -1)]);
+    if (!job) throw new UnknownRunError(runId);
+    return toReport(name, job, state, logs.logs);
   }
 
   /** Recent runs of a job, newest first. */

@@ -1,6 +1,6 @@
 // Workers: one BullMQ Worker per job. Each attempt mints its own token, runs the handler inside that token's scope, and
 // revokes the token in `finally` whatever happened (return, throw, timeout, cancel, shutdown).
-import { EventEmitter } from 'node:events';
+import { EventEmitter, setMaxListeners } from 'node:events';
 import { inspect } from 'node:util';
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -81,6 +81,8 @@ export class Workers extends EventEmitter<RunEvents> {
   constructor(deps: WorkerDeps) {
     super();
     this.deps = deps;
+    // Every active run listens for shutdown: with high concurrency that is more than the default 10 listeners.
+    setMaxListeners(0, this.shutdown.signal);
   }
 
   async start(): Promise<void> {
