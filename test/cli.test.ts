@@ -1,0 +1,166 @@
+// The real `jobscope` bin as child processes: worker, trigger --wait, list, cancel, graceful shutdown.
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { Redis } from 'ioredis';
+import { startRedis, type TestRedis } from './helpers/redis.ts';
+import { jobsDir, removeDir, ROOT } from './helpers/runtime.ts';
+import { until } from './helpers/wait.ts';
+
+const BIN = path.join(ROOT, 'bin', 'jobscope.js');
+
+const JOBS = {
+  'add.ts': `import { defineJob } from 'jobscope';
+export default defineJob({
+  description: 'adds two numbers',
+  params: { type: 'object', properties: { a: { type: 'integer' }, b: { type: 'integer' } }, required: ['a', 'b'], additionalProperties: false },
+  token: { audience: ['svc'] },
+  async run(ctx) { await ctx.log('adding'); return { sum: (ctx.data.a as number) + (ctx.data.b as number), sub: ctx.token.claims.sub }; },
+});`,
+  'fail.ts': `export default { token: { audience: ['svc'] }, async run() { throw new Error('the upstream said no'); } };`,
+  'slow.ts': `export default { description: 'takes 1.5 s', token: { audience: ['svc'] }, schedule: { cron: '0 0 4 * * *' },
+    async run(ctx) { await new Promise((r) => setTimeout(r, 1500)); return { finished: true, jti: ctx.token.claims.jti }; } };`,
+  'wait.ts': `export default { token: { audience: ['svc'] }, async run(ctx) {
+    await new Promise((resolve, reject) => { const t = setTimeout(resolve, 20000); ctx.signal.addEventListener('abort', () => { clearTimeout(t); reject(ctx.signal.reason); }); });
+  } };`,
+};
+
+let redis: TestRedis;
+let dir: string;
+let client: Redis;
+let worker: ChildProcess | undefined;
+let workerErr = '';
+
+function env(): NodeJS.ProcessEnv {
+  return {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    REDIS_URL: redis.url,
+    JOBSCOPE_JOBS: dir,
+    JOBSCOPE_PREFIX: 'cli',
+    JOBSCOPE_STATE_DIR: path.join(ROOT, '.jobscope', 'test-tmp', 'state'),
+    LOG_LEVEL: 'info',
+  };
+}
+
+function cli(args: string[], timeoutMs = 20_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { env: env(), cwd: ROOT });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`jobscope ${args.join(' ')} did not finish in ${timeoutMs} ms\n${stderr}`));
+    }, timeoutMs);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+function startWorker(): Promise<void> {
+  workerErr = '';
+  worker = spawn(process.execPath, [BIN, 'worker'], { env: env(), cwd: ROOT });
+  worker.stderr!.on('data', (d) => (workerErr += d));
+  return until(() => workerErr.includes('workers started'), 20_000, 'the worker to start');
+}
+
+before(async () => {
+  redis = await startRedis();
+  client = new Redis(redis.url);
+  dir = jobsDir(JOBS);
+  await startWorker();
+});
+
+after(async () => {
+  worker?.kill('SIGKILL');
+  client.disconnect();
+  await redis.destroy();
+  removeDir(dir);
+});
+
+describe('jobscope CLI', () => {
+  test('trigger --wait prints the result as JSON and exits 0', async () => {
+    const { code, stdout } = await cli(['trigger', 'add', '--data', '{"a":2,"b":40}', '--wait']);
+    assert.equal(code, 0);
+    const out = JSON.parse(stdout);
+    assert.equal(out.state, 'completed');
+    assert.deepEqual(out.result, { sum: 42, sub: 'job:add' });
+    assert.match(out.runId, /^add:\d+$/);
+  });
+
+  test('trigger --wait on a failing job prints its error and exits 1', async () => {
+    const { code, stdout } = await cli(['trigger', 'fail', '--wait']);
+    assert.equal(code, 1);
+    const out = JSON.parse(stdout);
+    assert.equal(out.state, 'failed');
+    assert.equal(out.error, 'the upstream said no');
+  });
+
+  test('trigger without --wait prints the run id; bad data, bad JSON and unknown jobs exit non-zero with the reason', async () => {
+    const queued = await cli(['trigger', 'add', '--data', '{"a":1,"b":1}']);
+    assert.equal(queued.code, 0);
+    assert.match(JSON.parse(queued.stdout).runId, /^add:\d+$/);
+
+    const bad = await cli(['trigger', 'add', '--data', '{"a":"x"}', '--wait']);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /invalid data for job "add": \/ must have required property 'b'; \/a must be integer/);
+    assert.deepEqual(JSON.parse(bad.stdout).issues[1], { path: '/a', message: 'must be integer' });
+
+    const notJson = await cli(['trigger', 'add', '--data', '{a:1}']);
+    assert.equal(notJson.code, 2);
+    assert.match(notJson.stderr, /--data is not valid JSON/);
+
+    const unknown = await cli(['trigger', 'nope']);
+    assert.equal(unknown.code, 1);
+    assert.match(unknown.stderr, /unknown job "nope"; known jobs: add, fail, slow, wait/);
+  });
+
+  test('list shows the jobs, their schedules and next fire times', async () => {
+    const { code, stdout } = await cli(['list']);
+    assert.equal(code, 0);
+    assert.match(stdout, /^add\n {2}adds two numbers\n {2}schedule: manual$/m);
+    assert.match(stdout, /^slow\n {2}takes 1\.5 s\n {2}schedule: cron 0 0 4 \* \* \*\n {2}next: \d{4}-\d\d-\d\dT\d\d:00:00\.000Z, /m);
+    const json = JSON.parse((await cli(['list', '--json'])).stdout);
+    assert.deepEqual(
+      json.map((j: { name: string }) => j.name),
+      ['add', 'fail', 'slow', 'wait'],
+    );
+    assert.equal(json.find((j: { name: string }) => j.name === 'slow').nextRuns.length, 5);
+  });
+
+  test('cancel aborts a running run on the worker process and revokes its token at once', async () => {
+    const { stdout } = await cli(['trigger', 'wait']);
+    const { runId } = JSON.parse(stdout);
+    await until(async () => (await client.keys('cli:token:*')).length === 1, 10_000, 'the run to start');
+    const cancelled = await cli(['cancel', runId]);
+    assert.equal(cancelled.code, 0);
+    assert.deepEqual(JSON.parse(cancelled.stdout), { runId, outcome: 'signalled' });
+    assert.equal((await client.keys('cli:token:*')).length, 0);
+    const state = await cli(['trigger', 'add', '--data', '{"a":0,"b":0}', '--wait']); // the worker is free again
+    assert.equal(state.code, 0);
+    const again = await cli(['cancel', runId]);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /has already failed; nothing to cancel/);
+  });
+
+  test('SIGTERM lets the active run finish, revokes its token and exits 0', async () => {
+    const { stdout } = await cli(['trigger', 'slow']);
+    const { runId } = JSON.parse(stdout);
+    await until(async () => (await client.keys('cli:token:*')).length === 1, 10_000, 'the slow run to start');
+    const exited = new Promise<number | null>((resolve) => worker!.once('exit', (code) => resolve(code)));
+    worker!.kill('SIGTERM');
+    assert.equal(await exited, 0);
+    assert.match(workerErr, /shutting down/);
+    assert.match(workerErr, /"msg":"stopped"/);
+    const id = runId.split(':')[1];
+    const job = await client.hgetall(`cli:slow:${id}`);
+    assert.equal(JSON.parse(job.returnvalue).finished, true, 'the active run completed before the process exited');
+    assert.equal((await client.keys('cli:token:*')).length, 0);
+    assert.doesNotMatch(workerErr, /eyJ[\w-]+\.[\w-]+\./, 'no token in the worker logs');
+  });
+});
