@@ -213,7 +213,7 @@ describe('a run calling a real service', () => {
       else if (type === 'hash') dump += JSON.stringify(await client.hgetall(key));
       else if (type === 'list') dump += JSON.stringify(await client.lrange(key, 0, -1));
       else if (type === 'set') dump += JSON.stringify(await client.smembers(key));
-      else if (type === 'zset') dump += JSON.stringify(await client.zrange(key, 0, -1));
+      else if (type === 'zset') dump += JSON.stringify(await client.zrange(key, '0', '-1'));
       else if (type === 'stream') dump += JSON.stringify(await client.xrange(key, '-', '+'));
       dump += '\n';
     }

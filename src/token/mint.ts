@@ -1,8 +1,8 @@
 // Minting: sign a per-run JWT and register its jti as live, before the handler may use it.
 import { randomUUID } from 'node:crypto';
-import jwt from 'jsonwebtoken';
 import type { TokenClaims } from '../interfaces.ts';
 import type { KeyStore } from './keys.ts';
+import { signCompact, type Signer } from './signer.ts';
 import type { TokenStore } from './store.ts';
 
 /** Extra lifetime beyond the job's timeout, so a run that ends right at its timeout still has a valid token for cleanup calls. */
@@ -31,13 +31,16 @@ export class TokenMinter {
   readonly keys: KeyStore;
   readonly store: TokenStore;
   readonly issuer: string;
-  constructor(keys: KeyStore, store: TokenStore, issuer: string) {
+  private readonly signer: Signer | undefined;
+  /** `signer` signs off the main thread (see signer.ts); without one, tokens are signed inline. */
+  constructor(keys: KeyStore, store: TokenStore, issuer: string, signer?: Signer) {
     this.keys = keys;
     this.store = store;
     this.issuer = issuer;
+    this.signer = signer;
   }
 
-  sign(req: MintRequest, nowMs = Date.now()): MintedToken {
+  claims(req: MintRequest, nowMs = Date.now()): TokenClaims {
     const iat = Math.floor(nowMs / 1000);
     const claims: TokenClaims = {
       iss: this.issuer,
@@ -51,16 +54,23 @@ export class TokenMinter {
       run: req.run,
       att: req.attempt,
     };
-    const { key, kid, alg } = this.keys.current;
-    const raw = jwt.sign(claims, key, { algorithm: alg, keyid: kid, header: { alg, typ: 'at+jwt', kid } });
-    return { raw, claims };
+    return claims;
   }
 
-  /** Signs and registers; the token is live when this resolves. */
+  /** A signed token, not registered: not live until `store.register`. */
+  sign(req: MintRequest, nowMs = Date.now()): MintedToken {
+    const claims = this.claims(req, nowMs);
+    return { raw: signCompact(this.keys.current, claims), claims };
+  }
+
+  /** Signs and registers concurrently (a live jti that nobody holds yet is harmless); the token is live when this resolves. */
   async mint(req: MintRequest): Promise<MintedToken> {
-    const token = this.sign(req);
-    await this.store.register(token.claims, token.claims.exp * 1000);
-    return token;
+    const claims = this.claims(req);
+    const [raw] = await Promise.all([
+      this.signer ? this.signer.sign(claims) : signCompact(this.keys.current, claims),
+      this.store.register(claims, claims.exp * 1000),
+    ]);
+    return { raw, claims };
   }
 
   revoke(jti: string): Promise<void> {
