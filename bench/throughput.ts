@@ -34,7 +34,11 @@ async function preload(queueName: string, prefix: string): Promise<void> {
   const queue = new Queue(queueName, { connection: { url: redis.url } as never, prefix });
   for (let i = 0; i < JOBS; i += 1000) {
     await queue.addBulk(
-      Array.from({ length: Math.min(1000, JOBS - i) }, () => ({ name: 'api', data: {}, opts: { removeOnComplete: true, removeOnFail: true } })),
+      Array.from({ length: Math.min(1000, JOBS - i) }, () => ({
+        name: 'api',
+        data: {},
+        opts: { removeOnComplete: true, removeOnFail: true },
+      })),
     );
   }
   await queue.close();
@@ -59,7 +63,12 @@ function measure(worker: Worker): Promise<number> {
 async function raw(): Promise<number> {
   await admin.flushall();
   await preload('noop', 'raw');
-  const worker = new Worker('noop', async () => 1, { connection: { url: redis.url } as never, prefix: 'raw', concurrency: CONCURRENCY, autorun: false });
+  const worker = new Worker('noop', async () => 1, {
+    connection: { url: redis.url } as never,
+    prefix: 'raw',
+    concurrency: CONCURRENCY,
+    autorun: false,
+  });
   const rate = measure(worker);
   void worker.run();
   const result = await rate;
