@@ -242,3 +242,39 @@ describe('params and overlap at enqueue', () => {
     assert.deepEqual(await runtime.queues.queue('call').getJobCounts(), before);
   });
 });
+
+describe('compatibility modes', () => {
+  test('HS256 with JOBSCOPE_JWT_SECRET, and the token also in JOBSCOPE_TOKEN_HEADER', async () => {
+    const secret = 'a-long-enough-shared-secret-for-hs256-mode!';
+    const compat = await testRuntime({
+      redisUrl: redis.url,
+      jobsDir: dir,
+      env: {
+        JOBSCOPE_PREFIX: PREFIX,
+        JOBSCOPE_SERVICES: `svc=${service.url}`,
+        JOBSCOPE_JWT_SECRET: secret,
+        JOBSCOPE_TOKEN_HEADER: 'X-Access-Token',
+      },
+    });
+    try {
+      await compat.runtime.startWorkers(['flaky']);
+      await runtime.workers!.workers.get('flaky')!.pause();
+      const { runId } = await compat.runtime.queues.enqueue('flaky', {}, 'api');
+      const report = await waitForRun(compat.runtime, runId);
+      assert.equal(report.state, 'completed');
+      const reqs = requestsOf(runId);
+      assert.equal(reqs.length, 3);
+      for (const r of reqs) {
+        assert.equal(r.accessToken, r.token, 'X-Access-Token carries the same token as Authorization');
+        const payload = jwt.verify(r.token!, secret, { algorithms: ['HS256'] }) as jwt.JwtPayload;
+        assert.equal(payload.run, runId);
+        assert.equal(r.header!.alg, 'HS256');
+        assert.equal(r.header!.typ, 'at+jwt');
+        assert.doesNotMatch(String(r.header!.kid), new RegExp(secret.slice(0, 8)), 'the kid does not reveal the secret');
+      }
+    } finally {
+      runtime.workers!.workers.get('flaky')!.resume();
+      await compat.runtime.close();
+    }
+  });
+});

@@ -1,6 +1,6 @@
 // Redis connections, and the embedded default: a private redis-server when none is configured and none answers.
-import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { accessSync, constants, mkdirSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { Redis, type RedisOptions } from 'ioredis';
@@ -33,8 +33,16 @@ export interface EmbeddedRedis {
 }
 
 function redisServerBinary(): string | null {
-  const found = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' });
-  return found.status === 0 ? found.stdout.trim() : null;
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    const candidate = path.join(dir, 'redis-server');
+    try {
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // not in this PATH entry
+    }
+  }
+  return null;
 }
 
 /** Starts `redis-server` on 127.0.0.1:`port` with its data in `dir`; resolves once it answers. */
