@@ -2,7 +2,9 @@
 // private redis-server. Usage: npm run bench [-- --jobs 20000 --concurrency 50 --rounds 3]
 // Prints a table and the median ratio jobscope / raw.
 import { parseArgs } from 'node:util';
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { Queue, Worker } from 'bullmq';
+import jwt from 'jsonwebtoken';
 import { Redis } from 'ioredis';
 import { loadRegistry } from '../src/jobs/registry.ts';
 import { createLogger } from '../src/log.ts';
@@ -76,6 +78,34 @@ async function raw(): Promise<number> {
   return result;
 }
 
+/** The naive scope from notes/BASELINE.md: jwt.sign (ES256, KeyObject) + SET PX + DEL in finally, auto-pipelined. */
+async function naive(): Promise<number> {
+  await admin.flushall();
+  await preload('noop', 'naive');
+  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  const tokens = new Redis(redis.url, { enableAutoPipelining: true });
+  const worker = new Worker(
+    'noop',
+    async (job) => {
+      const jti = randomUUID();
+      jwt.sign({ sub: 'job:noop', jti, run: job.id }, privateKey, { algorithm: 'ES256', expiresIn: 60 });
+      await tokens.set(`naive:token:${jti}`, '1', 'PX', 60_000);
+      try {
+        return 1;
+      } finally {
+        await tokens.del(`naive:token:${jti}`);
+      }
+    },
+    { connection: { url: redis.url } as never, prefix: 'naive', concurrency: CONCURRENCY, autorun: false },
+  );
+  const rate = measure(worker);
+  void worker.run();
+  const result = await rate;
+  await worker.close();
+  tokens.disconnect();
+  return result;
+}
+
 async function jobscope(): Promise<number> {
   await admin.flushall();
   await preload('noop', 'bench');
@@ -92,17 +122,22 @@ async function jobscope(): Promise<number> {
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const rows: { round: number; raw: number; jobscope: number }[] = [];
+const rows: { round: number; raw: number; naive: number; jobscope: number }[] = [];
 try {
   for (let round = 1; round <= ROUNDS; round++) {
     const r = await raw();
+    const n = await naive();
     const j = await jobscope();
-    rows.push({ round, raw: Math.round(r), jobscope: Math.round(j) });
-    console.log(`round ${round}: raw BullMQ ${Math.round(r)}/s, jobscope ${Math.round(j)}/s, ratio ${(j / r).toFixed(2)}x`);
+    rows.push({ round, raw: Math.round(r), naive: Math.round(n), jobscope: Math.round(j) });
+    console.log(
+      `round ${round}: raw BullMQ ${Math.round(r)}/s, naive token scope ${Math.round(n)}/s (${(n / r).toFixed(2)}x), ` +
+        `jobscope ${Math.round(j)}/s (${(j / r).toFixed(2)}x)`,
+    );
   }
   const ratios = rows.map((r) => r.jobscope / r.raw);
   console.log(
     `\n${JOBS} no-op jobs, concurrency ${CONCURRENCY}, ${ROUNDS} rounds: raw median ${median(rows.map((r) => r.raw))}/s, ` +
+      `naive scope median ${median(rows.map((r) => r.naive))}/s (${median(rows.map((r) => r.naive / r.raw)).toFixed(2)}x), ` +
       `jobscope median ${median(rows.map((r) => r.jobscope))}/s, ratio median ${median(ratios).toFixed(2)}x ` +
       `(min ${Math.min(...ratios).toFixed(2)}x, max ${Math.max(...ratios).toFixed(2)}x)`,
   );
