@@ -24,9 +24,10 @@ before(async () => {
   dir = jobsDir({
     'only-one.ts': `export default { token: { audience: ['svc'] }, overlap: 'skip', ${body(800)} };`,
     'latest.ts': `export default { token: { audience: ['svc'] }, overlap: 'replace', ${body(5000)} };`,
+    'ticker.ts': `export default { token: { audience: ['svc'] }, overlap: 'skip', schedule: { every: '1s' }, ${body(2500)} };`,
   });
   ({ runtime } = await testRuntime({ redisUrl: redis.url, jobsDir: dir, env: { JOBSCOPE_PREFIX: 'ov' } }));
-  await runtime.startWorkers();
+  await runtime.startWorkers(['only-one', 'latest']);
 });
 after(async () => {
   await runtime.close();
@@ -69,5 +70,27 @@ describe('overlap', () => {
     await runtime.cancel(second.runId, 'test over');
     assert.equal((await waitForRun(runtime, second.runId)).state, 'failed');
     assert.deepEqual(await runtime.tokens.list(), []);
+  });
+
+  test('skip: a scheduled fire that came due while a run was active is recorded as skipped', async () => {
+    const { runtime: scheduled } = await testRuntime({ redisUrl: redis.url, jobsDir: dir, env: { JOBSCOPE_PREFIX: 'ov' } });
+    try {
+      await scheduled.startWorkers(['ticker']);
+      await scheduled.syncSchedules();
+      const queue = scheduled.queues.queue('ticker');
+      // Runs take 2.5 s and fires come every second: the fire due during a run must not run after it.
+      await until(async () => (await queue.getCompletedCount()) >= 2, 12_000, 'two finished ticker runs');
+      await scheduled.pause('ticker');
+      const done = await queue.getCompleted(0, -1);
+      const skipped = done.filter((j) => (j.returnvalue as { skipped?: boolean }).skipped);
+      const ran = done.filter((j) => (j.returnvalue as { done?: string }).done);
+      assert.ok(ran.length >= 1, 'a scheduled run ran');
+      assert.ok(skipped.length >= 1, 'a fire due during that run was skipped');
+      assert.deepEqual(skipped[0].returnvalue, { skipped: true, reason: 'another run was active (overlap: skip)' });
+      const logs = await queue.getJobLogs(skipped[0].id!);
+      assert.deepEqual(logs.logs, ['skipped: another run of this job is active (overlap: skip)']);
+    } finally {
+      await scheduled.close();
+    }
   });
 });

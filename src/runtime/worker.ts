@@ -2,7 +2,7 @@
 // revokes the token in `finally` whatever happened (return, throw, timeout, cancel, shutdown).
 import { EventEmitter, setMaxListeners } from 'node:events';
 import { inspect } from 'node:util';
-import { UnrecoverableError, Worker, type Job } from 'bullmq';
+import { UnrecoverableError, Worker, type Job, type Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { ParamsError, RunCancelledError, RunTimeoutError } from '../errors.ts';
 import type { JobContext, RegisteredJob, RunInfo, RunToken, Trigger } from '../interfaces.ts';
@@ -51,6 +51,19 @@ function untilAborted(signal: AbortSignal): Promise<never> {
     if (signal.aborted) reject(signal.reason);
     else signal.addEventListener('abort', () => reject(signal.reason), { once: true });
   });
+}
+
+/** When a scheduler-made run was due: the millis that end its id (`repeat:<scheduler>:<millis>`). */
+function fireTime(bullJob: Job): number {
+  const m = /:(\d+)$/.exec(bullJob.id ?? '');
+  return m ? Number(m[1]) : bullJob.timestamp;
+}
+
+/** Was another run of the queue active at `t`? (Still active, or the latest finished run spans `t`.) */
+async function busyAt(queue: Queue, t: number, selfId: string | undefined): Promise<boolean> {
+  if ((await queue.getActiveCount()) > 1) return true;
+  const [last] = await queue.getJobs(['completed', 'failed'], 0, 0, false);
+  return Boolean(last && last.id !== selfId && (last.processedOn ?? Infinity) <= t && (last.finishedOn ?? 0) > t);
 }
 
 function redactValue<T>(value: T, tokens: string[]): T {
@@ -130,7 +143,7 @@ export class Workers extends EventEmitter<RunEvents> {
       end('failed');
       throw new UnrecoverableError(new ParamsError(job.name, issues).message);
     }
-    if (origin === 'schedule' && job.overlap === 'skip' && (await queues.queue(job.name).getActiveCount()) > 1) {
+    if (origin === 'schedule' && job.overlap === 'skip' && (await busyAt(queues.queue(job.name), fireTime(bullJob), bullJob.id))) {
       await bullJob.log('skipped: another run of this job is active (overlap: skip)');
       end('skipped');
       return { skipped: true, reason: 'another run was active (overlap: skip)' };
