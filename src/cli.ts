@@ -77,18 +77,56 @@ function untilSignal(logger: Logger): Promise<string> {
   });
 }
 
+/** What a serving process holds, so a failure half-way through start-up can still close all of it. */
+interface Serving {
+  embedded?: EmbeddedRedis;
+  runtime?: Runtime;
+  server?: import('node:http').Server;
+}
+
+async function stopServing({ server, runtime, embedded }: Serving): Promise<void> {
+  if (server) {
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    server.closeIdleConnections();
+    await closed;
+  }
+  await runtime?.close();
+  await embedded?.stop();
+}
+
 async function serve(env: Env, mode: 'start' | 'worker' | 'server', flags: { only?: string }, io: CliIO): Promise<number> {
+  const serving: Serving = {};
+  try {
+    await startServing(env, mode, flags, io, serving);
+  } catch (err) {
+    await stopServing(serving);
+    throw err;
+  }
+  const { config, logger } = env;
+  const sig = await untilSignal(logger);
+  logger.info({ signal: sig, deadlineMs: config.shutdownTimeoutMs }, 'shutting down: no new runs; waiting for active runs');
+  await stopServing(serving);
+  logger.info('stopped');
+  return 0;
+}
+
+async function startServing(
+  env: Env,
+  mode: 'start' | 'worker' | 'server',
+  flags: { only?: string },
+  io: CliIO,
+  serving: Serving,
+): Promise<void> {
   const { config, logger } = env;
   const registry = await loadRegistry(config.jobsDir);
-  let embedded: EmbeddedRedis | undefined;
   if (mode === 'start' && !config.redisUrlExplicit && !(await isListening('127.0.0.1', 6379))) {
-    embedded = await startEmbeddedRedis(path.join(config.stateDir, 'redis'));
+    serving.embedded = await startEmbeddedRedis(path.join(config.stateDir, 'redis'));
     logger.info(
       { dir: path.join(config.stateDir, 'redis') },
       `no REDIS_URL and nothing on 127.0.0.1:6379: started an embedded redis-server`,
     );
   }
-  const runtime = await openRuntime(env, registry);
+  const runtime = (serving.runtime = await openRuntime(env, registry));
   if (runtime.keys.warning) logger.warn(runtime.keys.warning);
   logger.info(
     { redis: redact(config.redisUrl), prefix: config.prefix, jobs: registry.names },
@@ -122,14 +160,7 @@ async function serve(env: Env, mode: 'start' | 'worker' | 'server', flags: { onl
     }
   }
 
-  const sig = await untilSignal(logger);
-  logger.info({ signal: sig, deadlineMs: config.shutdownTimeoutMs }, 'shutting down: no new runs; waiting for active runs');
-  await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
-  server?.closeAllConnections();
-  await runtime.close();
-  await embedded?.stop();
-  logger.info('stopped');
-  return 0;
+  serving.server = server;
 }
 
 async function list(env: Env, json: boolean, io: CliIO): Promise<number> {
