@@ -22,6 +22,9 @@ export function createSystemService(opts: SystemServiceOptions) {
   const auth = requireJobToken({ audience: 'system', jwksUrl: opts.jwksUrl, redis: opts.redisUrl, prefix: opts.prefix });
   app.get('/sys/dict/all', auth, (req, res) => {
     // req.jobToken holds the verified claims: who is calling (sub), for which run, with which scopes.
+    console.error(
+      `system service: accepted ${req.method} ${req.path} from ${req.jobToken!.sub} (run ${req.jobToken!.run}, jti ${req.jobToken!.jti})`,
+    );
     res.json({ calledBy: req.jobToken!.sub, run: req.jobToken!.run, dict: DICTIONARY });
   });
   app.post(
