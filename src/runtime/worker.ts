@@ -29,6 +29,12 @@ export interface WorkerDeps {
   only?: string[];
 }
 
+/** Claims (never the raw token) of every token a run was given, for the dashboard's Run page; kept as long as failed runs. */
+export function claimsKey(prefix: string, runId: string): string {
+  return `${prefix}:claims:${runId}`;
+}
+const CLAIMS_KEEP_MS = 30 * 24 * 3600 * 1000;
+
 export type RunOutcome = 'completed' | 'failed' | 'timeout' | 'cancelled' | 'skipped';
 
 export interface RunEvents {
@@ -168,6 +174,15 @@ export class Workers extends EventEmitter<RunEvents> {
       this.emit('token:minted', { job: job.name, jti: t.claims.jti });
       return t;
     };
+    const recordClaims = (t: MintedToken) => {
+      const key = claimsKey(this.deps.prefix, run.id);
+      return this.deps.connection
+        .multi()
+        .rpush(key, JSON.stringify(t.claims))
+        .pexpire(key, CLAIMS_KEEP_MS)
+        .exec()
+        .catch((err: Error) => log.warn({ err: err.message }, 'could not record the token claims'));
+    };
     const revoke = async (jti: string) => {
       live.delete(jti);
       await minter.revoke(jti);
@@ -182,6 +197,7 @@ export class Workers extends EventEmitter<RunEvents> {
         async () => {
           try {
             const next = track(await minter.mint(mintReq));
+            void recordClaims(next);
             if (!scope?.open) return void (await revoke(next.claims.jti));
             const old = scope.token;
             scope.token = next;
@@ -201,6 +217,7 @@ export class Workers extends EventEmitter<RunEvents> {
     log.info({ trigger: run.trigger }, 'run started');
     try {
       const token = track(await minter.mint(mintReq));
+      await recordClaims(token);
       scope = { run, signal: controller.signal, token, open: true };
       scheduleRemint();
       const ctx = this.context(scope, data, bullJob, raws, clients);
