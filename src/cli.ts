@@ -62,18 +62,21 @@ async function openRuntime({ config, logger }: Env, registry: Registry): Promise
   return runtime;
 }
 
-/** Resolves on the first SIGINT/SIGTERM; a second one exits at once. */
+/** Resolves on the first SIGINT/SIGTERM; any signal after that exits at once. */
 function untilSignal(logger: Logger): Promise<string> {
   return new Promise((resolve) => {
-    const onSignal = (sig: string) => {
-      process.once(sig as NodeJS.Signals, () => {
-        logger.warn('second signal: exiting now');
-        process.exit(130);
-      });
+    const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM'];
+    const first = (sig: NodeJS.Signals) => {
+      for (const s of signals) {
+        process.off(s, first);
+        process.once(s, () => {
+          logger.warn('second signal: exiting now');
+          process.exit(130);
+        });
+      }
       resolve(sig);
     };
-    process.once('SIGINT', () => onSignal('SIGINT'));
-    process.once('SIGTERM', () => onSignal('SIGTERM'));
+    for (const s of signals) process.on(s, first);
   });
 }
 

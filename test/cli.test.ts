@@ -163,4 +163,22 @@ describe('jobscope CLI', () => {
     assert.equal((await client.keys('cli:token:*')).length, 0);
     assert.doesNotMatch(workerErr, /eyJ[\w-]+\.[\w-]+\./, 'no token in the worker logs');
   });
+
+  test('a second signal during a graceful shutdown exits at once', async () => {
+    await startWorker();
+    const { stdout } = await cli(['trigger', 'wait']);
+    const { runId } = JSON.parse(stdout);
+    await until(async () => (await client.keys('cli:token:*')).length === 1, 10_000, 'the run to start');
+    const exited = new Promise<number | null>((resolve) => worker!.once('exit', (code) => resolve(code)));
+    worker!.kill('SIGTERM');
+    await until(() => workerErr.includes('shutting down'), 5000, 'the graceful shutdown to begin');
+    const t0 = Date.now();
+    worker!.kill('SIGINT');
+    assert.equal(await exited, 130);
+    assert.ok(Date.now() - t0 < 3000, 'exited without waiting for the 20 s run');
+    // The killed worker could not revoke: the token dies at its expiry, and the run is recovered as stalled by BullMQ.
+    const [key] = await client.keys('cli:token:*');
+    assert.ok((await client.pttl(key)) > 0, 'the orphaned token still has a bounded lifetime');
+    assert.ok(runId);
+  });
 });
