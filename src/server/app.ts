@@ -1,62 +1,31 @@
-// The HTTP server: JSON API, JWKS, health. Reads the same registry and queues as the runtime, never its internals.
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+// The HTTP server: JWKS and health (open), then everything else behind Basic auth: the JSON API, /metrics, jobscope's
+// pages at /dashboard and Bull Board at /dashboard/queues. Reads the same registry and queues as the runtime.
+import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
-import express, { type NextFunction, type Request, type Response } from 'express';
+import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
+import helmet from 'helmet';
 import { JobscopeError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Runtime } from '../runtime/runtime.ts';
+import { apiRouter } from './api.ts';
+import { LoginLimiter, authenticate, type Credentials } from './auth.ts';
+import { BOARD_PATH, createBoards } from './bullboard.ts';
+import { dashboardPages } from './dashboard.ts';
+import { Metrics } from './metrics.ts';
 
-export type Role = 'admin' | 'viewer';
-
-export interface Credentials {
-  user: string;
-  password: string;
-}
+export { adminCredentials, roleOf, type Credentials, type Role } from './auth.ts';
 
 export interface ServerOptions {
   runtime: Runtime;
   logger: Logger;
   admin: Credentials;
   viewer?: Credentials;
-  /** Largest accepted JSON body (default 100 kb). */
+  /** Largest accepted JSON body (default 100kb); larger ones get 413. */
   bodyLimit?: string;
-}
-
-/** Admin credentials from the config, or generated ones (printed once by the caller): the dashboard is never open. */
-export function adminCredentials(user: string | undefined, password: string | undefined): Credentials & { generated: boolean } {
-  if (user && password) return { user, password, generated: false };
-  return { user: 'admin', password: randomBytes(18).toString('base64url'), generated: true };
-}
-
-function digest(s: string): Buffer {
-  return createHash('sha256').update(s).digest();
-}
-
-/** Constant-time comparison of equal-length digests, so neither length nor content leaks through timing. */
-function same(a: string, b: string): boolean {
-  return timingSafeEqual(digest(a), digest(b));
-}
-
-export function roleOf(header: string | undefined, admin: Credentials, viewer?: Credentials): Role | null {
-  const m = /^Basic ([A-Za-z0-9+/=]+)$/.exec(header ?? '');
-  if (!m) return null;
-  const decoded = Buffer.from(m[1], 'base64').toString('utf8');
-  const colon = decoded.indexOf(':');
-  if (colon < 0) return null;
-  const user = decoded.slice(0, colon);
-  const pass = decoded.slice(colon + 1);
-  const isAdmin = same(user, admin.user) && same(pass, admin.password);
-  const isViewer = viewer !== undefined && same(user, viewer.user) && same(pass, viewer.password);
-  return isAdmin ? 'admin' : isViewer ? 'viewer' : null;
-}
-
-declare global {
-  // eslint-disable-next-line @typescript-eslint/no-namespace
-  namespace Express {
-    interface Request {
-      role?: Role;
-    }
-  }
+  /** Failed logins allowed per client address and window before 429 (default 10 per minute). */
+  loginLimit?: { max: number; windowMs: number };
+  /** Where jobscope's pages are (default: the package's dashboard/ folder). */
+  dashboardDir?: string;
 }
 
 const STATUS_OF: Record<string, number> = {
@@ -67,11 +36,57 @@ const STATUS_OF: Record<string, number> = {
   ERR_RUN_FINISHED: 409,
 };
 
+/** A request id (a caller's X-Request-Id if it looks like one) and one log line per request: method, path, status, time. */
+function requestLog(logger: Logger): RequestHandler {
+  return (req, res, next) => {
+    const given = req.headers['x-request-id'];
+    req.requestId = typeof given === 'string' && /^[A-Za-z0-9._-]{1,64}$/.test(given) ? given : randomUUID();
+    res.setHeader('X-Request-Id', req.requestId);
+    const started = process.hrtime.bigint();
+    res.on('finish', () => {
+      // The path only: no query string, no headers, so neither credentials nor tokens can reach the log.
+      const entry = {
+        reqId: req.requestId,
+        method: req.method,
+        path: req.originalUrl.split('?')[0],
+        status: res.statusCode,
+        ms: Number((process.hrtime.bigint() - started) / 1000n) / 1000,
+        user: req.user,
+      };
+      // Reads that succeed (the pages poll) and the browser's first, credential-less request are debug; the rest is info.
+      if ((req.method === 'GET' || req.method === 'HEAD') && (res.statusCode < 400 || res.statusCode === 401))
+        logger.debug(entry, 'request');
+      else logger.info(entry, 'request');
+    });
+    next();
+  };
+}
+
+function security(): RequestHandler {
+  return helmet({
+    contentSecurityPolicy: {
+      directives: {
+        'script-src': ["'self'"],
+        // Bull Board's UI uses inline styles and (when online) IBM Plex from Google Fonts.
+        'style-src': ["'self'", "'unsafe-inline'", 'https://fonts.googleapis.com'],
+        'font-src': ["'self'", 'data:', 'https://fonts.gstatic.com'],
+        'img-src': ["'self'", 'data:'],
+        'worker-src': ["'self'", 'blob:'],
+        // jobscope is often served over plain HTTP on an internal address: upgrading would break it.
+        'upgrade-insecure-requests': null,
+      },
+    },
+  });
+}
+
 export function createApp(opts: ServerOptions): express.Express {
   const { runtime, logger } = opts;
+  const bodyLimit = opts.bodyLimit ?? '100kb';
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', false);
+  app.use(requestLog(logger));
+  app.use(security());
 
   app.get('/.well-known/jwks.json', (_req, res) => {
     res.set('Cache-Control', 'public, max-age=60').json(runtime.keys.jwks());
@@ -80,83 +95,61 @@ export function createApp(opts: ServerOptions): express.Express {
     res.json({ ok: true });
   });
   app.get('/readyz', async (_req, res) => {
+    const jobs = runtime.registry.names.length;
+    let timer: NodeJS.Timeout | undefined;
     try {
-      await Promise.race([runtime.redis.ping(), new Promise((_, rej) => setTimeout(() => rej(new Error('timeout')), 1000))]);
-      res.json({ ok: true, redis: 'up', jobs: runtime.registry.names.length });
+      // Not connected: answer at once instead of queueing a PING behind a reconnect.
+      if (runtime.redis.status !== 'ready') throw new Error(runtime.redis.status);
+      await Promise.race([runtime.redis.ping(), new Promise((_, rej) => (timer = setTimeout(() => rej(new Error('timeout')), 1000)))]);
+      res.json({ ok: true, redis: 'up', jobs });
     } catch {
-      res.status(503).json({ ok: false, redis: 'down', jobs: runtime.registry.names.length });
+      res.status(503).json({ ok: false, redis: 'down', jobs });
+    } finally {
+      clearTimeout(timer);
     }
   });
 
-  const auth = (req: Request, res: Response, next: NextFunction) => {
-    const role = roleOf(req.headers.authorization, opts.admin, opts.viewer);
-    if (!role) {
-      res
-        .status(401)
-        .set('WWW-Authenticate', 'Basic realm="jobscope", charset="UTF-8"')
-        .json({ error: 'unauthorized', message: 'log in with the dashboard credentials' });
-      return;
-    }
-    req.role = role;
+  const auth = authenticate({
+    admin: opts.admin,
+    viewer: opts.viewer,
+    limiter: new LoginLimiter(opts.loginLimit?.max ?? 10, opts.loginLimit?.windowMs ?? 60_000),
+    logger,
+  });
+
+  const metrics = new Metrics(runtime);
+  if (runtime.workers) metrics.observe(runtime.workers);
+  app.get('/metrics', auth, async (_req, res) => {
+    res.set('Content-Type', metrics.registry.contentType).send(await metrics.text());
+  });
+
+  app.use('/api', auth, apiRouter(runtime, bodyLimit));
+
+  app.use(BOARD_PATH, auth, createBoards(runtime.queues, bodyLimit).router);
+  app.get('/', (_req, res) => res.redirect('/dashboard/'));
+  app.use('/dashboard', auth, (req, res, next) => {
+    // '/dashboard' -> '/dashboard/' so the pages' relative links resolve inside it.
+    if (req.originalUrl === '/dashboard') return res.redirect(301, '/dashboard/');
     next();
-  };
-  const adminOnly = (req: Request, res: Response, next: NextFunction) => {
-    if (req.role !== 'admin') {
-      res.status(403).json({ error: 'forbidden', message: 'read-only user: this action needs the admin login' });
-      return;
-    }
-    next();
-  };
+  });
+  app.use('/dashboard', dashboardPages(opts.dashboardDir));
 
-  const api = express.Router();
-  api.use(auth);
-  api.use(express.json({ limit: opts.bodyLimit ?? '100kb' }));
-  api.get('/jobs', async (_req, res) => {
-    res.json(await runtime.queues.summaries());
+  app.use((_req, res) => {
+    res.status(404).json({ error: 'not_found', message: 'no such route' });
   });
-  api.post('/jobs/:name/runs', adminOnly, async (req, res) => {
-    const body: unknown = req.body ?? {};
-    if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-      res.status(400).json({ error: 'bad_request', message: 'body must be a JSON object: { "data": { ... } }' });
-      return;
-    }
-    const { runId } = await runtime.queues.enqueue(String(req.params.name), (body as { data?: unknown }).data ?? {}, 'api');
-    res.status(202).json({ runId });
-  });
-  api.get('/runs/:runId', async (req, res) => {
-    res.json(await runtime.queues.report(String(req.params.runId)));
-  });
-  api.post('/runs/:runId/cancel', adminOnly, async (req, res) => {
-    res.json(await runtime.cancel(String(req.params.runId), `cancelled through the API`));
-  });
-  api.post('/jobs/:name/pause', adminOnly, async (req, res) => {
-    await runtime.pause(String(req.params.name));
-    res.json({ name: req.params.name, paused: true });
-  });
-  api.post('/jobs/:name/resume', adminOnly, async (req, res) => {
-    await runtime.resume(String(req.params.name));
-    res.json({ name: req.params.name, paused: false });
-  });
-  api.get('/tokens', async (_req, res) => {
-    res.json(await runtime.tokens.list());
-  });
-  api.use((_req, res) => {
-    res.status(404).json({ error: 'not_found', message: 'no such API route' });
-  });
-  app.use('/api', api);
-
-  app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
-    const e = err as { type?: string; status?: number; code?: string; message?: string; issues?: unknown };
-    if (e.type === 'entity.too.large')
-      return void res.status(413).json({ error: 'too_large', message: `body larger than ${opts.bodyLimit ?? '100kb'}` });
+  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
+    const e = err as { type?: string; status?: number; message?: string; issues?: unknown };
+    if (e.type === 'entity.too.large') return void res.status(413).json({ error: 'too_large', message: `body larger than ${bodyLimit}` });
     if (e.type === 'entity.parse.failed') return void res.status(400).json({ error: 'bad_json', message: 'body is not valid JSON' });
     if (err instanceof JobscopeError && STATUS_OF[err.code]) {
       return void res
         .status(STATUS_OF[err.code])
         .json({ error: err.code, message: err.message, ...(e.issues ? { issues: e.issues } : {}) });
     }
-    logger.error({ err: e.message }, 'request failed');
-    res.status(500).json({ error: 'internal', message: 'internal error' });
+    if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
+      return void res.status(e.status).json({ error: 'bad_request', message: e.message ?? 'bad request' });
+    }
+    logger.error({ reqId: req.requestId, err: e.message }, 'request failed');
+    res.status(500).json({ error: 'internal', message: 'internal error', requestId: req.requestId });
   });
   return app;
 }
