@@ -67,7 +67,7 @@ export class Metrics {
       this.minted.inc({ job: name }, 0);
       this.revoked.inc({ job: name }, 0);
     }
-    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'jobscope_process_' });
+    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'jobscope_' });
   }
 
   /** Counts the runs and tokens of these workers (once per Workers instance). */
