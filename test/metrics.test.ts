@@ -4,7 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import type { Runtime } from '../src/runtime/runtime.ts';
 import { startRedis, type TestRedis } from './helpers/redis.ts';
 import { jobsDir, removeDir, testRuntime } from './helpers/runtime.ts';
-import { ADMIN, TestServer, VIEWER } from './helpers/server.ts';
+import { TestServer, VIEWER } from './helpers/server.ts';
 import { until, waitForRun } from './helpers/wait.ts';
 
 let redis: TestRedis;
