@@ -245,6 +245,7 @@ async function verifyCommand(env: Env, token: string | undefined, audience: stri
   if (!token) throw new UsageError('usage: jobscope token verify <jwt> [--audience A]');
   const { config } = env;
   const { loadKeys } = await import('./token/keys.ts');
+  const { currentJwksAt } = await import('./token/jwks.ts');
   const keys = loadKeys(config);
   let aud = audience;
   if (!aud) {
@@ -261,7 +262,8 @@ async function verifyCommand(env: Env, token: string | undefined, audience: stri
     issuer: config.issuer,
     prefix: config.prefix,
     redis: config.redisUrl,
-    ...(keys.alg === 'HS256' ? { secret: config.jwtSecret! } : { jwks: keys.jwks() }),
+    // Configured keys plus keys retired by a rotation whose tokens may still be live (as GET /.well-known/jwks.json serves).
+    ...(keys.alg === 'HS256' ? { secret: config.jwtSecret! } : { jwks: await currentJwksAt(keys, config.redisUrl, config.prefix) }),
   });
   try {
     const claims = await verifier.verify(token);

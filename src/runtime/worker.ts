@@ -191,8 +191,10 @@ export class Workers extends EventEmitter<RunEvents> {
 
     let scope: RunScope | undefined;
     let remint: NodeJS.Timeout | undefined;
-    // Re-mint before expiry when a run outlives its token (no timeout, or one longer than the lifetime cap).
+    // Re-mint before expiry when a run outlives its token (no timeout, or one longer than the lifetime cap). Timed from
+    // the token's actual exp: exp is floored to whole seconds, so it can come up to 1 s before mint time + lifetime.
     const scheduleRemint = () => {
+      const remainingMs = scope ? scope.token.claims.exp * 1000 - Date.now() : lifetimeMs;
       remint = setTimeout(
         async () => {
           try {
@@ -208,7 +210,7 @@ export class Workers extends EventEmitter<RunEvents> {
             log.error({ err: (err as Error).message }, 'could not re-mint the run token');
           }
         },
-        Math.max(1000, lifetimeMs - Math.min(60_000, lifetimeMs / 5)),
+        Math.max(100, remainingMs - Math.min(60_000, lifetimeMs / 5)),
       );
       remint.unref();
     };

@@ -88,8 +88,9 @@ export function createApp(opts: ServerOptions): express.Express {
   app.use(requestLog(logger));
   app.use(security());
 
-  app.get('/.well-known/jwks.json', (_req, res) => {
-    res.set('Cache-Control', 'public, max-age=60').json(runtime.keys.jwks());
+  app.get('/.well-known/jwks.json', async (_req, res) => {
+    // Configured keys plus keys retired by a rotation whose tokens may still be live (src/token/jwks.ts).
+    res.set('Cache-Control', 'public, max-age=60').json(await runtime.minter.jwks());
   });
   app.get('/healthz', (_req, res) => {
     res.json({ ok: true });

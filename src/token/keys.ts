@@ -82,7 +82,12 @@ export function writeNewKey(dir: string): { file: string; kid: string } {
   return { file, kid: ecKeyFromPem(pem, file).kid };
 }
 
-/** Expands a list of files and directories (directories: every *.pem inside, by name) into key files, oldest first. */
+/**
+ * Expands a list of files and directories (directories: every *.pem inside, by name) into key files, oldest first. The
+ * last one signs new tokens; all of them are published. Rotation: add a newer key (`jobscope keys generate` names files so
+ * they sort by creation time), restart, and later remove the old file: the JWKS keeps serving its public key from Redis
+ * until every token it signed has expired (see jwks.ts).
+ */
 export function keyFilesOf(entries: string[]): string[] {
   const files: string[] = [];
   for (const entry of entries) {
@@ -99,7 +104,9 @@ export function keyFilesOf(entries: string[]): string[] {
   return files;
 }
 
-function store(alg: Algorithm, all: SigningKey[], warning?: string): KeyStore {
+function store(alg: Algorithm, listed: SigningKey[], warning?: string): KeyStore {
+  // The same key listed twice (a file and its directory) counts once, at its last position.
+  const all = listed.filter((k, i) => !listed.slice(i + 1).some((o) => o.kid === k.kid));
   const current = all[all.length - 1];
   const published: PublicJwk[] = all
     .filter((k) => k.alg === 'ES256')

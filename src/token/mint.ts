@@ -1,7 +1,8 @@
 // Minting: sign a per-run JWT and register its jti as live, before the handler may use it.
 import { randomUUID } from 'node:crypto';
 import type { TokenClaims } from '../interfaces.ts';
-import type { KeyStore } from './keys.ts';
+import { currentJwks, KeyPublisher } from './jwks.ts';
+import type { KeyStore, PublicJwk } from './keys.ts';
 import { signCompact, type Signer } from './signer.ts';
 import type { TokenStore } from './store.ts';
 
@@ -32,12 +33,20 @@ export class TokenMinter {
   readonly store: TokenStore;
   readonly issuer: string;
   private readonly signer: Signer | undefined;
+  /** Keeps the signing key in the served JWKS while its tokens may be live, even after a rotation removes its file. */
+  private readonly publisher: KeyPublisher;
   /** `signer` signs off the main thread (see signer.ts); without one, tokens are signed inline. */
   constructor(keys: KeyStore, store: TokenStore, issuer: string, signer?: Signer) {
     this.keys = keys;
     this.store = store;
     this.issuer = issuer;
     this.signer = signer;
+    this.publisher = new KeyPublisher(store.redis, store.prefix, keys.current);
+  }
+
+  /** What `GET /.well-known/jwks.json` serves: configured keys plus retired keys whose tokens may still be live. */
+  jwks(): Promise<{ keys: PublicJwk[] }> {
+    return currentJwks(this.keys, this.store.redis, this.store.prefix);
   }
 
   claims(req: MintRequest, nowMs = Date.now()): TokenClaims {
@@ -63,12 +72,16 @@ export class TokenMinter {
     return { raw: signCompact(this.keys.current, claims), claims };
   }
 
-  /** Signs and registers concurrently (a live jti that nobody holds yet is harmless); the token is live when this resolves. */
+  /**
+   * Signs and registers concurrently (a live jti that nobody holds yet is harmless); the token is live when this resolves,
+   * and its key is published in the JWKS until at least its exp.
+   */
   async mint(req: MintRequest): Promise<MintedToken> {
     const claims = this.claims(req);
     const [raw] = await Promise.all([
       this.signer ? this.signer.sign(claims) : signCompact(this.keys.current, claims),
       this.store.register(claims, claims.exp * 1000),
+      this.publisher.ensure(claims.exp * 1000),
     ]);
     return { raw, claims };
   }
