@@ -1,4 +1,4 @@
-/* global Node, URLSearchParams, alert, fetch */
+/* global Node, URLSearchParams, alert */
 // jobscope's pages: one small ES module, no framework, no build step. Each page is a function picked by <body data-page>.
 // Everything is built with DOM nodes and textContent (never innerHTML), so job output cannot inject markup.
 
@@ -73,7 +73,7 @@ function runLink(runId, text) {
 }
 
 function show(...nodes) {
-  main.replaceChildren(...nodes);
+  main.replaceChildren(...nodes.flat(2).filter((n) => n !== null && n !== undefined && n !== false));
 }
 
 function failure(err) {
@@ -342,6 +342,7 @@ async function runPage() {
         run.trigger,
         ' · attempts ',
         h('span', { id: 'run-attempts' }, run.attempts),
+        run.state === 'active' ? ` (attempt ${run.attempts + 1} running)` : '',
       ),
       isAdmin() && !finished
         ? h(

@@ -42,7 +42,9 @@ function pickClaims(text: string): TokenClaims | null {
 
 export async function jobView(runtime: Runtime, name: string): Promise<JobView> {
   const job = runtime.registry.get(name);
-  const [summary, [last]] = await Promise.all([runtime.queues.summary(name), runtime.queues.recentRuns(name, 1)]);
+  const [summary, recent] = await Promise.all([runtime.queues.summary(name), runtime.queues.recentRuns(name, 5)]);
+  // A scheduler keeps its next fire as a delayed job: that is the schedule, not the last run.
+  const last = recent.find((r) => r.state !== 'delayed');
   return {
     ...summary,
     scheduleText: describeSchedule(job.schedule),
