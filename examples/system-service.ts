@@ -40,10 +40,12 @@ export function createSystemService(opts: SystemServiceOptions) {
 // Run directly: node --import tsx examples/system-service.ts
 if (import.meta.url === `file://${process.argv[1]}`) {
   const port = Number(process.env.SYSTEM_SERVICE_PORT ?? 4000);
+  // HOST=0.0.0.0 in a container (docker-compose.yml), so the runner's container can reach it.
+  const host = process.env.HOST ?? '127.0.0.1';
   createSystemService({
     port,
     jwksUrl: process.env.JOBSCOPE_JWKS_URL ?? `http://127.0.0.1:${process.env.PORT ?? 3000}/.well-known/jwks.json`,
     redisUrl: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
     prefix: process.env.JOBSCOPE_PREFIX,
-  }).listen(port, '127.0.0.1', () => console.log(`system service on http://127.0.0.1:${port}`));
+  }).listen(port, host, () => console.log(`system service on http://${host}:${port}`));
 }
