@@ -453,6 +453,21 @@ describe('Bull Board', () => {
     await until(async () => (await runtime.queues.report(`hello:${raw.id}`)).state === 'completed', 10_000, 'the retried run');
   });
 
+  test("pause/resume from Bull Board are jobscope's (schedule too); the read-only board refuses them", async () => {
+    assert.equal((await srv.request('/dashboard/queues/api/queues/nightly/pause', { method: 'PUT', auth: VIEWER })).status, 405);
+    assert.equal((await srv.request('/dashboard/queues/api/queues/pause', { method: 'PUT', auth: VIEWER })).status, 200);
+    assert.equal(await runtime.queues.isPaused('nightly'), false, 'pause-all on the read-only board paused nothing');
+    assert.equal(await runtime.queues.queue('nightly').isPaused(), false);
+
+    assert.equal((await srv.request('/dashboard/queues/api/queues/nightly/pause', { method: 'PUT', auth: ADMIN })).status, 200);
+    assert.equal(await runtime.queues.isPaused('nightly'), true);
+    assert.equal(await runtime.queues.queue('nightly').getJobScheduler('nightly'), undefined, 'the schedule stopped too');
+    assert.equal((await srv.request('/api/jobs/nightly', { auth: ADMIN })).body.paused, true);
+    assert.equal((await srv.request('/dashboard/queues/api/queues/nightly/resume', { method: 'PUT', auth: ADMIN })).status, 200);
+    assert.equal(await runtime.queues.isPaused('nightly'), false);
+    assert.ok(await runtime.queues.queue('nightly').getJobScheduler('nightly'), 'the schedule is back');
+  });
+
   test('job data, results and logs shown by Bull Board carry no token', async () => {
     const res = await add(ADMIN, { n: 1 });
     const id = res.body.job.id as string;

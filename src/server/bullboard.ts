@@ -3,6 +3,7 @@
 // - adds ("Add job", "Duplicate"), data edits and retries are checked against the job's params before Bull Board sees them,
 //   answering 400 with the schema errors, and the adapter's addJob goes through Queues.enqueue (validation, overlap rules,
 //   jobscope's job options, trigger name 'manual') in case a route reaches it some other way;
+// - its pause/resume are jobscope's (schedule included, remembered across restarts);
 // - everything it displays (data, result, progress, name, logs) passes through the token mask.
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
@@ -13,6 +14,7 @@ import { OverlapSkippedError, ParamsError } from '../errors.ts';
 import type { ParamsIssue, RegisteredJob } from '../interfaces.ts';
 import { maskTokens } from '../log.ts';
 import type { Queues } from '../runtime/queues.ts';
+import { pauseJob, resumeJob } from '../runtime/scheduler.ts';
 
 export const BOARD_PATH = '/dashboard/queues';
 
@@ -64,6 +66,15 @@ class JobscopeQueueAdapter extends BullMQAdapter {
       if (err instanceof OverlapSkippedError) throw new BoardError(409, err.message);
       throw err;
     }
+  }
+
+  /** Bull Board's pause/resume (one queue or all) are jobscope's: the schedule stops too, on every host, across restarts. */
+  override async pause(): Promise<void> {
+    await pauseJob(this.queues, this.jobName);
+  }
+
+  override async resume(): Promise<void> {
+    await resumeJob(this.queues, this.jobName);
   }
 
   override async getJobLogs(id: string): Promise<string[]> {
