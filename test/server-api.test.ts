@@ -407,6 +407,7 @@ describe('Bull Board', () => {
     const res = await add(ADMIN, { n: 2, who: 'board' });
     assert.equal(res.status, 200, res.text);
     const runId = `hello:${res.body.job.id}`;
+    assert.equal(res.body.job.externalUrl.href, `/dashboard/run.html?id=${encodeURIComponent(runId)}`, 'links to the Run page');
     const report = await waitForRun(runtime, runId);
     assert.equal(report.state, 'completed');
     assert.equal(report.trigger, 'manual');

@@ -48,6 +48,11 @@ class JobscopeQueueAdapter extends BullMQAdapter {
       description: job.description,
       displayName: job.name,
       ...(job.definition.params ? { jobDataSchema: job.definition.params } : {}),
+      // Each run links to jobscope's Run page (token claims, live logs).
+      externalJobUrl: (j) => ({
+        displayText: 'jobscope run page',
+        href: `/dashboard/run.html?id=${encodeURIComponent(`${job.name}:${j.id}`)}`,
+      }),
     });
     this.queues = queues;
     this.jobName = job.name;
