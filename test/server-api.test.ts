@@ -41,6 +41,15 @@ before(async () => {
         return { slept: true };
       },
     };`,
+    'flaky.ts': `export default {
+      token: { audience: ['svc'] },
+      attempts: 2,
+      backoff: { type: 'fixed', delay: 10 },
+      async run(ctx) {
+        if (ctx.run.attempt === 1) throw new Error('first attempt fails');
+        return { attempt: ctx.run.attempt };
+      },
+    };`,
     'nightly.ts': `export default {
       description: 'Runs at 03:00 UTC',
       schedule: { cron: '0 0 3 * * *', tz: 'UTC' },
@@ -49,7 +58,7 @@ before(async () => {
     };`,
   });
   ({ runtime, logs } = await testRuntime({ redisUrl: redis.url, jobsDir: dir, env: { JOBSCOPE_PREFIX: 'api' } }));
-  await runtime.startWorkers(['hello', 'slow']);
+  await runtime.startWorkers(['hello', 'slow', 'flaky']);
   await runtime.syncSchedules();
   srv = await TestServer.start(runtime);
 });
@@ -80,7 +89,7 @@ describe('open routes', () => {
 
     const ready = await srv.request('/readyz');
     assert.equal(ready.status, 200);
-    assert.deepEqual(ready.body, { ok: true, redis: 'up', jobs: 3 });
+    assert.deepEqual(ready.body, { ok: true, redis: 'up', jobs: 4 });
 
     const jwks = await srv.request('/.well-known/jwks.json');
     assert.equal(jwks.status, 200);
@@ -169,7 +178,7 @@ describe('jobs', () => {
       const res = await srv.request('/api/jobs', { auth });
       assert.equal(res.status, 200);
       const byName = new Map((res.body as { name: string }[]).map((j) => [j.name, j]));
-      assert.deepEqual([...byName.keys()].sort(), ['hello', 'nightly', 'slow']);
+      assert.deepEqual([...byName.keys()].sort(), ['flaky', 'hello', 'nightly', 'slow']);
       const nightly = res.body.find((j: { name: string }) => j.name === 'nightly');
       assert.deepEqual(nightly.schedule, { cron: '0 0 3 * * *', tz: 'UTC' });
       assert.equal(nightly.scheduleText, 'cron 0 0 3 * * * (UTC)');
@@ -234,6 +243,20 @@ describe('jobs', () => {
     assert.doesNotMatch(res.text, JWT_LIKE, 'the raw token the job logged and returned is not in the answer');
   });
 
+  test('a retried run lists the claims of each attempt: a fresh token (jti) per attempt', async () => {
+    const runId = await trigger('flaky', {});
+    const report = await waitForRun(runtime, runId);
+    assert.equal(report.state, 'completed');
+    const run = (await srv.request(`/api/runs/${runId}`, { auth: VIEWER })).body;
+    assert.equal(run.attempts, 2);
+    assert.deepEqual(
+      run.claims.map((c: { att: number }) => c.att),
+      [1, 2],
+    );
+    assert.notEqual(run.claims[0].jti, run.claims[1].jti);
+    assert.ok(run.claims.every((c: { run: string; sub: string }) => c.run === runId && c.sub === 'job:flaky'));
+  });
+
   test('400 with the schema errors; 400 for a body that is not an object or not JSON; 404 unknown job; 413 over the limit', async () => {
     const bad = await srv.request('/api/jobs/hello/runs', { method: 'POST', auth: ADMIN, json: { data: { n: 9, extra: true } } });
     assert.equal(bad.status, 400);
@@ -257,7 +280,7 @@ describe('jobs', () => {
     const unknown = await srv.request('/api/jobs/nope/runs', { method: 'POST', auth: ADMIN, json: { data: {} } });
     assert.equal(unknown.status, 404);
     assert.equal(unknown.body.error, 'ERR_UNKNOWN_JOB');
-    assert.match(unknown.body.message, /known jobs: hello, nightly, slow|known jobs: .*hello/);
+    assert.match(unknown.body.message, /known jobs: flaky, hello, nightly, slow/);
 
     const big = await srv.request('/api/jobs/hello/runs', {
       method: 'POST',
