@@ -76,6 +76,16 @@ function show(...nodes) {
   main.replaceChildren(...nodes.flat(2).filter((n) => n !== null && n !== undefined && n !== false));
 }
 
+/** Calls `render` now and every `ms` while `again()` holds; a failed refresh shows the error and keeps trying. */
+async function poll(render, ms, again = () => true) {
+  try {
+    await render();
+  } catch (err) {
+    show(failure(err));
+  }
+  if (again()) setTimeout(() => poll(render, ms, again), ms);
+}
+
 function failure(err) {
   return h('p', { class: 'error', role: 'alert' }, err instanceof ApiError ? `${err.status}: ${err.message}` : String(err));
 }
@@ -324,7 +334,10 @@ async function runPage() {
     try {
       [run, live] = await Promise.all([api(`runs/${encodeURIComponent(runId)}`), api('tokens').catch(() => [])]);
     } catch (err) {
-      return show(h('h1', {}, 'Run ', h('code', {}, runId)), failure(err));
+      show(h('h1', {}, 'Run ', h('code', {}, runId)), failure(err));
+      // An unknown run stays unknown; anything else (a restart, a network blip) is retried.
+      if (!(err instanceof ApiError && err.status === 404)) timer = setTimeout(render, 2000);
+      return;
     }
     const liveJtis = new Set(live.map((t) => t.jti));
     const finished = FINISHED.has(run.state);
@@ -465,9 +478,8 @@ async function tokensPage() {
           )
         : h('p', { id: 'no-tokens' }, 'No live tokens: no run is active.'),
     );
-    setTimeout(render, 2000);
   };
-  await render();
+  await poll(render, 2000);
 }
 
 async function workersPage() {
@@ -513,9 +525,8 @@ async function workersPage() {
         ),
       ),
     );
-    setTimeout(render, 5000);
   };
-  await render();
+  await poll(render, 5000);
 }
 
 const PAGES = { index: jobsPage, run: runPage, tokens: tokensPage, workers: workersPage };
