@@ -49,6 +49,7 @@ function when(iso) {
   const d = new Date(iso);
   const secs = Math.round((d.getTime() - Date.now()) / 1000);
   const abs = Math.abs(secs);
+  if (abs < 2) return `${d.toLocaleString()} (just now)`;
   const rel =
     abs < 60
       ? `${abs}s`
@@ -170,7 +171,10 @@ function paramsForm(job, onDone) {
           return;
         }
         try {
-          const { runId } = await api(`jobs/${encodeURIComponent(job.name)}/runs`, { method: 'POST', body: JSON.stringify({ data }) });
+          const { runId } = await api(`jobs/${encodeURIComponent(job.name)}/runs`, {
+            method: 'POST',
+            body: JSON.stringify({ data, trigger: 'manual' }),
+          });
           onDone(runId);
         } catch (err) {
           const issues = err instanceof ApiError && err.body.issues;

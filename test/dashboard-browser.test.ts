@@ -213,7 +213,7 @@ describe('dashboard in a browser', () => {
     assert.equal(claims, 1);
     const run = await runtime.queues.report(runId);
     assert.equal(run.state, 'completed');
-    assert.equal(run.trigger, 'api');
+    assert.equal(run.trigger, 'manual', 'a click in the dashboard is a manual trigger');
     await shot(page, 'run');
     await noTokenIn(page);
   });

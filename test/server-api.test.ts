@@ -228,6 +228,8 @@ describe('jobs', () => {
     assert.equal(run.attempts, 1);
     assert.equal(run.trigger, 'api');
     assert.equal(run.result.n, 3);
+    const manual = await srv.request('/api/jobs/hello/runs', { method: 'POST', auth: ADMIN, json: { data: { n: 0 }, trigger: 'manual' } });
+    assert.equal((await waitForRun(runtime, manual.body.runId)).trigger, 'manual');
     assert.equal(run.error, null);
     assert.equal(run.logs[0], 'hello api x3');
     for (const k of ['createdAt', 'startedAt', 'finishedAt']) assert.ok(!Number.isNaN(Date.parse(run[k])), k);
@@ -272,6 +274,14 @@ describe('jobs', () => {
     const notObject = await srv.request('/api/jobs/hello/runs', { method: 'POST', auth: ADMIN, json: [1, 2] });
     assert.equal(notObject.status, 400);
     assert.equal(notObject.body.error, 'bad_request');
+
+    const badTrigger = await srv.request('/api/jobs/hello/runs', {
+      method: 'POST',
+      auth: ADMIN,
+      json: { data: { n: 1 }, trigger: 'schedule' },
+    });
+    assert.equal(badTrigger.status, 400);
+    assert.match(badTrigger.body.message, /trigger must be "api" or "manual"/);
 
     const notJson = await srv.request('/api/jobs/hello/runs', { method: 'POST', auth: ADMIN, body: '{"data": ' });
     assert.equal(notJson.status, 400);

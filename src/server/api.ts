@@ -99,7 +99,13 @@ export function apiRouter(runtime: Runtime, bodyLimit: string): Router {
       res.status(400).json({ error: 'bad_request', message: 'body must be a JSON object: { "data": { ... } }' });
       return;
     }
-    const { runId } = await runtime.queues.enqueue(String(req.params.name), body.data ?? {}, 'api');
+    // The dashboard's Run-now form says 'manual' (a person clicked); other callers are 'api'.
+    const trigger = body.trigger ?? 'api';
+    if (trigger !== 'api' && trigger !== 'manual') {
+      res.status(400).json({ error: 'bad_request', message: `trigger must be "api" or "manual", not ${JSON.stringify(trigger)}` });
+      return;
+    }
+    const { runId } = await runtime.queues.enqueue(String(req.params.name), body.data ?? {}, trigger);
     res.status(202).json({ runId });
   });
   api.post('/jobs/:name/pause', adminOnly, async (req, res) => {
