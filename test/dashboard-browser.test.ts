@@ -81,7 +81,7 @@ before(async () => {
       token: { audience: ['greeter'], scope: ['greet:write'] },
       async run(ctx) {
         for (let i = 1; i <= ctx.data.times; i++) {
-          await new Promise((r) => setTimeout(r, 700));
+          await new Promise((r) => setTimeout(r, 1000));
           const text = 'hello ' + ctx.data.name;
           await ctx.log('line ' + i + ': ' + (ctx.data.loud ? text.toUpperCase() : text));
         }
@@ -192,13 +192,19 @@ describe('dashboard in a browser', () => {
     const runId = decodeURIComponent(new URL(page.url()).searchParams.get('id')!);
     const logs = page.locator('#run-logs');
     const state = page.locator('#run-state');
-    // Live: a first log line shows while the run is still active (the page polls; nobody reloads it).
-    await until(async () => /line 1: HELLO ADA/.test((await logs.textContent()) ?? ''), 10_000, 'the first log line');
-    assert.equal((await state.textContent())?.trim(), 'active');
-    assert.doesNotMatch((await logs.textContent()) ?? '', /line 3/);
-    // The token of the running attempt is shown as claims, live.
-    await page.locator('table.claims tbody tr').first().waitFor();
-    assert.match((await page.locator('table.claims').textContent()) ?? '', /job:greet.*greeter.*greet:write.*live/s);
+    // Live: the page (which nobody reloads) shows the first log line while the run is still active, with the claims of
+    // its live token. One snapshot of the DOM, so a refresh between two reads cannot mix states.
+    const snapshot = () =>
+      page.evaluate(() => ({
+        state: document.querySelector('#run-state')?.textContent?.trim() ?? '',
+        logs: document.querySelector('#run-logs')?.textContent ?? '',
+        claims: document.querySelector('table.claims')?.textContent ?? '',
+      }));
+    let live = await snapshot();
+    await until(async () => /line 1: HELLO ADA/.test((live = await snapshot()).logs), 10_000, 'the first log line');
+    assert.equal(live.state, 'active');
+    assert.doesNotMatch(live.logs, /line 3/);
+    assert.match(live.claims, /job:greet.*greeter.*greet:write.*live/s);
     await shot(page, 'run-live');
 
     await until(async () => (await state.textContent())?.trim() === 'completed', 15_000, 'the run to complete');
