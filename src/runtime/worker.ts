@@ -174,14 +174,17 @@ export class Workers extends EventEmitter<RunEvents> {
       this.emit('token:minted', { job: job.name, jti: t.claims.jti });
       return t;
     };
+    // Claims are recorded off the critical path, on the token store's auto-pipelined connection; the attempt does not end
+    // (finally below) before they are written, so a finished run always shows them.
+    const recordings: Promise<unknown>[] = [];
     const recordClaims = (t: MintedToken) => {
       const key = claimsKey(this.deps.prefix, run.id);
-      return this.deps.connection
-        .multi()
-        .rpush(key, JSON.stringify(t.claims))
-        .pexpire(key, CLAIMS_KEEP_MS)
-        .exec()
-        .catch((err: Error) => log.warn({ err: err.message }, 'could not record the token claims'));
+      const redis = minter.store.redis;
+      recordings.push(
+        Promise.all([redis.rpush(key, JSON.stringify(t.claims)), redis.pexpire(key, CLAIMS_KEEP_MS)]).catch((err: Error) =>
+          log.warn({ err: err.message }, 'could not record the token claims'),
+        ),
+      );
     };
     const revoke = async (jti: string) => {
       live.delete(jti);
@@ -199,7 +202,7 @@ export class Workers extends EventEmitter<RunEvents> {
         async () => {
           try {
             const next = track(await minter.mint(mintReq));
-            void recordClaims(next);
+            recordClaims(next);
             if (!scope?.open) return void (await revoke(next.claims.jti));
             const old = scope.token;
             scope.token = next;
@@ -219,7 +222,7 @@ export class Workers extends EventEmitter<RunEvents> {
     log.info({ trigger: run.trigger }, 'run started');
     try {
       const token = track(await minter.mint(mintReq));
-      await recordClaims(token);
+      recordClaims(token);
       scope = { run, signal: controller.signal, token, open: true };
       scheduleRemint();
       const ctx = this.context(scope, data, bullJob, raws, clients);
@@ -248,6 +251,7 @@ export class Workers extends EventEmitter<RunEvents> {
       await Promise.all([...live].map((jti) => revoke(jti))).catch((err: Error) =>
         log.error({ err: err.message }, 'could not revoke the run token; it dies at its expiry'),
       );
+      await Promise.all(recordings);
     }
   }
 
