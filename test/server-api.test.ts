@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Runtime } from '../src/runtime/runtime.ts';
+import { LoginLimiter } from '../src/server/auth.ts';
 import { startRedis, type TestRedis } from './helpers/redis.ts';
 import { jobsDir, removeDir, testRuntime, type LogCapture } from './helpers/runtime.ts';
 import { ADMIN, JWT_LIKE, TestServer, VIEWER, basic } from './helpers/server.ts';
@@ -141,6 +142,34 @@ describe('authentication', () => {
     ]) {
       assert.equal((await srv.request('/api/jobs', { auth })).status, 401, auth);
     }
+  });
+
+  test('the login limiter: a fixed window per address, blocking only at the limit and only until the window ends', () => {
+    const limiter = new LoginLimiter(2, 1000);
+    const t0 = 1_000_000;
+    limiter.fail('a', t0);
+    assert.equal(limiter.retryAfter('a', t0), 0, 'under the limit');
+    limiter.fail('a', t0 + 100);
+    assert.equal(limiter.retryAfter('a', t0 + 100), 1);
+    assert.equal(limiter.retryAfter('b', t0 + 100), 0, 'other addresses are not affected');
+    assert.equal(limiter.retryAfter('a', t0 + 999), 1);
+    assert.equal(limiter.retryAfter('a', t0 + 1000), 0, 'the window is over');
+    limiter.fail('a', t0 + 1000);
+    assert.equal(limiter.retryAfter('a', t0 + 1000), 0, 'a new window starts counting from one');
+  });
+
+  test('/ and /dashboard redirect to the pages (which then ask for the login)', async () => {
+    const root = await srv.request('/');
+    assert.equal(root.status, 302);
+    assert.equal(root.headers.get('location'), '/dashboard/');
+    const dash = await srv.request('/dashboard', { auth: VIEWER });
+    assert.equal(dash.status, 301);
+    assert.equal(dash.headers.get('location'), '/dashboard/');
+    assert.equal((await srv.request('/dashboard')).status, 401);
+    const page = await srv.request('/dashboard/', { auth: VIEWER });
+    assert.equal(page.status, 200);
+    assert.match(page.text, /<script type="module" src="app.js"><\/script>/);
+    assert.equal((await srv.request('/dashboard/nope.html', { auth: VIEWER })).status, 404);
   });
 
   test('GET /api/me names the login and its role', async () => {
