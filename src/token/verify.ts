@@ -150,7 +150,9 @@ function parseCompact(token: unknown): Parsed {
   if (token.length > MAX_TOKEN_LENGTH) throw new TokenRejectedError('malformed', 'token too long');
   const parts = token.split('.');
   if (parts.length !== 3) throw new TokenRejectedError('malformed', 'not a compact JWS (three base64url parts)');
-  const [h, p, s] = parts.map(b64url);
+  const [h, p] = parts.slice(0, 2).map(b64url);
+  // An empty signature is let through here so that `alg: none` is reported as such; it can never verify.
+  const s = parts[2] === '' ? Buffer.alloc(0) : b64url(parts[2]);
   if (!h || !p || !s) throw new TokenRejectedError('malformed', 'not a compact JWS (three canonical base64url parts)');
   const header = jsonObject(h);
   if (!header) throw new TokenRejectedError('malformed', 'header is not a JSON object');
@@ -476,6 +478,13 @@ export function verifierFor(opts: VerifyOptions): JobTokenVerifier {
     verifiers.set(key, verifier);
   }
   return verifier;
+}
+
+/** Closes every verifier that `verifyJobToken`/`requireJobToken` built (their Redis connections), e.g. on shutdown. */
+export async function closeVerifiers(): Promise<void> {
+  const all = [...verifiers.values()];
+  verifiers.clear();
+  await Promise.all(all.map((v) => v.close()));
 }
 
 /** Framework-free verification: resolves to the claims, rejects with TokenRejectedError (see `rejection()` for a response). */
