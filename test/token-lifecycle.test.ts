@@ -1,0 +1,219 @@
+// A run's token stops working the moment the run ends (success, failure, timeout, cancel), not at its exp; a run longer
+// than the token lifetime gets a fresh token before expiry. Checked end to end: real Redis, a real runtime whose jobs call a
+// real Express service on 127.0.0.1 that accepts them with requireJobToken (keys from the runner's JWKS over HTTP), and
+// the captured tokens presented again after the run.
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import express from 'express';
+import { Redis } from 'ioredis';
+import type { Runtime } from '../src/runtime/runtime.ts';
+import { closeVerifiers, requireJobToken, type JobTokenClaims } from '../src/token/verify.ts';
+import { startRedis, type TestRedis } from './helpers/redis.ts';
+import { jobsDir, removeDir, testRuntime } from './helpers/runtime.ts';
+import { bearer, call } from './helpers/tokens.ts';
+import { until, waitForRun } from './helpers/wait.ts';
+
+const PREFIX = 'lc';
+
+const JOBS = {
+  'ok.ts': `export default { token: { audience: ['svc'], scope: ['data:read'] },
+    async run(ctx) { const r = await ctx.service('svc').get('data', { headers: { 'x-run': ctx.run.id } }).json(); return { jti: r.jti }; } };`,
+  'boom.ts': `export default { token: { audience: ['svc'] },
+    async run(ctx) { await ctx.service('svc').get('data', { headers: { 'x-run': ctx.run.id } }); throw new Error('the job failed'); } };`,
+  // Ignores its signal: the token must die anyway when the timeout ends the attempt.
+  'stuck.ts': `export default { token: { audience: ['svc'] }, timeout: '800ms',
+    async run(ctx) { await ctx.service('svc').get('data', { headers: { 'x-run': ctx.run.id } }); await new Promise(() => {}); } };`,
+  // No timeout, ignores its signal: only a cancel ends it.
+  'forever.ts': `export default { token: { audience: ['svc'] },
+    async run(ctx) { await ctx.service('svc').get('data', { headers: { 'x-run': ctx.run.id } }); await new Promise(() => {}); } };`,
+  // No timeout, runs ~5 s with a 3 s token lifetime, calling the service all the time: every call must be accepted.
+  'long.ts': `export default { token: { audience: ['svc'] },
+    async run(ctx) {
+      const jtis = [];
+      const end = Date.now() + 5000;
+      let calls = 0;
+      while (Date.now() < end) {
+        const r = await ctx.service('svc').get('data', { headers: { 'x-run': ctx.run.id } }).json();
+        calls++;
+        if (!jtis.includes(r.jti)) jtis.push(r.jti);
+        await new Promise((res) => setTimeout(res, 100));
+      }
+      return { calls, jtis, run: ctx.run.id };
+    } };`,
+};
+
+interface Accepted {
+  token: string;
+  claims: JobTokenClaims;
+  at: number;
+}
+
+let redis: TestRedis;
+let client: Redis;
+let dir: string;
+let runtime: Runtime;
+let jwksServer: http.Server;
+let service: http.Server;
+let serviceUrl: string;
+const accepted: Accepted[] = [];
+const events: { type: 'minted' | 'revoked' | 'end'; jti?: string; runId?: string; at: number }[] = [];
+
+function listen(server: http.Server): Promise<string> {
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(server.address() as AddressInfo).port}`)),
+  );
+}
+
+before(async () => {
+  redis = await startRedis();
+  client = new Redis(redis.url);
+  // The runner's JWKS over HTTP, as GET /.well-known/jwks.json serves it.
+  jwksServer = http.createServer((_req, res) => {
+    void runtime.minter.jwks().then((doc) => res.setHeader('content-type', 'application/json').end(JSON.stringify(doc)));
+  });
+  const jwksUrl = `${await listen(jwksServer)}/.well-known/jwks.json`;
+  const app = express();
+  app.get('/data', requireJobToken({ audience: 'svc', jwksUrl, redis: redis.url, prefix: PREFIX }), (req, res) => {
+    accepted.push({ token: req.headers.authorization!.slice('Bearer '.length), claims: req.jobToken!, at: Date.now() });
+    res.json({ jti: req.jobToken!.jti });
+  });
+  service = http.createServer(app);
+  serviceUrl = await listen(service);
+  dir = jobsDir(JOBS);
+  ({ runtime } = await testRuntime({
+    redisUrl: redis.url,
+    jobsDir: dir,
+    env: { JOBSCOPE_PREFIX: PREFIX, JOBSCOPE_SERVICES: `svc=${serviceUrl}`, JOBSCOPE_TOKEN_MAX_LIFETIME: '3s' },
+  }));
+  const workers = await runtime.startWorkers();
+  workers.on('token:minted', ({ jti }) => events.push({ type: 'minted', jti, at: Date.now() }));
+  workers.on('token:revoked', ({ jti }) => events.push({ type: 'revoked', jti, at: Date.now() }));
+  workers.on('run:end', ({ runId }) => events.push({ type: 'end', runId, at: Date.now() }));
+});
+
+after(async () => {
+  await runtime?.close();
+  await closeVerifiers();
+  service?.closeAllConnections();
+  service?.close();
+  jwksServer?.close();
+  client?.disconnect();
+  await redis?.destroy();
+  if (dir) removeDir(dir);
+});
+
+const ofRun = (runId: string) => accepted.filter((a) => a.claims.run === runId);
+
+/** Presents a captured token to the service again: it must be refused as revoked (liveness), not as expired. */
+async function assertRevoked(token: string) {
+  const res = await call(`${serviceUrl}/data`, bearer(token));
+  assert.equal(res.status, 401);
+  assert.equal(res.body.error, 'revoked', JSON.stringify(res.body));
+}
+
+describe('a token stops working the moment its run ends', () => {
+  test('success', async () => {
+    const { runId } = await runtime.queues.enqueue('ok', {});
+    const report = await waitForRun(runtime, runId);
+    assert.equal(report.state, 'completed');
+    const [call1] = ofRun(runId);
+    assert.ok(call1, 'the job reached the service with its token');
+    assert.deepEqual(report.result, { jti: call1.claims.jti });
+    assert.equal(call1.claims.sub, 'job:ok');
+    assert.deepEqual(call1.claims.aud, ['svc']);
+    await assertRevoked(call1.token);
+    assert.equal(await client.exists(`${PREFIX}:token:${call1.claims.jti}`), 0);
+  });
+
+  test('failure', async () => {
+    const { runId } = await runtime.queues.enqueue('boom', {});
+    const report = await waitForRun(runtime, runId);
+    assert.equal(report.state, 'failed');
+    assert.match(report.error ?? '', /the job failed/);
+    await assertRevoked(ofRun(runId)[0].token);
+  });
+
+  test('timeout (the handler ignores its signal and never returns)', async () => {
+    const { runId } = await runtime.queues.enqueue('stuck', {});
+    const report = await waitForRun(runtime, runId);
+    assert.equal(report.state, 'failed');
+    assert.match(report.error ?? '', /timed out/);
+    await assertRevoked(ofRun(runId)[0].token);
+  });
+
+  test('cancel: revoked as soon as cancel() returns, while the handler still hangs; gone from the live list', async () => {
+    const { runId } = await runtime.queues.enqueue('forever', {});
+    await until(() => ofRun(runId).length > 0, 10_000, 'the run to call the service');
+    const { token, claims } = ofRun(runId)[0];
+    assert.ok((await runtime.tokens.list()).some((t) => t.jti === claims.jti && t.run === runId));
+    // Still live while the run is.
+    assert.equal((await call(`${serviceUrl}/data`, bearer(token))).status, 200);
+    await runtime.cancel(runId, 'test');
+    await assertRevoked(token);
+    assert.ok(!(await runtime.tokens.list()).some((t) => t.run === runId));
+    const report = await waitForRun(runtime, runId);
+    assert.equal(report.state, 'failed');
+  });
+});
+
+describe('cancel on a host that does not hear it', () => {
+  test('cancel() itself revokes the run tokens at once, even if the worker never learns of the cancel', async () => {
+    const { runId } = await runtime.queues.enqueue('forever', {});
+    await until(() => ofRun(runId).length > 0, 10_000, 'the run to call the service');
+    const { token } = ofRun(runId)[0];
+    // Cut the worker off the cancel broadcast: only cancel()'s own revocation can kill the token now.
+    const subscriber = (runtime as unknown as { subscriber: Redis }).subscriber;
+    await subscriber.unsubscribe(runtime.queues.cancelChannel);
+    try {
+      await runtime.cancel(runId, 'test');
+      await assertRevoked(token);
+      assert.equal((await runtime.queues.report(runId)).state, 'active');
+    } finally {
+      await subscriber.subscribe(runtime.queues.cancelChannel);
+    }
+    await runtime.cancel(runId, 'test again');
+    assert.equal((await waitForRun(runtime, runId)).state, 'failed');
+  });
+});
+
+describe('re-mint before expiry', () => {
+  test('a 5 s run with a 3 s token lifetime: every call accepted, same run, new jti, the old one revoked while the run goes on', async () => {
+    const { runId } = await runtime.queues.enqueue('long', {});
+    await until(() => new Set(ofRun(runId).map((a) => a.claims.jti)).size >= 2, 10_000, 'a second token');
+    const [first] = ofRun(runId);
+    const second = ofRun(runId).find((a) => a.claims.jti !== first.claims.jti)!;
+    // The run is still going; the first token is already dead.
+    assert.equal((await runtime.queues.report(runId)).state, 'active');
+    await until(async () => (await client.exists(`${PREFIX}:token:${first.claims.jti}`)) === 0, 1000, 'the old token to be revoked');
+    await assertRevoked(first.token);
+    assert.equal((await call(`${serviceUrl}/data`, bearer(second.token))).status, 200);
+
+    const report = await waitForRun(runtime, runId, 20_000);
+    assert.equal(report.state, 'completed', report.error ?? '');
+    const result = report.result as { calls: number; jtis: string[]; run: string };
+    assert.ok(result.calls >= 20, `calls: ${result.calls}`);
+    assert.ok(result.jtis.length >= 2, `jtis: ${result.jtis.length}`);
+    const calls = ofRun(runId);
+    assert.ok(calls.every((a) => a.claims.run === runId && a.claims.att === 1 && a.claims.sub === 'job:long'));
+    // Each token was minted with the 3 s lifetime and replaced before its exp.
+    for (const [i, jti] of result.jtis.entries()) {
+      const mine = calls.filter((a) => a.claims.jti === jti);
+      assert.ok(mine[0].claims.exp - mine[0].claims.iat <= 3);
+      assert.ok(
+        mine.every((a) => a.at < mine[0].claims.exp * 1000),
+        `token ${i} used after its exp`,
+      );
+      const revokedAt = events.find((e) => e.type === 'revoked' && e.jti === jti)?.at;
+      assert.ok(revokedAt !== undefined, `token ${i} revoked`);
+      if (i < result.jtis.length - 1) {
+        const endAt = events.find((e) => e.type === 'end' && e.runId === runId)!.at;
+        assert.ok(revokedAt < endAt, `token ${i} was revoked during the run, not at its end`);
+      }
+    }
+    // The last token died with the run; earlier ones are refused too (revoked, or by now expired).
+    await assertRevoked(calls.find((a) => a.claims.jti === result.jtis.at(-1))!.token);
+    for (const { token } of calls) assert.equal((await call(`${serviceUrl}/data`, bearer(token))).status, 401);
+  });
+});
