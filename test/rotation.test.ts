@@ -15,7 +15,7 @@ import { adminCredentials, createApp } from '../src/server/app.ts';
 import { canonicalJwk, jwksKey, PUBLISH_HEADROOM_MS, publishedJwks } from '../src/token/jwks.ts';
 import { keyFilesOf, writeNewKey } from '../src/token/keys.ts';
 import type { MintRequest } from '../src/token/mint.ts';
-import { closeVerifiers, requireJobToken, type JobTokenMiddleware } from '../src/token/verify.ts';
+import { closeVerifiers, type JobTokenMiddleware } from '../src/token/verify.ts';
 import { startRedis, type TestRedis } from './helpers/redis.ts';
 import { jobsDir, LogCapture, removeDir, ROOT, testRuntime } from './helpers/runtime.ts';
 import { bearer, call, claims, ecPair, es256, expressService, markLive } from './helpers/tokens.ts';
