@@ -74,6 +74,8 @@ export class Runtime {
 
   async startWorkers(only?: string[]): Promise<Workers> {
     this.subscriber = this.redis.duplicate();
+    // duplicate() does not copy listeners: without one, a Redis outage is an unhandled 'error' event.
+    this.subscriber.on('error', () => {});
     this.workers = new Workers({
       registry: this.registry,
       queues: this.queues,

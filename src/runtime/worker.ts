@@ -293,12 +293,19 @@ export class Workers extends EventEmitter<RunEvents> {
 
   /** Stops taking work; lets active runs finish until the deadline, then aborts them (their tokens are revoked). */
   async close(deadlineMs: number): Promise<void> {
-    const timer = setTimeout(() => this.shutdown.abort(), deadlineMs);
+    const abortRuns = setTimeout(() => this.shutdown.abort(), deadlineMs);
+    // BullMQ's close can wait forever on a blocking connection caught in its reconnect back-off (after a Redis restart):
+    // past the deadline and a grace for aborted runs to record their outcome, shutdown goes on without it.
+    let giveUp: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => (giveUp = setTimeout(() => resolve('late'), deadlineMs + 3000)));
     try {
-      await Promise.all([...this.workers.values()].map((w) => w.close()));
+      const closed = Promise.all([...this.workers.values()].map((w) => w.close())).then(() => 'closed' as const);
+      if ((await Promise.race([closed, late])) === 'late') {
+        this.deps.logger.warn('workers did not close within the shutdown deadline; continuing the shutdown');
+      }
     } finally {
-      clearTimeout(timer);
+      clearTimeout(abortRuns);
+      clearTimeout(giveUp);
     }
-    await this.deps.subscriber.unsubscribe().catch(() => undefined);
   }
 }
