@@ -76,7 +76,8 @@ function redactValue<T>(value: T, tokens: string[]): T {
   if (value === undefined) return null as T;
   const text = JSON.stringify(value);
   if (text === undefined) return null as T;
-  return tokens.some((t) => text.includes(t)) ? (JSON.parse(redactTokens(text, tokens)) as T) : value;
+  const redacted = redactTokens(text, tokens);
+  return redacted === text ? value : (JSON.parse(redacted) as T);
 }
 
 /** The error BullMQ records: token-free, and unrecoverable when retrying cannot help (cancel, bad data). */

@@ -22,9 +22,19 @@ export function currentScope(): RunScope | undefined {
   return storage.getStore();
 }
 
-/** Replaces every occurrence of the scope's token(s) in a string, so a handler cannot leak it into logs or results. */
+/**
+ * Replaces every occurrence of the scope's token(s) in a string, so a handler cannot leak it into logs or results. The
+ * signature alone is redacted too: header and claims are not secret (the claims are shown on the dashboard), so with them
+ * the signature rebuilds the token.
+ */
 export function redactTokens(text: string, tokens: Iterable<string>): string {
   let out = text;
-  for (const t of tokens) if (t && out.includes(t)) out = out.split(t).join('[redacted token]');
+  for (const t of tokens) {
+    if (!t) continue;
+    if (out.includes(t)) out = out.split(t).join('[redacted token]');
+    const signature = t.slice(t.lastIndexOf('.') + 1);
+    // JSON escaping cannot hide it: a base64url signature has no character JSON would escape.
+    if (signature.length >= 16 && out.includes(signature)) out = out.split(signature).join('[redacted token]');
+  }
   return out;
 }
