@@ -197,7 +197,8 @@ export class Workers extends EventEmitter<RunEvents> {
     let remint: NodeJS.Timeout | undefined;
     // Re-mint before expiry when a run outlives its token (no timeout, or one longer than the lifetime cap). Timed from
     // the token's actual exp: exp is floored to whole seconds, so it can come up to 1 s before mint time + lifetime.
-    const scheduleRemint = () => {
+    const marginMs = Math.min(60_000, lifetimeMs / 5);
+    const scheduleRemint = (retryInMs?: number) => {
       const remainingMs = scope ? scope.token.claims.exp * 1000 - Date.now() : lifetimeMs;
       remint = setTimeout(
         async () => {
@@ -207,14 +208,25 @@ export class Workers extends EventEmitter<RunEvents> {
             if (!scope?.open) return void (await revoke(next.claims.jti));
             const old = scope.token;
             scope.token = next;
-            await revoke(old.claims.jti);
+            // Requests sent with the old token a moment ago may still be in verification downstream: revoke it shortly
+            // after (it has marginMs left; no new request carries it). `finally` revokes it at once if the run ends first.
+            const oldJti = old.claims.jti;
+            setTimeout(
+              () => {
+                if (live.has(oldJti))
+                  revoke(oldJti).catch((err: Error) => log.error({ err: err.message }, 'could not revoke a re-minted token'));
+              },
+              Math.min(5000, marginMs / 2),
+            ).unref();
             log.info({ jti: next.claims.jti }, 'token re-minted for a long run');
             scheduleRemint();
           } catch (err) {
-            log.error({ err: (err as Error).message }, 'could not re-mint the run token');
+            log.error({ err: (err as Error).message }, 'could not re-mint the run token; retrying');
+            // Try again while the current token still has time left, rather than let the run run out of it.
+            if (scope?.open) scheduleRemint(1000);
           }
         },
-        Math.max(100, remainingMs - Math.min(60_000, lifetimeMs / 5)),
+        retryInMs ?? Math.max(100, remainingMs - marginMs),
       );
       remint.unref();
     };
