@@ -161,6 +161,20 @@ describe('rotation', () => {
     assert.ok(!(await publishedJwks(client, 'rot-copy', until + 1)).some((k) => k.kid === kidA));
   });
 
+  test('publishing the signing key costs one Redis write per headroom period, not one per token', async () => {
+    const runtime = await runtimeWith(keysDir);
+    const zadds = async () => Number(/cmdstat_zadd:calls=(\d+)/.exec(await client.info('commandstats'))?.[1] ?? 0);
+    const before = await zadds();
+    const minted = await Promise.all(Array.from({ length: 50 }, () => runtime.minter.mint(mintReq(60_000))));
+    assert.equal((await zadds()) - before, 1);
+    // A token that would outlive the recorded time extends it (one more write), and the key's record covers it.
+    const long = await runtime.minter.mint(mintReq(PUBLISH_HEADROOM_MS + 120_000));
+    assert.equal((await zadds()) - before, 2);
+    const until = Number(await client.zscore(jwksKey(PREFIX), canonicalJwk(runtime.keys.current)));
+    assert.ok(until >= long.claims.exp * 1000);
+    await Promise.all([...minted, long].map((t) => runtime.minter.revoke(t.claims.jti)));
+  });
+
   test('a token signed with an unknown key is refused: unknown_key', async () => {
     const svc = await service({ audience: 'svc', jwksUrl, redis: redis.url, prefix: PREFIX });
     const stranger = ecPair('not-published');
