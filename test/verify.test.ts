@@ -383,6 +383,17 @@ describe('key sources', () => {
     assert.ok((await connections()) - before <= 1);
   });
 
+  test('a request that arrives while the verifier is still connecting to Redis waits for it (no spurious 503)', async () => {
+    const v = new JobTokenVerifier({ audience: 'svc', jwks: jwksOf(runner), redis: redis.url, prefix: PREFIX });
+    try {
+      assert.notEqual(v.redis.status, 'ready');
+      const payload = await liveClaims();
+      assert.equal((await v.verify(es256(runner, payload))).jti, payload.jti);
+    } finally {
+      await v.close();
+    }
+  });
+
   test('a JWKS URL that cannot be fetched: 503 unavailable, never accepted', async () => {
     const closed = http.createServer();
     await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));

@@ -274,6 +274,8 @@ export class JobTokenVerifier {
   private readonly staticKey: KeyObject | undefined;
   private readonly staticKeys: Map<string, KeyObject> | undefined;
   private readonly ownsRedis: boolean;
+  /** Resolves when the connection this verifier opened is first ready: requests that arrive before it wait for it. */
+  private readonly firstReady: Promise<void> = Promise.resolve();
 
   constructor(opts: VerifyOptions) {
     if (!opts || typeof opts.audience !== 'string' || !opts.audience) throw new TypeError('verify: `audience` is required');
@@ -317,6 +319,8 @@ export class JobTokenVerifier {
       // Fail closed and fast when Redis is down: no offline queue (a command fails at once instead of waiting).
       this.redis = new Redis(opts.redis, { enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 2000 });
       this.redis.on('error', () => {});
+      const redis = this.redis;
+      this.firstReady = new Promise<void>((resolve) => redis.once('ready', () => resolve()));
     } else {
       this.redis = opts.redis;
     }
@@ -398,9 +402,9 @@ export class JobTokenVerifier {
     const timeout = this.options.livenessTimeoutMs;
     try {
       if (this.ownsRedis && this.redis.status !== 'ready') {
-        // Still connecting for the first time: wait a little. Reconnecting after an outage: refuse at once.
-        if (!['wait', 'connecting', 'connect'].includes(this.redis.status)) throw new Error(this.redis.status);
-        await withTimeout(new Promise<void>((resolve) => this.redis.once('ready', () => resolve())), timeout);
+        // Still connecting for the first time: wait a little (one shared promise). After an outage, firstReady has long
+        // resolved and the command below fails at once (no offline queue): 503 without waiting.
+        await withTimeout(this.firstReady, timeout);
       }
       return (await withTimeout(this.redis.exists(`${this.options.prefix}:token:${jti}`), timeout)) === 1;
     } catch {
