@@ -1,5 +1,6 @@
 // Types that cross module boundaries. Modules import their neighbours' types from here, not from each other.
 import type { Got } from 'got';
+import type { JobTokenClaims } from './token/verify.ts';
 
 export type Trigger = 'manual' | 'schedule' | 'api' | 'retry' | 'parent';
 export type Overlap = 'queue' | 'skip' | 'replace';
@@ -66,18 +67,8 @@ export interface RunInfo {
   trigger: Trigger;
 }
 
-export interface TokenClaims {
-  iss: string;
-  sub: string;
-  aud: string[];
-  scope: string;
-  jti: string;
-  iat: number;
-  nbf: number;
-  exp: number;
-  run: string;
-  att: number;
-}
+/** The claims of a run token: one definition, in the verifier, which must stay importable on its own. */
+export type TokenClaims = JobTokenClaims;
 
 /** The run's token as the handler sees it: claims freely, the raw JWT only when asked for by name. */
 export interface RunToken {

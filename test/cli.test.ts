@@ -7,8 +7,7 @@ import { Redis } from 'ioredis';
 import { startRedis, type TestRedis } from './helpers/redis.ts';
 import { jobsDir, removeDir, ROOT } from './helpers/runtime.ts';
 import { until } from './helpers/wait.ts';
-
-const BIN = path.join(ROOT, 'bin', 'jobscope.js');
+import { BIN, runCli, type CliResult } from './helpers/cli.ts';
 
 const JOBS = {
   'add.ts': `import { defineJob } from 'jobscope';
@@ -44,22 +43,8 @@ function env(): NodeJS.ProcessEnv {
   };
 }
 
-function cli(args: string[], timeoutMs = 20_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: env(), cwd: ROOT });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`jobscope ${args.join(' ')} did not finish in ${timeoutMs} ms\n${stderr}`));
-    }, timeoutMs);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+function cli(args: string[], timeoutMs = 20_000): Promise<CliResult> {
+  return runCli(args, env(), timeoutMs);
 }
 
 function startWorker(): Promise<void> {

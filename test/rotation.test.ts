@@ -2,7 +2,7 @@
 // longer be live (even after its file is removed), unknown kids refused, the verifier's JWKS refetch rate limit counted on a
 // real HTTP server, and `jobscope token verify` / `jobscope keys generate` run as child processes.
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -16,12 +16,12 @@ import { canonicalJwk, jwksKey, PUBLISH_HEADROOM_MS, publishedJwks } from '../sr
 import { keyFilesOf, writeNewKey } from '../src/token/keys.ts';
 import type { MintRequest } from '../src/token/mint.ts';
 import { closeVerifiers, type JobTokenMiddleware } from '../src/token/verify.ts';
+import { runCli, type CliResult } from './helpers/cli.ts';
 import { startRedis, type TestRedis } from './helpers/redis.ts';
 import { jobsDir, LogCapture, removeDir, ROOT, testRuntime } from './helpers/runtime.ts';
 import { bearer, call, claims, ecPair, es256, expressService, markLive } from './helpers/tokens.ts';
 
 const PREFIX = 'rot';
-const BIN = path.join(ROOT, 'bin', 'jobscope.js');
 const TMP = path.join(ROOT, '.jobscope', 'test-tmp');
 
 let redis: TestRedis;
@@ -254,24 +254,13 @@ describe('JWKS refetch rate limit', () => {
   });
 });
 
-function cli(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], {
-      cwd: ROOT,
-      env: { PATH: process.env.PATH, HOME: process.env.HOME, JOBSCOPE_STATE_DIR: path.join(TMP, 'state'), LOG_LEVEL: 'warn', ...env },
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`jobscope ${args[0]} did not finish\n${stderr}`));
-    }, 30_000);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
+function cli(args: string[], env: Record<string, string>): Promise<CliResult> {
+  return runCli(args, {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    JOBSCOPE_STATE_DIR: path.join(TMP, 'state'),
+    LOG_LEVEL: 'warn',
+    ...env,
   });
 }
 
