@@ -7,7 +7,6 @@ import type { Registry } from '../jobs/registry.ts';
 import type { Logger } from '../log.ts';
 import { loadKeys, type KeyStore } from '../token/keys.ts';
 import { TokenMinter } from '../token/mint.ts';
-import { threadSigner, type Signer } from '../token/signer.ts';
 import { TokenStore } from '../token/store.ts';
 import { Queues } from './queues.ts';
 import { connect } from './redis.ts';
@@ -40,7 +39,6 @@ export class Runtime {
   readonly clients: ServiceClients;
   workers: Workers | undefined;
   private readonly tokenRedis: Redis;
-  private readonly signer: Signer;
   private subscriber: Redis | undefined;
 
   constructor(config: RuntimeConfig, registry: Registry, logger: Logger, keys?: KeyStore) {
@@ -52,8 +50,7 @@ export class Runtime {
     this.tokenRedis = connect(config.redisUrl, { enableAutoPipelining: true });
     this.keys = keys ?? loadKeys(config);
     this.tokens = new TokenStore(this.tokenRedis, config.prefix);
-    this.signer = threadSigner(this.keys.current);
-    this.minter = new TokenMinter(this.keys, this.tokens, config.issuer, this.signer);
+    this.minter = new TokenMinter(this.keys, this.tokens, config.issuer);
     this.queues = new Queues(registry, this.redis, config.prefix);
     this.clients = new ServiceClients({ services: config.services, tokenHeader: config.tokenHeader });
   }
@@ -117,7 +114,6 @@ export class Runtime {
     await this.workers?.close(this.config.shutdownTimeoutMs);
     await this.queues.close();
     this.subscriber?.disconnect();
-    await this.signer.close();
     await Promise.all([this.tokenRedis.quit().catch(() => undefined), this.redis.quit().catch(() => undefined)]);
   }
 }

@@ -29,12 +29,6 @@ export interface WorkerDeps {
   only?: string[];
 }
 
-/** Claims (never the raw token) of every token a run was given, for the dashboard's Run page; kept as long as failed runs. */
-export function claimsKey(prefix: string, runId: string): string {
-  return `${prefix}:claims:${runId}`;
-}
-const CLAIMS_KEEP_MS = 30 * 24 * 3600 * 1000;
-
 export type RunOutcome = 'completed' | 'failed' | 'timeout' | 'cancelled' | 'skipped';
 
 export interface RunEvents {
@@ -175,18 +169,6 @@ export class Workers extends EventEmitter<RunEvents> {
       this.emit('token:minted', { job: job.name, jti: t.claims.jti });
       return t;
     };
-    // Claims are recorded off the critical path, on the token store's auto-pipelined connection; the attempt does not end
-    // (finally below) before they are written, so a finished run always shows them.
-    const recordings: Promise<unknown>[] = [];
-    const recordClaims = (t: MintedToken) => {
-      const key = claimsKey(this.deps.prefix, run.id);
-      const redis = minter.store.redis;
-      recordings.push(
-        Promise.all([redis.rpush(key, JSON.stringify(t.claims)), redis.pexpire(key, CLAIMS_KEEP_MS)]).catch((err: Error) =>
-          log.warn({ err: err.message }, 'could not record the token claims'),
-        ),
-      );
-    };
     const revoke = async (jti: string) => {
       live.delete(jti);
       await minter.revoke(jti);
@@ -204,7 +186,6 @@ export class Workers extends EventEmitter<RunEvents> {
         async () => {
           try {
             const next = track(await minter.mint(mintReq));
-            recordClaims(next);
             if (!scope?.open) return void (await revoke(next.claims.jti));
             const old = scope.token;
             scope.token = next;
@@ -235,7 +216,6 @@ export class Workers extends EventEmitter<RunEvents> {
     log.info({ trigger: run.trigger }, 'run started');
     try {
       const token = track(await minter.mint(mintReq));
-      recordClaims(token);
       scope = { run, signal: controller.signal, token, open: true };
       scheduleRemint();
       const ctx = this.context(scope, data, bullJob, raws, clients);
@@ -264,7 +244,6 @@ export class Workers extends EventEmitter<RunEvents> {
       await Promise.all([...live].map((jti) => revoke(jti))).catch((err: Error) =>
         log.error({ err: err.message }, 'could not revoke the run token; it dies at its expiry'),
       );
-      await Promise.all(recordings);
     }
   }
 

@@ -5,7 +5,6 @@ import type { RunReport, TokenClaims } from '../interfaces.ts';
 import { describeSchedule } from '../jobs/schedule.ts';
 import type { JobSummary } from '../runtime/queues.ts';
 import type { Runtime } from '../runtime/runtime.ts';
-import { claimsKey } from '../runtime/worker.ts';
 import { adminOnly } from './auth.ts';
 
 /** A job as GET /api/jobs lists it: DESIGN.md's fields, plus what the Jobs page shows. */
@@ -63,7 +62,7 @@ export async function jobView(runtime: Runtime, name: string): Promise<JobView> 
 
 export async function runView(runtime: Runtime, runId: string): Promise<RunView> {
   const report = await runtime.queues.report(runId);
-  const stored = await runtime.redis.lrange(claimsKey(runtime.config.prefix, report.runId), 0, -1);
+  const stored = await runtime.tokens.history(report.runId);
   const claims = stored
     .map(pickClaims)
     .filter((c): c is TokenClaims => c !== null)

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import type { TokenClaims } from '../interfaces.ts';
 import { currentJwks, KeyPublisher } from './jwks.ts';
 import type { KeyStore, PublicJwk } from './keys.ts';
-import { signCompact, type Signer } from './signer.ts';
+import { signCompact } from './signer.ts';
 import type { TokenStore } from './store.ts';
 
 /** Extra lifetime beyond the job's timeout, so a run that ends right at its timeout still has a valid token for cleanup calls. */
@@ -32,15 +32,12 @@ export class TokenMinter {
   readonly keys: KeyStore;
   readonly store: TokenStore;
   readonly issuer: string;
-  private readonly signer: Signer | undefined;
   /** Keeps the signing key in the served JWKS while its tokens may be live, even after a rotation removes its file. */
   private readonly publisher: KeyPublisher;
-  /** `signer` signs off the main thread (see signer.ts); without one, tokens are signed inline. */
-  constructor(keys: KeyStore, store: TokenStore, issuer: string, signer?: Signer) {
+  constructor(keys: KeyStore, store: TokenStore, issuer: string) {
     this.keys = keys;
     this.store = store;
     this.issuer = issuer;
-    this.signer = signer;
     this.publisher = new KeyPublisher(store.redis, store.prefix, keys.current);
   }
 
@@ -72,18 +69,12 @@ export class TokenMinter {
     return { raw: signCompact(this.keys.current, claims), claims };
   }
 
-  /**
-   * Signs and registers concurrently (a live jti that nobody holds yet is harmless); the token is live when this resolves,
-   * and its key is published in the JWKS until at least its exp.
-   */
+  /** Signs and registers; the token is live when this resolves, and its key is published in the JWKS until at least its exp. */
   async mint(req: MintRequest): Promise<MintedToken> {
-    const claims = this.claims(req);
-    const [raw] = await Promise.all([
-      this.signer ? this.signer.sign(claims) : signCompact(this.keys.current, claims),
-      this.store.register(claims, claims.exp * 1000),
-      this.publisher.ensure(claims.exp * 1000),
-    ]);
-    return { raw, claims };
+    const token = this.sign(req);
+    const expMs = token.claims.exp * 1000;
+    await Promise.all([this.store.register(token.claims, expMs), this.publisher.ensure(expMs)]);
+    return token;
   }
 
   revoke(jti: string): Promise<void> {
