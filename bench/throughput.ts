@@ -46,23 +46,32 @@ async function preload(queueName: string, prefix: string): Promise<void> {
   await queue.close();
 }
 
-/** Resolves with jobs/s once `count` completions were seen (bounded by the time limit). */
-function measure(worker: Worker): Promise<number> {
+interface Result {
+  /** Jobs per second. */
+  rate: number;
+  /** CPU time of this process (the worker's JS thread and libuv) per job, in microseconds: steadier than the rate. */
+  cpuUs: number;
+}
+
+/** Resolves once `count` completions were seen (bounded by the time limit). */
+function measure(worker: Worker): Promise<Result> {
   return new Promise((resolve, reject) => {
     let done = 0;
     const started = performance.now();
+    const cpu = process.cpuUsage();
     const timer = setTimeout(() => reject(new Error(`only ${done}/${JOBS} done in ${LIMIT_MS} ms`)), LIMIT_MS);
     worker.on('completed', () => {
       if (++done === JOBS) {
         clearTimeout(timer);
-        resolve(JOBS / ((performance.now() - started) / 1000));
+        const used = process.cpuUsage(cpu);
+        resolve({ rate: JOBS / ((performance.now() - started) / 1000), cpuUs: (used.user + used.system) / JOBS });
       }
     });
     worker.on('failed', (_job, err) => reject(err));
   });
 }
 
-async function raw(): Promise<number> {
+async function raw(): Promise<Result> {
   await admin.flushall();
   await preload('noop', 'raw');
   const worker = new Worker('noop', async () => 1, {
@@ -79,7 +88,7 @@ async function raw(): Promise<number> {
 }
 
 /** The naive scope from notes/BASELINE.md: jwt.sign (ES256, KeyObject) + SET PX + DEL in finally, auto-pipelined. */
-async function naive(): Promise<number> {
+async function naive(): Promise<Result> {
   await admin.flushall();
   await preload('noop', 'naive');
   const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
@@ -106,7 +115,7 @@ async function naive(): Promise<number> {
   return result;
 }
 
-async function jobscope(): Promise<number> {
+async function jobscope(): Promise<Result> {
   await admin.flushall();
   await preload('noop', 'bench');
   const config = loadConfig({ REDIS_URL: redis.url, JOBSCOPE_PREFIX: 'bench', JOBSCOPE_STATE_DIR: '.jobscope/bench', LOG_LEVEL: 'silent' });
@@ -122,24 +131,26 @@ async function jobscope(): Promise<number> {
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const rows: { round: number; raw: number; naive: number; jobscope: number }[] = [];
+const rows: { raw: Result; naive: Result; jobscope: Result }[] = [];
+const fmt = (r: Result, base: Result) => `${Math.round(r.rate)}/s (${(r.rate / base.rate).toFixed(2)}x, ${Math.round(r.cpuUs)} us CPU/job)`;
 try {
   for (let round = 1; round <= ROUNDS; round++) {
-    const r = await raw();
-    const n = await naive();
-    const j = await jobscope();
-    rows.push({ round, raw: Math.round(r), naive: Math.round(n), jobscope: Math.round(j) });
+    const row = { raw: await raw(), naive: await naive(), jobscope: await jobscope() };
+    rows.push(row);
     console.log(
-      `round ${round}: raw BullMQ ${Math.round(r)}/s, naive token scope ${Math.round(n)}/s (${(n / r).toFixed(2)}x), ` +
-        `jobscope ${Math.round(j)}/s (${(j / r).toFixed(2)}x)`,
+      `round ${round}: raw BullMQ ${Math.round(row.raw.rate)}/s (${Math.round(row.raw.cpuUs)} us CPU/job), ` +
+        `naive token scope ${fmt(row.naive, row.raw)}, jobscope ${fmt(row.jobscope, row.raw)}`,
     );
   }
-  const ratios = rows.map((r) => r.jobscope / r.raw);
+  const med = (k: 'raw' | 'naive' | 'jobscope', f: (r: Result) => number) => median(rows.map((r) => f(r[k])));
+  const ratio = (k: 'naive' | 'jobscope') => rows.map((r) => r[k].rate / r.raw.rate);
   console.log(
-    `\n${JOBS} no-op jobs, concurrency ${CONCURRENCY}, ${ROUNDS} rounds: raw median ${median(rows.map((r) => r.raw))}/s, ` +
-      `naive scope median ${median(rows.map((r) => r.naive))}/s (${median(rows.map((r) => r.naive / r.raw)).toFixed(2)}x), ` +
-      `jobscope median ${median(rows.map((r) => r.jobscope))}/s, ratio median ${median(ratios).toFixed(2)}x ` +
-      `(min ${Math.min(...ratios).toFixed(2)}x, max ${Math.max(...ratios).toFixed(2)}x)`,
+    `\n${JOBS} no-op jobs, concurrency ${CONCURRENCY}, ${ROUNDS} rounds (medians):\n` +
+      `  raw BullMQ        ${Math.round(med('raw', (r) => r.rate))}/s, ${Math.round(med('raw', (r) => r.cpuUs))} us CPU/job\n` +
+      `  naive token scope ${Math.round(med('naive', (r) => r.rate))}/s, ${Math.round(med('naive', (r) => r.cpuUs))} us CPU/job, ` +
+      `ratio ${median(ratio('naive')).toFixed(2)}x\n` +
+      `  jobscope          ${Math.round(med('jobscope', (r) => r.rate))}/s, ${Math.round(med('jobscope', (r) => r.cpuUs))} us CPU/job, ` +
+      `ratio ${median(ratio('jobscope')).toFixed(2)}x (min ${Math.min(...ratio('jobscope')).toFixed(2)}x, max ${Math.max(...ratio('jobscope')).toFixed(2)}x)`,
   );
 } finally {
   admin.disconnect();

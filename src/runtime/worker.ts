@@ -87,6 +87,26 @@ function recordedError(err: unknown, signal: AbortSignal, tokens: string[]): Err
   return out;
 }
 
+/** `ctx.token`: the scope's current token (re-mints included). Prints and serialises as its claims only. */
+class ScopedToken implements RunToken {
+  readonly #scope: RunScope;
+  constructor(scope: RunScope) {
+    this.#scope = scope;
+  }
+  get claims() {
+    return this.#scope.token.claims;
+  }
+  reveal(): string {
+    return this.#scope.token.raw;
+  }
+  toJSON() {
+    return { claims: this.claims };
+  }
+  [inspect.custom]() {
+    return `RunToken ${inspect(this.claims)}`;
+  }
+}
+
 export class Workers extends EventEmitter<RunEvents> {
   readonly workers = new Map<string, Worker>();
   private readonly deps: WorkerDeps;
@@ -137,8 +157,9 @@ export class Workers extends EventEmitter<RunEvents> {
     const end = (outcome: RunOutcome) =>
       this.emit('run:end', { job: job.name, runId: run.id, attempt, outcome, durationMs: Date.now() - started });
 
-    // Data may come from Bull Board's "Add job" or an older schema: the handler only ever sees valid data.
-    const data = structuredClone(bullJob.data ?? {}) as Record<string, unknown>;
+    // Data may come from Bull Board's "Add job" or an older schema: the handler only ever sees valid data. (BullMQ parses
+    // the data afresh for each attempt, so validation's defaults never leak into the stored job.)
+    const data = (bullJob.data ?? {}) as Record<string, unknown>;
     const issues = job.validate(data);
     if (issues) {
       end('failed');
@@ -248,17 +269,7 @@ export class Workers extends EventEmitter<RunEvents> {
   }
 
   private context(scope: RunScope, data: Record<string, unknown>, bullJob: Job, raws: string[], clients: ServiceClients): JobContext {
-    const token: RunToken = {
-      get claims() {
-        return scope.token.claims;
-      },
-      reveal: () => scope.token.raw,
-    };
-    // The token object prints and serialises as its claims only.
-    Object.defineProperties(token, {
-      toJSON: { value: () => ({ claims: scope.token.claims }) },
-      [inspect.custom]: { value: () => `RunToken ${inspect(scope.token.claims)}` },
-    });
+    const token = new ScopedToken(scope);
     const services = new Map<string, ReturnType<ServiceClients['service']>>();
     let http: ReturnType<ServiceClients['http']> | undefined;
     return {
