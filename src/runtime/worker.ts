@@ -62,7 +62,9 @@ function fireTime(bullJob: Job): number {
 /** Was another run of the queue active at `t`? (Still active, or the latest finished run spans `t`.) */
 async function busyAt(queue: Queue, t: number, selfId: string | undefined): Promise<boolean> {
   if ((await queue.getActiveCount()) > 1) return true;
-  const [last] = await queue.getJobs(['completed', 'failed'], 0, 0, false);
+  // The newest finished run of each kind (getJobs takes the range per state), whichever finished last.
+  const finished = await queue.getJobs(['completed', 'failed'], 0, 0, false);
+  const last = finished.filter(Boolean).sort((a, b) => (b.finishedOn ?? 0) - (a.finishedOn ?? 0))[0];
   return Boolean(last && last.id !== selfId && (last.processedOn ?? Infinity) <= t && (last.finishedOn ?? 0) > t);
 }
 
