@@ -104,8 +104,7 @@ export class Runtime {
   /** Cancels a run; an active run's tokens are revoked at once here too, not only when its worker reacts. */
   async cancel(runId: string, reason?: string) {
     const result = await this.queues.cancel(runId, reason);
-    const live = (await this.tokens.list()).filter((t) => t.run === runId);
-    await Promise.all(live.map((t) => this.tokens.revoke(t.jti)));
+    await this.tokens.revokeRun(runId);
     return result;
   }
 

@@ -3,7 +3,7 @@
 // `<prefix>:jwks`, scored by the time until which it must stay published (at least the exp of every token it signed).
 // The member is the canonical JWK JSON, so add, extend (ZADD GT), prune and list are single atomic commands.
 import { Redis } from 'ioredis';
-import type { KeyStore, PublicJwk, SigningKey } from './keys.ts';
+import { publicJwk, type KeyStore, type PublicJwk, type SigningKey } from './keys.ts';
 
 export function jwksKey(prefix: string): string {
   return `${prefix}:jwks`;
@@ -11,8 +11,7 @@ export function jwksKey(prefix: string): string {
 
 /** A key's public JWK as one canonical string (same key -> same string on every host). */
 export function canonicalJwk(key: SigningKey): string {
-  const { crv, kty, x, y } = key.verifyKey.export({ format: 'jwk' });
-  return JSON.stringify({ kty, crv, x, y, kid: key.kid, alg: 'ES256', use: 'sig' });
+  return JSON.stringify(publicJwk(key));
 }
 
 /** Extra time a key stays published beyond the last exp recorded, so only one write per this period is needed. */

@@ -104,13 +104,17 @@ export function keyFilesOf(entries: string[]): string[] {
   return files;
 }
 
+/** The public JWK of an ES256 key as the JWKS publishes it (fields in one fixed order: the same key gives the same JSON). */
+export function publicJwk(key: SigningKey): PublicJwk {
+  const { crv, kty, x, y } = key.verifyKey.export({ format: 'jwk' });
+  return { kty, crv, x, y, kid: key.kid, alg: 'ES256', use: 'sig' };
+}
+
 function store(alg: Algorithm, listed: SigningKey[], warning?: string): KeyStore {
   // The same key listed twice (a file and its directory) counts once, at its last position.
   const all = listed.filter((k, i) => !listed.slice(i + 1).some((o) => o.kid === k.kid));
   const current = all[all.length - 1];
-  const published: PublicJwk[] = all
-    .filter((k) => k.alg === 'ES256')
-    .map((k) => ({ ...k.verifyKey.export({ format: 'jwk' }), kid: k.kid, alg: 'ES256', use: 'sig' }));
+  const published: PublicJwk[] = all.filter((k) => k.alg === 'ES256').map(publicJwk);
   return { alg, current, all, warning, jwks: () => ({ keys: published }) };
 }
 

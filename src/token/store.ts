@@ -56,6 +56,12 @@ export class TokenStore {
     );
   }
 
+  /** Revokes every token a run was given (its claims history lists them): one DEL, whichever host holds the run. */
+  async revokeRun(runId: string): Promise<void> {
+    const jtis = (await this.history(runId)).map((c) => (JSON.parse(c) as { jti?: unknown }).jti).filter((j) => typeof j === 'string');
+    if (jtis.length) await this.redis.del(...jtis.map((jti) => tokenKey(this.prefix, jti)));
+  }
+
   /** The claims of every token a run was given (raw JSON strings, oldest first). */
   history(runId: string): Promise<string[]> {
     return this.redis.lrange(claimsKey(this.prefix, runId), 0, -1);
