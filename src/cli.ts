@@ -2,7 +2,7 @@
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig, readDotEnv, type Config } from './config.ts';
-import { JobscopeError } from './errors.ts';
+import { JobscopeError, OverlapSkippedError } from './errors.ts';
 import { loadRegistry, type Registry } from './jobs/registry.ts';
 import { describeSchedule } from './jobs/schedule.ts';
 import { createLogger, type Logger } from './log.ts';
@@ -18,8 +18,9 @@ const USAGE = `jobscope <command>
   worker [--only a,b]           workers only (scale out: run many)
   server                        HTTP server + scheduler sync only
   list [--json]                 the registered jobs, schedules and next fire times
-  trigger <job> [--data JSON] [--wait] [--timeout 5m]
-                                enqueue a run; --wait prints the result as JSON, exit 0 on success, 1 on failure
+  trigger <job> [--data JSON] [--delay 5m | --at ISO] [--priority N] [--key K] [--wait] [--timeout 5m]
+                                enqueue a run; --wait prints the result as JSON, exit 0 on success, 1 on any
+                                other outcome; exit 3 when overlap 'skip' refuses it
   token verify <jwt> [--audience A]
                                 verify a token as a service would; exit 0 valid, 1 invalid with the reason
   pause <job> | resume <job>    stop/start a job's schedule and queue (survives restarts)
@@ -137,6 +138,9 @@ async function startServing(
   );
 
   let server: import('node:http').Server | undefined;
+  // Schedules first: a fire that came due while everything was down, of a schedule since removed from jobs/, is
+  // removed before a worker of this process could take it.
+  if (mode !== 'worker') await runtime.syncSchedules();
   if (mode !== 'server') {
     const only = flags.only
       ?.split(',')
@@ -147,7 +151,6 @@ async function startServing(
     logger.info({ jobs: only ?? registry.names }, 'workers started');
   }
   if (mode !== 'worker') {
-    await runtime.syncSchedules();
     const admin = adminCredentials(config.user, config.password);
     const viewer = config.viewerUser && config.viewerPassword ? { user: config.viewerUser, password: config.viewerPassword } : undefined;
     const app = createApp({ runtime, logger, admin, viewer });
@@ -188,13 +191,18 @@ async function list(env: Env, json: boolean, io: CliIO): Promise<number> {
   }
 }
 
+/** Exit code of a trigger that overlap 'skip' refused (1 is a failed run, 2 a usage error). */
+const EXIT_SKIPPED = 3;
+
 async function trigger(
   env: Env,
   name: string | undefined,
-  flags: { data?: string; wait?: boolean; timeout?: string },
+  flags: { data?: string; wait?: boolean; timeout?: string; delay?: string; at?: string; priority?: string; key?: string },
   io: CliIO,
 ): Promise<number> {
-  if (!name) throw new UsageError('usage: jobscope trigger <job> [--data JSON] [--wait]');
+  if (!name) throw new UsageError('usage: jobscope trigger <job> [--data JSON] [--delay 5m | --at ISO] [--priority N] [--key K] [--wait]');
+  const priority = flags.priority === undefined ? undefined : Number(flags.priority);
+  if (priority !== undefined && !Number.isInteger(priority)) throw new UsageError(`--priority "${flags.priority}" is not an integer`);
   let data: unknown = {};
   if (flags.data !== undefined) {
     try {
@@ -206,10 +214,25 @@ async function trigger(
   const registry = await loadRegistry(env.config.jobsDir);
   const runtime = await openRuntime(env, registry);
   try {
-    const { runId } = await runtime.queues.enqueue(name, data, 'manual');
-    if (!flags.wait) {
-      io.out(JSON.stringify({ runId }));
-      return 0;
+    let runId: string;
+    try {
+      const added = await runtime.queues.enqueue(name, data, {
+        trigger: 'manual',
+        delay: flags.delay,
+        at: flags.at,
+        priority,
+        key: flags.key,
+      });
+      runId = added.runId;
+      if (!flags.wait) {
+        io.out(JSON.stringify(added));
+        return 0;
+      }
+    } catch (err) {
+      if (!(err instanceof OverlapSkippedError)) throw err;
+      io.err(`jobscope: ${err.message}`);
+      io.out(JSON.stringify({ error: err.code, blocking: err.blocking }));
+      return EXIT_SKIPPED;
     }
     const { parseDuration } = await import('./duration.ts');
     const limit = flags.timeout ? parseDuration(flags.timeout) : null;
@@ -219,10 +242,9 @@ async function trigger(
     for (;;) {
       const report = await runtime.queues.report(runId);
       if (report.state === 'completed' || report.state === 'failed') {
-        io.out(
-          JSON.stringify({ runId, state: report.state, attempts: report.attempts, result: report.result, error: report.error }, null, 2),
-        );
-        return report.state === 'completed' ? 0 : 1;
+        const { state, outcome, attempts, result, error } = report;
+        io.out(JSON.stringify({ runId, state, outcome, attempts, result, error }, null, 2));
+        return outcome === 'completed' ? 0 : 1;
       }
       if (!warned && Date.now() - started > 5000 && (await runtime.queues.queue(name).getWorkers()).length === 0) {
         io.err(
@@ -312,6 +334,10 @@ export async function main(argv: string[], io: CliIO = stdio): Promise<number> {
       allowPositionals: true,
       options: {
         data: { type: 'string' },
+        delay: { type: 'string' },
+        at: { type: 'string' },
+        priority: { type: 'string' },
+        key: { type: 'string' },
         wait: { type: 'boolean' },
         timeout: { type: 'string' },
         json: { type: 'boolean' },

@@ -25,6 +25,10 @@ export interface Config {
   tokenHeader: string | undefined;
   tokenMaxLifetimeMs: number;
   shutdownTimeoutMs: number;
+  /** BullMQ's lock on an active run and its stalled-run check: a worker silent this long loses the run to another. */
+  lockDurationMs: number;
+  /** How long a run that ignored its abort (timeout, cancel) keeps its concurrency slot before it is reported a runaway. */
+  runawayGraceMs: number;
   logLevel: string;
   /** Where the dev key and the embedded Redis keep their files. */
   stateDir: string;
@@ -89,6 +93,13 @@ function duration(name: string, value: string | undefined, fallback: number): nu
   return ms;
 }
 
+function lockDuration(value: string | undefined): number {
+  const ms = duration('JOBSCOPE_LOCK_DURATION', value, 30_000);
+  // Locks are renewed every half duration: below a second, one slow event-loop turn would lose a healthy run.
+  if (ms < 1000) throw new ConfigError(`JOBSCOPE_LOCK_DURATION: "${value}" is too short; use at least 1s (default 30s)`);
+  return ms;
+}
+
 function pair(env: NodeJS.ProcessEnv, userVar: string, passVar: string): [string | undefined, string | undefined] {
   const user = env[userVar] || undefined;
   const pass = env[passVar] || undefined;
@@ -146,6 +157,8 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd()): Config 
     tokenHeader,
     tokenMaxLifetimeMs: duration('JOBSCOPE_TOKEN_MAX_LIFETIME', env.JOBSCOPE_TOKEN_MAX_LIFETIME, 15 * 60_000),
     shutdownTimeoutMs: duration('JOBSCOPE_SHUTDOWN_TIMEOUT', env.JOBSCOPE_SHUTDOWN_TIMEOUT, 30_000),
+    lockDurationMs: lockDuration(env.JOBSCOPE_LOCK_DURATION),
+    runawayGraceMs: duration('JOBSCOPE_RUNAWAY_GRACE', env.JOBSCOPE_RUNAWAY_GRACE, 30_000),
     logLevel,
     stateDir: path.resolve(cwd, env.JOBSCOPE_STATE_DIR || '.jobscope'),
   };

@@ -47,10 +47,23 @@ export class ParamsError extends JobscopeError {
   }
 }
 
-/** A trigger refused because the job has `overlap: 'skip'` and a run is already waiting or active. */
+/** A trigger refused because the job has `overlap: 'skip'` and a run is already waiting, delayed, active or retrying. */
 export class OverlapSkippedError extends JobscopeError {
-  constructor(job: string) {
-    super('ERR_OVERLAP_SKIPPED', `job "${job}" has overlap: 'skip' and a run is already waiting or active`);
+  /** The run that blocks this one. */
+  readonly blocking: string;
+  constructor(job: string, blocking: string) {
+    super(
+      'ERR_OVERLAP_SKIPPED',
+      `job "${job}" has overlap: 'skip' and a run is already waiting, delayed, active or waiting for a retry: ${blocking}`,
+    );
+    this.blocking = blocking;
+  }
+}
+
+/** Trigger options that cannot be honoured (delay and at together, a time in the past, a bad priority or key). */
+export class TriggerOptionsError extends JobscopeError {
+  constructor(message: string) {
+    super('ERR_TRIGGER_OPTIONS', message);
   }
 }
 
@@ -80,6 +93,30 @@ export class RunTimeoutError extends JobscopeError {
 export class RunCancelledError extends JobscopeError {
   constructor(reason: string) {
     super('ERR_RUN_CANCELLED', `run cancelled: ${reason}`);
+  }
+}
+
+/** A scheduled fire not run: overlap 'skip' found another run, or its schedule is gone from the code. */
+export class RunSkippedError extends JobscopeError {
+  constructor(reason: string) {
+    super('ERR_RUN_SKIPPED', `skipped: ${reason}`);
+  }
+}
+
+/** A scheduled fire that started later than `misfireGrace` after its due time, with `misfire: 'skip'`. */
+export class RunMisfireError extends JobscopeError {
+  constructor(lateMs: number, graceMs: number) {
+    super(
+      'ERR_RUN_MISFIRE',
+      `misfire: the fire started ${(lateMs / 1000).toFixed(1)} s after its due time (misfireGrace ${graceMs / 1000} s)`,
+    );
+  }
+}
+
+/** This execution no longer holds its run: BullMQ gave the run to another worker (a stall past the lock, a partition). */
+export class LockLostError extends JobscopeError {
+  constructor(runId: string) {
+    super('ERR_LOCK_LOST', `run ${runId}: this execution lost its lock; another worker runs it now`);
   }
 }
 

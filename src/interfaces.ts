@@ -2,8 +2,11 @@
 import type { Got } from 'got';
 import type { JobTokenClaims } from './token/verify.ts';
 
-export type Trigger = 'manual' | 'schedule' | 'api' | 'retry' | 'parent';
+export type Trigger = 'manual' | 'schedule' | 'api' | 'retry' | 'parent' | 'misfire';
 export type Overlap = 'queue' | 'skip' | 'replace';
+export type Misfire = 'skip' | 'once';
+/** How a finished run ended. Only `completed` is a success. */
+export type RunOutcome = 'completed' | 'failed' | 'timeout' | 'cancelled' | 'skipped' | 'misfire';
 
 export type Schedule = { cron: string; tz?: string } | { every: string | number };
 
@@ -31,8 +34,17 @@ export interface JobDefinition<Data = Record<string, unknown>, Result = unknown>
   backoff?: BackoffSpec;
   /** Duration string ('30s', '2m', '1h') or milliseconds. */
   timeout?: string | number;
+  /** Cluster-wide limit of simultaneously active runs (default 1: serial). */
   concurrency?: number;
+  /** Optional cap per worker process (never above `concurrency`). */
+  concurrencyPerWorker?: number;
+  /** Cluster-wide cap on run starts: at most `max` per `duration`. */
+  rateLimit?: { max: number; duration: string | number };
   overlap?: Overlap;
+  /** A scheduled fire that starts more than `misfireGrace` late: 'skip' it (default) or run it 'once'. */
+  misfire?: Misfire;
+  /** Duration; default '5s'. */
+  misfireGrace?: string | number;
   run(ctx: JobContext<Data>): Promise<Result> | Result;
 }
 
@@ -47,7 +59,11 @@ export interface RegisteredJob {
   backoff?: BackoffSpec;
   timeoutMs?: number;
   concurrency: number;
+  concurrencyPerWorker: number;
+  rateLimit?: { max: number; durationMs: number };
   overlap: Overlap;
+  misfire: Misfire;
+  misfireGraceMs: number;
   audience: string[];
   scope: string[];
   /** Validates run data against `params`; returns the error list or null. */
@@ -95,6 +111,8 @@ export interface RunReport {
   runId: string;
   job: string;
   state: RunState;
+  /** How the run ended; null while it is not finished. */
+  outcome: RunOutcome | null;
   attempts: number;
   trigger: Trigger;
   data: unknown;
@@ -105,6 +123,22 @@ export interface RunReport {
   createdAt: string | null;
   startedAt: string | null;
   finishedAt: string | null;
+  /** When a delayed run (trigger option delay/at, or a retry's backoff) becomes due. */
+  dueAt: string | null;
+  priority: number;
+}
+
+/** Options of a trigger (API body beside `data`, CLI flags, dashboard form). */
+export interface TriggerOptions {
+  trigger?: Trigger;
+  /** Run later: a duration ('30s', '5m') or milliseconds. Not with `at`. */
+  delay?: string | number;
+  /** Run at this time (ISO 8601). Not with `delay`. */
+  at?: string;
+  /** 1 (first) .. 2097152; without it, runs go first in first out before any prioritised run. */
+  priority?: number;
+  /** Idempotency: while a run triggered with this key is kept, the same key returns that run. */
+  key?: string;
 }
 
 /** A live token as listed by `GET /api/tokens` (metadata only). */

@@ -45,7 +45,8 @@ describe('overlap', () => {
     await activeRun('only-one');
     await assert.rejects(runtime.queues.enqueue('only-one', {}), (err: Error & { code?: string }) => {
       assert.equal(err.code, 'ERR_OVERLAP_SKIPPED');
-      assert.match(err.message, /overlap: 'skip' and a run is already waiting or active/);
+      assert.match(err.message, /overlap: 'skip' and a run is already waiting, delayed, active or waiting for a retry/);
+      assert.equal((err as Error & { blocking?: string }).blocking, first.runId, 'the refusal names the run in the way');
       return true;
     });
     assert.equal((await waitForRun(runtime, first.runId)).state, 'completed');
@@ -79,16 +80,23 @@ describe('overlap', () => {
       await scheduled.syncSchedules();
       const queue = scheduled.queues.queue('ticker');
       // Runs take 2.5 s and fires come every second: the fire due during a run must not run after it.
-      await until(async () => (await queue.getCompletedCount()) >= 2, 12_000, 'two finished ticker runs');
+      await until(
+        async () => (await queue.getCompletedCount()) >= 1 && (await queue.getFailedCount()) >= 1,
+        12_000,
+        'a finished ticker run and a skipped fire',
+      );
       await scheduled.pause('ticker');
-      const done = await queue.getCompleted(0, -1);
-      const skipped = done.filter((j) => (j.returnvalue as { skipped?: boolean }).skipped);
-      const ran = done.filter((j) => (j.returnvalue as { done?: string }).done);
+      const ran = (await queue.getCompleted(0, -1)).filter((j) => (j.returnvalue as { done?: string }).done);
       assert.ok(ran.length >= 1, 'a scheduled run ran');
+      const skipped = await Promise.all((await queue.getFailed(0, -1)).map((j) => scheduled.queues.report(`ticker:${j.id}`)));
       assert.ok(skipped.length >= 1, 'a fire due during that run was skipped');
-      assert.deepEqual(skipped[0].returnvalue, { skipped: true, reason: 'another run was active (overlap: skip)' });
-      const logs = await queue.getJobLogs(skipped[0].id!);
-      assert.deepEqual(logs.logs, ['skipped: another run of this job is active (overlap: skip)']);
+      for (const r of skipped) {
+        // A skipped fire is its own outcome: not a success, not a plain failure, never retried.
+        assert.equal(r.outcome, 'skipped');
+        assert.equal(r.attempts, 1);
+        assert.equal(r.error, 'skipped: another run of this job was active at its due time (overlap: skip)');
+        assert.deepEqual(r.logs, ['skipped: another run of this job was active at its due time (overlap: skip)']);
+      }
     } finally {
       await scheduled.close();
     }

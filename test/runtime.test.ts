@@ -84,7 +84,7 @@ function requestsOf(runId: string) {
 }
 
 async function run(job: string, data: Record<string, unknown>) {
-  const { runId } = await runtime.queues.enqueue(job, { ...data }, 'api');
+  const { runId } = await runtime.queues.enqueue(job, { ...data }, { trigger: 'api' });
   return waitForRun(runtime, runId);
 }
 
@@ -147,7 +147,9 @@ describe('a run calling a real service', () => {
     service.delayMs = 40;
     try {
       const base = service.url + '/';
-      const ids = await Promise.all(Array.from({ length: 50 }, (_, n) => runtime.queues.enqueue('call', { mode: 'ok', n, base }, 'api')));
+      const ids = await Promise.all(
+        Array.from({ length: 50 }, (_, n) => runtime.queues.enqueue('call', { mode: 'ok', n, base }, { trigger: 'api' })),
+      );
       const reports = await Promise.all(ids.map(({ runId }) => waitForRun(runtime, runId, 30_000)));
       const jtis = new Set<string>();
       for (const report of reports) {
@@ -259,7 +261,7 @@ describe('compatibility modes', () => {
     try {
       await compat.runtime.startWorkers(['flaky']);
       await runtime.workers!.workers.get('flaky')!.pause();
-      const { runId } = await compat.runtime.queues.enqueue('flaky', {}, 'api');
+      const { runId } = await compat.runtime.queues.enqueue('flaky', {}, { trigger: 'api' });
       const report = await waitForRun(compat.runtime, runId);
       assert.equal(report.state, 'completed');
       const reqs = requestsOf(runId);

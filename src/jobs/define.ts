@@ -22,9 +22,16 @@ const KNOWN_KEYS = [
   'backoff',
   'timeout',
   'concurrency',
+  'concurrencyPerWorker',
+  'rateLimit',
   'overlap',
+  'misfire',
+  'misfireGrace',
   'run',
 ] as const;
+
+/** A scheduled fire that starts later than this after its due time is a misfire (xxl-job's default policy: skip it). */
+export const DEFAULT_MISFIRE_GRACE_MS = 5000;
 
 /** Queue names become Redis key parts: no ':' and nothing a shell or URL would mangle. */
 export const JOB_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$/;
@@ -111,7 +118,7 @@ export function registerDefinition(name: string, file: string, raw: unknown): Re
     validate = (data) => (isPlainObject(data) ? null : [{ path: '/', message: 'must be an object' }]);
   }
 
-  const int = (field: 'attempts' | 'concurrency', min: number, max: number): number | undefined => {
+  const int = (field: 'attempts' | 'concurrency' | 'concurrencyPerWorker', min: number, max: number): number | undefined => {
     const v = def[field];
     if (v === undefined) return undefined;
     if (!Number.isInteger(v) || (v as number) < min || (v as number) > max) fail(field, `must be an integer from ${min} to ${max}`);
@@ -119,6 +126,22 @@ export function registerDefinition(name: string, file: string, raw: unknown): Re
   };
   const attempts = int('attempts', 1, 100) ?? 1;
   const concurrency = int('concurrency', 1, 1000) ?? 1;
+  const perWorker = int('concurrencyPerWorker', 1, 1000);
+  if (perWorker !== undefined && perWorker > concurrency) {
+    fail('concurrencyPerWorker', `must not exceed concurrency (${concurrency}): concurrency is the cluster-wide limit`);
+  }
+
+  let rateLimit: RegisteredJob['rateLimit'];
+  if (def.rateLimit !== undefined) {
+    const r = def.rateLimit as unknown as Record<string, unknown>;
+    if (!isPlainObject(r)) fail('rateLimit', "must be { max: 10, duration: '1m' }");
+    const extra = Object.keys(r).filter((k) => k !== 'max' && k !== 'duration');
+    if (extra.length) fail(`rateLimit.${extra[0]}`, 'unknown field; allowed: max, duration');
+    if (!Number.isInteger(r.max) || (r.max as number) < 1) fail('rateLimit.max', 'must be an integer >= 1 (run starts per duration)');
+    const ms = parseDuration(r.duration as string | number);
+    if (ms === null || ms < 1) fail('rateLimit.duration', `"${String(r.duration)}" is not a duration (examples: '1s', '1m', 60000)`);
+    rateLimit = { max: r.max as number, durationMs: ms! };
+  }
 
   if (def.backoff !== undefined) {
     const b = def.backoff as unknown as Record<string, unknown>;
@@ -139,6 +162,13 @@ export function registerDefinition(name: string, file: string, raw: unknown): Re
   if (def.overlap !== undefined && !['queue', 'skip', 'replace'].includes(def.overlap)) {
     fail('overlap', "must be 'queue', 'skip' or 'replace'");
   }
+  if (def.misfire !== undefined && def.misfire !== 'skip' && def.misfire !== 'once') fail('misfire', "must be 'skip' or 'once'");
+  let misfireGraceMs = DEFAULT_MISFIRE_GRACE_MS;
+  if (def.misfireGrace !== undefined) {
+    const ms = parseDuration(def.misfireGrace);
+    if (ms === null) fail('misfireGrace', `"${String(def.misfireGrace)}" is not a duration (examples: '5s', '1m')`);
+    misfireGraceMs = ms!;
+  }
 
   return {
     name,
@@ -150,7 +180,11 @@ export function registerDefinition(name: string, file: string, raw: unknown): Re
     backoff: def.backoff,
     timeoutMs,
     concurrency,
+    concurrencyPerWorker: perWorker ?? concurrency,
+    rateLimit,
     overlap: def.overlap ?? 'queue',
+    misfire: def.misfire ?? 'skip',
+    misfireGraceMs,
     audience: audience as string[],
     scope: (scope as string[] | undefined) ?? [],
     validate,

@@ -1,11 +1,16 @@
-// One BullMQ queue per job: enqueueing (with params validation and overlap rules), run lookups, cancel, pause/resume.
-// The server, the CLI and the workers all go through this module; none of them touches BullMQ queues directly.
+// One BullMQ queue per job: enqueueing (with params validation, trigger options and overlap rules), run lookups and
+// outcomes, cancel. The server, the CLI and the workers all go through this module; none of them touches BullMQ queues directly.
+import { createHash, randomUUID } from 'node:crypto';
 import { Queue, type Job, type JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { OverlapSkippedError, ParamsError, RunFinishedError, UnknownRunError } from '../errors.ts';
-import type { RegisteredJob, RunReport, RunState, Trigger } from '../interfaces.ts';
+import { parseDuration } from '../duration.ts';
+import { OverlapSkippedError, ParamsError, RunFinishedError, TriggerOptionsError, UnknownRunError } from '../errors.ts';
+import type { RegisteredJob, RunOutcome, RunReport, RunState, Trigger, TriggerOptions } from '../interfaces.ts';
 import type { Registry } from '../jobs/registry.ts';
 import { nextRuns } from '../jobs/schedule.ts';
+import { RedisKeys, RUN_FIELDS } from '../keys.ts';
+import type { TokenStore } from '../token/store.ts';
+import { OverlapRules } from './overlap.ts';
 
 /** How long finished runs are kept for the API and dashboard. */
 const KEEP_COMPLETED = { age: 7 * 24 * 3600, count: 1000 };
@@ -36,6 +41,59 @@ function iso(ms: number | undefined | null): string | null {
   return ms ? new Date(ms).toISOString() : null;
 }
 
+/** BullMQ's priority range: 1 runs first; 0 (none) runs before every prioritised run, first in first out. */
+const MAX_PRIORITY = 2_097_152;
+const MAX_KEY_LENGTH = 200;
+
+/** A trigger's options as BullMQ job options, checked; `key` becomes the run's id so a second add finds the first. */
+export function runOptions(opts: TriggerOptions, nowMs = Date.now()): { delay?: number; priority?: number; jobId?: string } {
+  const out: { delay?: number; priority?: number; jobId?: string } = {};
+  if (opts.delay !== undefined && opts.at !== undefined) throw new TriggerOptionsError('give delay or at, not both');
+  if (opts.delay !== undefined) {
+    const ms = parseDuration(opts.delay);
+    if (ms === null) throw new TriggerOptionsError(`delay: ${JSON.stringify(opts.delay)} is not a duration (examples: '30s', '5m', 60000)`);
+    out.delay = ms;
+  }
+  if (opts.at !== undefined) {
+    const at = typeof opts.at === 'string' && /^\d{4}-\d\d-\d\dT/.test(opts.at) ? Date.parse(opts.at) : NaN;
+    if (Number.isNaN(at))
+      throw new TriggerOptionsError(`at: ${JSON.stringify(opts.at)} is not an ISO 8601 time (example: 2026-12-24T18:00:00Z)`);
+    if (at < nowMs - 60_000) throw new TriggerOptionsError(`at: ${opts.at} is in the past`);
+    if (at > nowMs) out.delay = at - nowMs;
+  }
+  if (opts.priority !== undefined) {
+    if (!Number.isInteger(opts.priority) || opts.priority < 1 || opts.priority > MAX_PRIORITY) {
+      throw new TriggerOptionsError(`priority: must be an integer from 1 (first) to ${MAX_PRIORITY}`);
+    }
+    out.priority = opts.priority;
+  }
+  if (opts.key !== undefined) {
+    if (typeof opts.key !== 'string' || opts.key.length === 0 || opts.key.length > MAX_KEY_LENGTH) {
+      throw new TriggerOptionsError(`key: must be a string of 1 to ${MAX_KEY_LENGTH} characters`);
+    }
+    // The id is derived, never the key itself: any key is safe in a Redis key and a URL, and ids of keyed runs are recognisable.
+    out.jobId = `key-${createHash('sha256').update(opts.key).digest('base64url').slice(0, 24)}`;
+  }
+  return out;
+}
+
+/** How a finished run ended, from its state and the name of the error its last attempt recorded (see worker.ts). */
+export function outcomeOf(state: RunState, stacktrace: readonly string[] | null | undefined): RunOutcome | null {
+  if (state === 'completed') return 'completed';
+  if (state !== 'failed') return null;
+  const last = stacktrace?.[stacktrace.length - 1] ?? '';
+  const name = /^(\w+)/.exec(last)?.[1];
+  return OUTCOME_OF_ERROR[name ?? ''] ?? 'failed';
+}
+
+/** The error classes whose names mark an outcome other than 'failed'. */
+export const OUTCOME_OF_ERROR: Record<string, RunOutcome> = {
+  RunTimeoutError: 'timeout',
+  RunCancelledError: 'cancelled',
+  RunSkippedError: 'skipped',
+  RunMisfireError: 'misfire',
+};
+
 export interface JobSummary {
   name: string;
   description: string;
@@ -43,6 +101,12 @@ export interface JobSummary {
   nextRuns: string[];
   paused: boolean;
   counts: Record<string, number>;
+}
+
+export interface EnqueueResult {
+  runId: string;
+  /** True when `key` matched a run that is still kept: no new run was made. */
+  existing?: boolean;
 }
 
 export interface CancelResult {
@@ -55,12 +119,19 @@ export class Queues {
   readonly registry: Registry;
   readonly redis: Redis;
   readonly prefix: string;
+  readonly keys: RedisKeys;
+  readonly overlap: OverlapRules;
+  private readonly tokens: TokenStore | undefined;
   private readonly queues = new Map<string, Queue>();
 
-  constructor(registry: Registry, redis: Redis, prefix: string) {
+  /** `tokens`: where a cancelled run's tokens are revoked at once (not only when its worker hears the cancel). */
+  constructor(registry: Registry, redis: Redis, prefix: string, tokens?: TokenStore) {
     this.registry = registry;
     this.redis = redis;
     this.prefix = prefix;
+    this.keys = new RedisKeys(prefix);
+    this.overlap = new OverlapRules(redis, this.keys);
+    this.tokens = tokens;
     for (const name of registry.names) this.queues.set(name, new Queue(name, { connection: redis, prefix }));
   }
 
@@ -75,11 +146,11 @@ export class Queues {
 
   /** The Redis set of paused job names: pause survives restarts and covers the schedule as well as the queue. */
   get pausedKey(): string {
-    return `${this.prefix}:paused`;
+    return this.keys.paused;
   }
 
   get cancelChannel(): string {
-    return `${this.prefix}:cancel`;
+    return this.keys.cancelChannel;
   }
 
   async isPaused(name: string): Promise<boolean> {
@@ -87,23 +158,35 @@ export class Queues {
   }
 
   /**
-   * Validates `data` against the job's params and enqueues a run. Throws ParamsError (bad data), UnknownJobError,
-   * or OverlapSkippedError (overlap 'skip' while a run waits or runs). With overlap 'replace', earlier runs are cancelled.
+   * Validates `data` against the job's params and enqueues a run with the trigger's options. Throws ParamsError (bad
+   * data), TriggerOptionsError, UnknownJobError, or OverlapSkippedError (overlap 'skip' while another run is waiting,
+   * delayed, active or waiting for a retry: checked and added atomically, on every host). With overlap 'replace', every
+   * earlier unfinished run is cancelled (the new run starts only once they have stopped: see the worker).
    */
-  async enqueue(name: string, data: unknown = {}, trigger: Trigger = 'api'): Promise<{ runId: string }> {
+  async enqueue(name: string, data: unknown = {}, opts: TriggerOptions = {}): Promise<EnqueueResult> {
     const job = this.registry.get(name);
     const payload = structuredClone(data ?? {});
     const issues = job.validate(payload);
     if (issues) throw new ParamsError(name, issues);
+    const { jobId: keyedId, ...options } = runOptions(opts);
     const queue = this.queue(name);
-    if (job.overlap === 'skip') {
-      const counts = await queue.getJobCounts('active', 'waiting', 'prioritized');
-      if (counts.active + counts.waiting + counts.prioritized > 0) throw new OverlapSkippedError(name);
-    } else if (job.overlap === 'replace') {
-      await this.cancelAll(name, 'replaced by a newer run');
+    if (keyedId && (await this.redis.exists(this.keys.bullJob(name, keyedId))) === 1) {
+      return { runId: runIdOf(name, keyedId), existing: true };
     }
-    const added = await queue.add(trigger, payload, jobOptions(job));
-    return { runId: runIdOf(name, added.id) };
+    // Runs that count for overlap get their id before they exist, so the check can reserve it in the same step.
+    const jobId = keyedId ?? (job.overlap === 'queue' ? undefined : randomUUID());
+    if (job.overlap !== 'queue') {
+      const claim = await this.overlap.claim(name, jobId!, job.overlap);
+      if (!claim.ok) throw new OverlapSkippedError(name, runIdOf(name, claim.others[0]));
+      await Promise.all(claim.others.map((id) => this.cancel(runIdOf(name, id), 'replaced by a newer run').catch(() => undefined)));
+    }
+    try {
+      const added = await queue.add(opts.trigger ?? 'api', payload, { ...jobOptions(job), ...options, ...(jobId ? { jobId } : {}) });
+      return { runId: runIdOf(name, added.id) };
+    } catch (err) {
+      if (jobId && job.overlap !== 'queue') await this.overlap.release(name, jobId).catch(() => undefined);
+      throw err;
+    }
   }
 
   async getJob(runId: string): Promise<Job> {
@@ -120,45 +203,54 @@ export class Queues {
     const queue = this.queue(name);
     // State first: a job read before its state could predate its completion and lack the result.
     const state = (await queue.getJobState(id)) as RunState;
-    const [job, logs] = await Promise.all([queue.getJob(id), queue.getJobLogs(id, 0, -1)]);
+    const [job, logs, trigger] = await Promise.all([
+      queue.getJob(id),
+      queue.getJobLogs(id, 0, -1),
+      this.redis.hget(this.keys.bullJob(name, id), RUN_FIELDS.trigger),
+    ]);
     if (!job) throw new UnknownRunError(runId);
-    return toReport(name, job, state, logs.logs);
+    return toReport(name, job, state, logs.logs, trigger as Trigger | null);
   }
 
   /** Recent runs of a job, newest first. */
   async recentRuns(name: string, limit = 20): Promise<RunReport[]> {
     const queue = this.queue(name);
     const jobs = await queue.getJobs(['active', 'waiting', 'delayed', 'prioritized', 'completed', 'failed'], 0, limit - 1, false);
-    const reports = await Promise.all(jobs.filter(Boolean).map(async (j) => toReport(name, j, (await j.getState()) as RunState, [])));
+    const reports = await Promise.all(
+      jobs.filter(Boolean).map(async (j) => {
+        const [state, trigger] = await Promise.all([j.getState(), this.redis.hget(this.keys.bullJob(name, j.id!), RUN_FIELDS.trigger)]);
+        return toReport(name, j, state as RunState, [], trigger as Trigger | null);
+      }),
+    );
     return reports.sort((a, b) => (b.createdAt ?? '').localeCompare(a.createdAt ?? '')).slice(0, limit);
   }
 
-  /** Cancels a waiting run (removes it) or an active one (broadcast to whichever worker process runs it). */
+  /**
+   * Cancels a run that has not started or is waiting for a retry (removes it), or an active one (broadcast to whichever
+   * worker process runs it). Either way its tokens are revoked here at once.
+   */
   async cancel(runId: string, reason = 'cancelled by user'): Promise<CancelResult> {
     const job = await this.getJob(runId);
     const state = await job.getState();
     if (state === 'completed' || state === 'failed') {
       throw new RunFinishedError(runId, state);
     }
+    let result: CancelResult | undefined;
     if (state !== 'active') {
       try {
         await job.remove();
-        return { runId, outcome: 'removed' };
+        await this.overlap.release(job.queueName, job.id!);
+        result = { runId, outcome: 'removed' };
       } catch {
         // It became active between getState and remove (the lock protects it): fall through to the broadcast.
       }
     }
-    await this.redis.publish(this.cancelChannel, JSON.stringify({ job: job.queueName, id: job.id, reason }));
-    return { runId, outcome: 'signalled' };
-  }
-
-  /** Cancels every waiting and active run of a job (overlap 'replace'); `exceptId` spares the run doing the replacing. */
-  async cancelAll(name: string, reason: string, exceptId?: string): Promise<void> {
-    const queue = this.queue(name);
-    const jobs = await queue.getJobs(['waiting', 'prioritized', 'active'], 0, 1000);
-    await Promise.all(
-      jobs.filter((j) => j && j.id !== exceptId).map((j) => this.cancel(runIdOf(name, j.id), reason).catch(() => undefined)),
-    );
+    if (!result) {
+      await this.redis.publish(this.cancelChannel, JSON.stringify({ job: job.queueName, id: job.id, reason }));
+      result = { runId, outcome: 'signalled' };
+    }
+    await this.tokens?.revokeRun(runId);
+    return result;
   }
 
   async summaries(): Promise<JobSummary[]> {
@@ -189,14 +281,15 @@ export class Queues {
   }
 }
 
-export function toReport(name: string, job: Job, state: RunState, logs: string[]): RunReport {
+export function toReport(name: string, job: Job, state: RunState, logs: string[], trigger?: Trigger | null): RunReport {
   const finished = state === 'completed' || state === 'failed';
   return {
     runId: runIdOf(name, job.id),
     job: name,
     state,
+    outcome: outcomeOf(state, job.stacktrace),
     attempts: job.attemptsMade,
-    trigger: (job.name as RunReport['trigger']) || 'api',
+    trigger: trigger || (job.name as RunReport['trigger']) || 'api',
     data: job.data,
     progress: job.progress,
     result: state === 'completed' ? (job.returnvalue ?? null) : null,
@@ -205,5 +298,8 @@ export function toReport(name: string, job: Job, state: RunState, logs: string[]
     createdAt: iso(job.timestamp),
     startedAt: iso(job.processedOn),
     finishedAt: finished ? iso(job.finishedOn) : null,
+    // A retry's backoff is counted from its failure, which the job does not keep: only a run-later trigger has a known due time.
+    dueAt: state === 'delayed' && job.attemptsMade === 0 ? iso(job.timestamp + (job.delay ?? 0)) : null,
+    priority: job.priority ?? 0,
   };
 }

@@ -24,6 +24,8 @@ export type RuntimeConfig = Pick<
   | 'tokenHeader'
   | 'tokenMaxLifetimeMs'
   | 'shutdownTimeoutMs'
+  | 'lockDurationMs'
+  | 'runawayGraceMs'
   | 'stateDir'
 >;
 
@@ -51,7 +53,7 @@ export class Runtime {
     this.keys = keys ?? loadKeys(config);
     this.tokens = new TokenStore(this.tokenRedis, config.prefix);
     this.minter = new TokenMinter(this.keys, this.tokens, config.issuer);
-    this.queues = new Queues(registry, this.redis, config.prefix);
+    this.queues = new Queues(registry, this.redis, config.prefix, this.tokens);
     this.clients = new ServiceClients({ services: config.services, tokenHeader: config.tokenHeader });
   }
 
@@ -82,6 +84,8 @@ export class Runtime {
       subscriber: this.subscriber,
       prefix: this.config.prefix,
       tokenMaxLifetimeMs: this.config.tokenMaxLifetimeMs,
+      lockDurationMs: this.config.lockDurationMs,
+      runawayGraceMs: this.config.runawayGraceMs,
       logger: this.logger,
       only,
     });
@@ -102,10 +106,8 @@ export class Runtime {
   }
 
   /** Cancels a run; an active run's tokens are revoked at once here too, not only when its worker reacts. */
-  async cancel(runId: string, reason?: string) {
-    const result = await this.queues.cancel(runId, reason);
-    await this.tokens.revokeRun(runId);
-    return result;
+  cancel(runId: string, reason?: string) {
+    return this.queues.cancel(runId, reason);
   }
 
   /** Graceful: stop taking work, let active runs finish until the deadline, revoke, close every connection. */

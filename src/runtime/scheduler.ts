@@ -14,13 +14,8 @@ export interface SyncReport {
   removed: string[];
 }
 
-/** The Redis set of every job name that has had a queue, so schedulers of deleted job files can be found and removed. */
-function knownKey(prefix: string): string {
-  return `${prefix}:jobs`;
-}
-
 async function withLock<T>(queues: Queues, fn: () => Promise<T>): Promise<T> {
-  const key = `${queues.prefix}:lock:scheduler-sync`;
+  const key = queues.keys.schedulerSyncLock;
   const id = randomUUID();
   const deadline = Date.now() + 15_000;
   while ((await queues.redis.set(key, id, 'PX', 10_000, 'NX')) !== 'OK') {
@@ -35,9 +30,17 @@ async function withLock<T>(queues: Queues, fn: () => Promise<T>): Promise<T> {
   }
 }
 
-async function upsert(queues: Queues, job: RegisteredJob): Promise<boolean> {
+/** The first time after `nowMs` on an `every` schedule's phase (k * every + phase). */
+export function nextOnPhase(every: number, phase: number, nowMs: number): number {
+  const next = Math.floor(nowMs / every) * every + (phase % every);
+  return next > nowMs ? next : next + every;
+}
+
+/** `phase` keeps an `every` schedule's phase when it is written again after a pause (BullMQ would fire at once). */
+async function upsert(queues: Queues, job: RegisteredJob, phase?: number): Promise<boolean> {
   const queue = queues.queue(job.name);
-  const repeat = schedulerRepeat(job.schedule!);
+  const repeat: ReturnType<typeof schedulerRepeat> & { startDate?: number } = schedulerRepeat(job.schedule!);
+  if ('every' in repeat && phase !== undefined && Number.isFinite(phase)) repeat.startDate = nextOnPhase(repeat.every, phase, Date.now());
   const existing = await queue.getJobScheduler(job.name);
   const same =
     existing &&
@@ -53,7 +56,7 @@ async function upsert(queues: Queues, job: RegisteredJob): Promise<boolean> {
 export async function syncSchedules(queues: Queues, logger?: Logger): Promise<SyncReport> {
   const report: SyncReport = { upserted: [], unchanged: [], removed: [] };
   await withLock(queues, async () => {
-    const { registry, redis, prefix } = queues;
+    const { registry, redis, prefix, keys } = queues;
     const paused = new Set(await redis.smembers(queues.pausedKey));
     for (const job of registry.jobs.values()) {
       const queue = queues.queue(job.name);
@@ -63,7 +66,7 @@ export async function syncSchedules(queues: Queues, logger?: Logger): Promise<Sy
       } else if (await queue.removeJobScheduler(job.name)) report.removed.push(job.name);
     }
     // Jobs whose file is gone: remove their schedulers too (their queues and history stay for the dashboard).
-    const known = await redis.smembers(knownKey(prefix));
+    const known = await redis.smembers(keys.knownJobs);
     for (const name of known.filter((n) => !registry.has(n))) {
       const queue = new Queue(name, { connection: redis, prefix });
       try {
@@ -73,26 +76,34 @@ export async function syncSchedules(queues: Queues, logger?: Logger): Promise<Sy
       } finally {
         await queue.close();
       }
-      await redis.srem(knownKey(prefix), name);
+      await redis.srem(keys.knownJobs, name);
     }
-    if (registry.names.length) await redis.sadd(knownKey(prefix), ...registry.names);
+    if (registry.names.length) await redis.sadd(keys.knownJobs, ...registry.names);
   });
   logger?.info(report, 'schedules synced');
   return report;
 }
 
-/** Pauses a job: its queue stops handing out runs and its schedule stops firing, on every host, across restarts. */
+/**
+ * Pauses a job: its queue stops handing out runs and its schedule stops firing, on every host, across restarts. An `every`
+ * schedule's phase is kept for resume.
+ */
 export async function pauseJob(queues: Queues, name: string): Promise<void> {
   const queue = queues.queue(name);
   await queues.redis.sadd(queues.pausedKey, name);
   await queue.pause();
+  const scheduler = await queue.getJobScheduler(name);
+  if (scheduler?.every && scheduler.next) await queues.redis.hset(queues.keys.phase, name, String(scheduler.next % scheduler.every));
   await queue.removeJobScheduler(name);
 }
 
+/** Resumes a job; an `every` schedule fires on its old phase (no fire at once, no shift). */
 export async function resumeJob(queues: Queues, name: string): Promise<void> {
   const job = queues.registry.get(name);
   const queue = queues.queue(name);
+  const phase = await queues.redis.hget(queues.keys.phase, name);
   await queues.redis.srem(queues.pausedKey, name);
-  if (job.schedule) await upsert(queues, job);
+  if (job.schedule) await upsert(queues, job, phase === null ? undefined : Number(phase));
+  await queues.redis.hdel(queues.keys.phase, name);
   await queue.resume();
 }

@@ -1,17 +1,27 @@
-// Workers: one BullMQ Worker per job. Each attempt mints its own token, runs the handler inside that token's scope, and
-// revokes the token in `finally` whatever happened (return, throw, timeout, cancel, shutdown).
+// Workers: one BullMQ Worker per job. Each attempt mints its own tokens (RunTokenLease), runs the handler inside that
+// token's scope, and revokes the tokens the moment the run ends or is aborted (return, throw, timeout, cancel, shutdown,
+// lost lock). The rules that make this hold across every worker process live here and in overlap.ts:
+// - `concurrency` is BullMQ's global concurrency (kept in Redis), `concurrencyPerWorker` the Worker's own;
+// - one live execution per run: a new execution's first token revokes every earlier token of the run, and a token is only
+//   registered while its execution holds the run's BullMQ lock; a lost lock aborts the execution here;
+// - a run still active at the shutdown deadline is handed back to the queue without consuming an attempt;
+// - an aborted handler that ignores its signal keeps its slot until it settles or `runawayGraceMs` has passed.
 import { EventEmitter, setMaxListeners } from 'node:events';
 import { inspect } from 'node:util';
-import { UnrecoverableError, Worker, type Job, type Queue } from 'bullmq';
+import { DelayedError, UnrecoverableError, Worker, type Job, type Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { ParamsError, RunCancelledError, RunTimeoutError } from '../errors.ts';
-import type { JobContext, RegisteredJob, RunInfo, RunToken, Trigger } from '../interfaces.ts';
+import { LockLostError, ParamsError, RunCancelledError, RunMisfireError, RunSkippedError, RunTimeoutError } from '../errors.ts';
+import type { JobContext, RegisteredJob, RunInfo, RunOutcome, RunToken, Trigger } from '../interfaces.ts';
 import type { Registry } from '../jobs/registry.ts';
+import { RUN_FIELDS } from '../keys.ts';
 import type { Logger } from '../log.ts';
 import type { ServiceClients } from '../http/clients.ts';
-import { tokenLifetime, type MintedToken, type TokenMinter } from '../token/mint.ts';
+import { RunTokenLease } from '../token/lease.ts';
+import { tokenLifetime, type TokenMinter } from '../token/mint.ts';
 import { redactTokens, runInScope, type RunScope } from '../token/scope.ts';
-import { runIdOf, type Queues } from './queues.ts';
+import { OUTCOME_OF_ERROR, runIdOf, type Queues } from './queues.ts';
+
+export type { RunOutcome } from '../interfaces.ts';
 
 export interface WorkerDeps {
   registry: Registry;
@@ -24,26 +34,35 @@ export interface WorkerDeps {
   subscriber: Redis;
   prefix: string;
   tokenMaxLifetimeMs: number;
+  /** BullMQ lock duration and stalled-check interval. */
+  lockDurationMs: number;
+  runawayGraceMs: number;
   logger: Logger;
   /** Only run these jobs (default: all). */
   only?: string[];
 }
 
-export type RunOutcome = 'completed' | 'failed' | 'timeout' | 'cancelled' | 'skipped';
-
 export interface RunEvents {
   'run:start': [{ job: string; runId: string; attempt: number }];
   'run:end': [{ job: string; runId: string; attempt: number; outcome: RunOutcome; durationMs: number }];
+  /** The run went back to the queue without consuming an attempt (shutdown), or lost its lock to another worker. */
+  'run:handback': [{ job: string; runId: string; attempt: number; reason: 'shutdown' | 'lock-lost' }];
+  /** An aborted handler did not settle within the grace: it still runs, without a token, outside the concurrency limit. */
+  'run:runaway': [{ job: string; runId: string; attempt: number }];
   'token:minted': [{ job: string; jti: string }];
   'token:revoked': [{ job: string; jti: string }];
 }
 
+/** Aborts the runs still active at the shutdown deadline, so they are handed back. */
 class ShutdownError extends Error {
   constructor() {
-    super('the worker shut down before the run finished');
+    super('the worker shut down before the run finished; the run goes back to the queue');
     this.name = 'ShutdownError';
   }
 }
+
+/** How long a replace run waits before it looks again whether the runs it replaced have stopped. */
+const REPLACE_RECHECK_MS = 250;
 
 /** Rejects as soon as the signal aborts, so a handler that ignores ctx.signal cannot keep its token alive. */
 function untilAborted(signal: AbortSignal): Promise<never> {
@@ -54,7 +73,7 @@ function untilAborted(signal: AbortSignal): Promise<never> {
 }
 
 /** When a scheduler-made run was due: the millis that end its id (`repeat:<scheduler>:<millis>`). */
-function fireTime(bullJob: Job): number {
+export function fireTime(bullJob: Pick<Job, 'id' | 'timestamp'>): number {
   const m = /:(\d+)$/.exec(bullJob.id ?? '');
   return m ? Number(m[1]) : bullJob.timestamp;
 }
@@ -76,17 +95,32 @@ function redactValue<T>(value: T, tokens: string[]): T {
   return redacted === text ? value : (JSON.parse(redacted) as T);
 }
 
-/** The error BullMQ records: token-free, and unrecoverable when retrying cannot help (cancel, bad data). */
-function recordedError(err: unknown, signal: AbortSignal, tokens: string[]): Error {
-  const reason: unknown = signal.aborted ? signal.reason : err;
+/** Errors that end the run for good: retrying cannot help. */
+function isFinal(reason: unknown, err: unknown): boolean {
+  return (
+    reason instanceof RunCancelledError ||
+    reason instanceof RunSkippedError ||
+    reason instanceof RunMisfireError ||
+    err instanceof UnrecoverableError
+  );
+}
+
+/**
+ * The error BullMQ records: token-free, unrecoverable when retrying cannot help, and with a first stack line that names
+ * the error class (`RunTimeoutError: ...`): Queues.outcomeOf reads the run's outcome from it.
+ */
+function recordedError(reason: unknown, err: unknown, tokens: string[]): Error {
+  const name = reason instanceof Error ? reason.name : 'Error';
   const message = redactTokens(reason instanceof Error ? reason.message : String(reason), tokens);
-  const out =
-    reason instanceof RunCancelledError || err instanceof UnrecoverableError ? new UnrecoverableError(message) : new Error(message);
-  if (reason instanceof Error) {
-    out.name = reason.name;
-    out.stack = redactTokens(reason.stack ?? message, tokens);
-  }
+  const out = isFinal(reason, err) ? new UnrecoverableError(message) : new Error(message);
+  out.name = name;
+  const frames = reason instanceof Error && reason.stack ? reason.stack.split('\n').filter((l) => /^\s+at /.test(l)) : [];
+  out.stack = redactTokens([`${name}: ${message}`, ...frames].join('\n'), tokens);
   return out;
+}
+
+function outcomeOfError(reason: unknown): RunOutcome {
+  return (reason instanceof Error && OUTCOME_OF_ERROR[reason.name]) || 'failed';
 }
 
 /** `ctx.token`: the scope's current token (re-mints included). Prints and serialises as its claims only. */
@@ -113,6 +147,8 @@ export class Workers extends EventEmitter<RunEvents> {
   readonly workers = new Map<string, Worker>();
   private readonly deps: WorkerDeps;
   private readonly shutdown = new AbortController();
+  /** This process's executions by run id: a lost lock aborts the one it belongs to. */
+  private readonly executions = new Map<string, AbortController>();
 
   constructor(deps: WorkerDeps) {
     super();
@@ -122,15 +158,24 @@ export class Workers extends EventEmitter<RunEvents> {
   }
 
   async start(): Promise<void> {
-    const { registry, connection, prefix, logger, subscriber, queues } = this.deps;
+    const { registry, connection, prefix, logger, subscriber, queues, lockDurationMs } = this.deps;
     for (const name of this.deps.only ?? registry.names) {
       const job = registry.get(name);
-      const worker = new Worker(name, (bullJob: Job, _lock?: string, signal?: AbortSignal) => this.attempt(job, bullJob, signal), {
+      const queue = queues.queue(name);
+      // Limits kept in Redis hold for every worker process of the job, however many there are.
+      await queue.setGlobalConcurrency(job.concurrency);
+      await (job.rateLimit ? queue.setGlobalRateLimit(job.rateLimit.max, job.rateLimit.durationMs) : queue.removeGlobalRateLimit());
+      const worker = new Worker(name, (bullJob: Job, lock?: string, signal?: AbortSignal) => this.attempt(job, bullJob, lock, signal), {
         connection,
         prefix,
-        concurrency: job.concurrency,
+        concurrency: job.concurrencyPerWorker,
+        lockDuration: lockDurationMs,
+        stalledInterval: lockDurationMs,
       });
       worker.on('error', (err) => logger.error({ job: name, err: err.message }, 'worker error'));
+      worker.on('lockRenewalFailed', (ids) => {
+        for (const id of ids) this.executions.get(runIdOf(name, id))?.abort(new LockLostError(runIdOf(name, id)));
+      });
       this.workers.set(name, worker);
     }
     subscriber.on('message', (channel, message) => {
@@ -148,126 +193,203 @@ export class Workers extends EventEmitter<RunEvents> {
     await Promise.all([...this.workers.values()].map((w) => w.waitUntilReady()));
   }
 
-  /** One attempt of one run. */
-  async attempt(job: RegisteredJob, bullJob: Job, bullSignal?: AbortSignal): Promise<unknown> {
-    const { minter, clients, queues, logger, tokenMaxLifetimeMs } = this.deps;
+  /** One attempt of one run: validate -> schedule rules -> overlap rules -> lease -> run in scope -> finally revoke. */
+  async attempt(job: RegisteredJob, bullJob: Job, lock: string | undefined, bullSignal?: AbortSignal): Promise<unknown> {
+    const { minter, clients, logger, tokenMaxLifetimeMs } = this.deps;
     const attempt = bullJob.attemptsMade + 1;
     const origin = (bullJob.name || 'api') as Trigger;
+    // A run handed back (shutdown) or recovered from a stall starts again without having made an attempt.
+    const firstStart = bullJob.attemptsMade === 0 && (bullJob.attemptsStarted ?? 1) <= 1;
     const run: RunInfo = { id: runIdOf(job.name, bullJob.id), job: job.name, attempt, trigger: attempt > 1 ? 'retry' : origin };
     const log = logger.child({ job: job.name, run: run.id, attempt });
     const started = Date.now();
     const end = (outcome: RunOutcome) =>
       this.emit('run:end', { job: job.name, runId: run.id, attempt, outcome, durationMs: Date.now() - started });
+    /** Ends the run without running it (skipped, misfire, bad data): recorded with its outcome, never retried. */
+    const refuse = async (reason: Error): Promise<never> => {
+      await bullJob.log(reason.message);
+      log.info({ outcome: outcomeOfError(reason), reason: reason.message }, 'run not started');
+      end(outcomeOfError(reason));
+      throw recordedError(reason, new UnrecoverableError(reason.message), []);
+    };
 
     // Data may come from Bull Board's "Add job" or an older schema: the handler only ever sees valid data. (BullMQ parses
     // the data afresh for each attempt, so validation's defaults never leak into the stored job.)
     const data = (bullJob.data ?? {}) as Record<string, unknown>;
     const issues = job.validate(data);
-    if (issues) {
-      end('failed');
-      throw new UnrecoverableError(new ParamsError(job.name, issues).message);
+    if (issues) await refuse(new ParamsError(job.name, issues));
+
+    if (origin === 'schedule' && firstStart) {
+      const verdict = await this.checkFire(job, bullJob);
+      if (verdict instanceof Error) await refuse(verdict);
+      if (verdict === 'late') {
+        run.trigger = 'misfire';
+        await this.deps.connection.hset(this.deps.queues.keys.bullJob(job.name, bullJob.id!), RUN_FIELDS.trigger, 'misfire');
+        await bullJob.log(`misfire: started ${((Date.now() - fireTime(bullJob)) / 1000).toFixed(1)} s after its due time; run once`);
+      }
     }
-    if (origin === 'schedule' && job.overlap === 'skip' && (await busyAt(queues.queue(job.name), fireTime(bullJob), bullJob.id))) {
-      await bullJob.log('skipped: another run of this job is active (overlap: skip)');
-      end('skipped');
-      return { skipped: true, reason: 'another run was active (overlap: skip)' };
+    if (job.overlap !== 'queue') {
+      const verdict = await this.checkOverlap(job, bullJob, origin === 'schedule' && firstStart);
+      if (verdict === 'wait') return this.handBack(bullJob, lock, log, run, 'replace', Date.now() + REPLACE_RECHECK_MS);
+      if (verdict) await refuse(verdict);
     }
-    if (origin === 'schedule' && job.overlap === 'replace') await queues.cancelAll(job.name, 'replaced by a scheduled run', bullJob.id);
 
     const controller = new AbortController();
+    const { signal } = controller;
     const abort = (reason: Error) => controller.abort(reason);
     const onCancel = () => abort(new RunCancelledError(String(bullSignal?.reason ?? 'cancelled')));
     const onShutdown = () => abort(new ShutdownError());
     bullSignal?.addEventListener('abort', onCancel, { once: true });
     this.shutdown.signal.addEventListener('abort', onShutdown, { once: true });
+    this.executions.set(run.id, controller);
     const timer = job.timeoutMs ? setTimeout(() => abort(new RunTimeoutError(job.timeoutMs!)), job.timeoutMs) : undefined;
 
-    const lifetimeMs = tokenLifetime(job.timeoutMs, tokenMaxLifetimeMs);
-    const mintReq = { job: job.name, run: run.id, attempt, audience: job.audience, scope: job.scope, lifetimeMs };
-    const raws: string[] = [];
-    const live = new Set<string>();
-    const track = (t: MintedToken) => {
-      raws.push(t.raw);
-      live.add(t.claims.jti);
-      this.emit('token:minted', { job: job.name, jti: t.claims.jti });
-      return t;
-    };
-    const revoke = async (jti: string) => {
-      live.delete(jti);
-      await minter.revoke(jti);
-      this.emit('token:revoked', { job: job.name, jti });
-    };
-
     let scope: RunScope | undefined;
-    let remint: NodeJS.Timeout | undefined;
-    // Re-mint before expiry when a run outlives its token (no timeout, or one longer than the lifetime cap). Timed from
-    // the token's actual exp: exp is floored to whole seconds, so it can come up to 1 s before mint time + lifetime.
-    const marginMs = Math.min(60_000, lifetimeMs / 5);
-    const scheduleRemint = (retryInMs?: number) => {
-      const remainingMs = scope ? scope.token.claims.exp * 1000 - Date.now() : lifetimeMs;
-      remint = setTimeout(
-        async () => {
-          try {
-            const next = track(await minter.mint(mintReq));
-            if (!scope?.open) return void (await revoke(next.claims.jti));
-            const old = scope.token;
-            scope.token = next;
-            // Requests sent with the old token a moment ago may still be in verification downstream: revoke it shortly
-            // after (it has marginMs left; no new request carries it). `finally` revokes it at once if the run ends first.
-            const oldJti = old.claims.jti;
-            setTimeout(
-              () => {
-                if (live.has(oldJti))
-                  revoke(oldJti).catch((err: Error) => log.error({ err: err.message }, 'could not revoke a re-minted token'));
-              },
-              Math.min(5000, marginMs / 2),
-            ).unref();
-            log.info({ jti: next.claims.jti }, 'token re-minted for a long run');
-            scheduleRemint();
-          } catch (err) {
-            log.error({ err: (err as Error).message }, 'could not re-mint the run token; retrying');
-            // Try again while the current token still has time left, rather than let the run run out of it.
-            if (scope?.open) scheduleRemint(1000);
-          }
+    const lease = new RunTokenLease(
+      minter,
+      {
+        job: job.name,
+        run: run.id,
+        attempt,
+        audience: job.audience,
+        scope: job.scope,
+        lifetimeMs: tokenLifetime(job.timeoutMs, tokenMaxLifetimeMs),
+      },
+      log,
+      {
+        minted: (t) => this.emit('token:minted', { job: job.name, jti: t.claims.jti }),
+        revoked: (jti) => this.emit('token:revoked', { job: job.name, jti }),
+        renewed: (t) => {
+          if (scope) scope.token = t;
         },
-        retryInMs ?? Math.max(100, remainingMs - marginMs),
-      );
-      remint.unref();
+        lost: (err) => abort(err),
+      },
+      lock ? { key: this.deps.queues.keys.bullLock(job.name, bullJob.id!), token: lock } : undefined,
+    );
+    // The tokens die the moment the run is aborted, even while a handler that ignores its signal goes on running.
+    const closeScope = () => {
+      if (scope) scope.open = false;
+      lease.close().catch((err: Error) => log.error({ err: err.message }, 'could not revoke the run token; it dies at its expiry'));
     };
+    signal.addEventListener('abort', closeScope, { once: true });
 
     this.emit('run:start', { job: job.name, runId: run.id, attempt });
     log.info({ trigger: run.trigger }, 'run started');
+    let handler: Promise<unknown> | undefined;
     try {
-      const token = track(await minter.mint(mintReq));
-      scope = { run, signal: controller.signal, token, open: true };
-      scheduleRemint();
-      const ctx = this.context(scope, data, bullJob, raws, clients);
-      const result = redactValue(
-        await Promise.race([runInScope(scope, async () => job.definition.run(ctx)), untilAborted(controller.signal)]),
-        raws,
-      );
+      const token = await lease.start();
+      scope = { run, signal, token, open: !signal.aborted };
+      const ctx = this.context(scope, data, bullJob, lease.raws, clients);
+      handler = runInScope(scope, async () => job.definition.run(ctx));
+      const result = redactValue(await Promise.race([handler, untilAborted(signal)]), lease.raws);
       log.info({ ms: Date.now() - started }, 'run completed');
       end('completed');
       return result;
     } catch (err) {
-      const recorded = recordedError(err, controller.signal, raws);
-      const reason = controller.signal.reason as unknown;
-      const outcome: RunOutcome =
-        reason instanceof RunTimeoutError ? 'timeout' : reason instanceof RunCancelledError ? 'cancelled' : 'failed';
+      const reason: unknown = signal.aborted ? signal.reason : err;
+      if (reason instanceof ShutdownError) return await this.handBack(bullJob, lock, log, run, 'shutdown');
+      if (reason instanceof LockLostError) return await this.handBack(bullJob, undefined, log, run, 'lock-lost');
+      // An aborted handler keeps its slot (the run stays active) until it settles, so real work never exceeds concurrency.
+      if (handler && signal.aborted) await this.settle(handler, job, run, log);
+      const recorded = recordedError(reason, err, lease.raws);
+      const outcome = outcomeOfError(reason);
       log.warn({ ms: Date.now() - started, outcome, error: recorded.message }, 'run failed');
       end(outcome);
       throw recorded;
     } finally {
       if (scope) scope.open = false;
       clearTimeout(timer);
-      clearTimeout(remint);
       bullSignal?.removeEventListener('abort', onCancel);
       this.shutdown.signal.removeEventListener('abort', onShutdown);
+      signal.removeEventListener('abort', closeScope);
+      if (this.executions.get(run.id) === controller) this.executions.delete(run.id);
       // Revoke even when the handler is still running in the background (it ignored the abort): its calls now fail.
-      await Promise.all([...live].map((jti) => revoke(jti))).catch((err: Error) =>
-        log.error({ err: err.message }, 'could not revoke the run token; it dies at its expiry'),
-      );
+      await lease.close().catch((err: Error) => log.error({ err: err.message }, 'could not revoke the run token; it dies at its expiry'));
     }
+  }
+
+  /** A scheduled fire: is it still in the code and in Redis, and on time? 'late' runs once as a misfire. */
+  private async checkFire(job: RegisteredJob, bullJob: Job): Promise<Error | 'late' | null> {
+    if (!job.schedule) return new RunSkippedError('the job file no longer has a schedule');
+    // Gone from Redis: removed by a newer version of the job file (scheduler sync) or paused.
+    if (!(await this.deps.queues.queue(job.name).getJobScheduler(job.name))) return new RunSkippedError('its schedule was removed');
+    const lateMs = Date.now() - fireTime(bullJob);
+    if (lateMs <= job.misfireGraceMs) return null;
+    return job.misfire === 'once' ? 'late' : new RunMisfireError(lateMs, job.misfireGraceMs);
+  }
+
+  /**
+   * overlap 'skip': a scheduled fire is skipped when another run was active at its due time or counts now (a trigger was
+   * refused at enqueue instead). 'replace': a scheduled fire cancels the others; every replace run waits ('wait') until
+   * the runs it replaced have stopped, so two never run at once.
+   */
+  private async checkOverlap(job: RegisteredJob, bullJob: Job, scheduledFirst: boolean): Promise<Error | 'wait' | null> {
+    const { queues } = this.deps;
+    const id = bullJob.id!;
+    if (job.overlap === 'skip') {
+      if (!scheduledFirst) return null;
+      if (await busyAt(queues.queue(job.name), fireTime(bullJob), id)) {
+        return new RunSkippedError('another run of this job was active at its due time (overlap: skip)');
+      }
+      const claim = await queues.overlap.claim(job.name, id, 'skip');
+      return claim.ok
+        ? null
+        : new RunSkippedError(`another run is waiting, delayed or active (overlap: skip): ${runIdOf(job.name, claim.others[0])}`);
+    }
+    const claim = await queues.overlap.claim(job.name, scheduledFirst ? id : '', 'replace', id);
+    if (scheduledFirst) {
+      await Promise.all(claim.others.map((o) => queues.cancel(runIdOf(job.name, o), 'replaced by a scheduled run').catch(() => undefined)));
+    }
+    const states = await Promise.all(claim.others.map((o) => queues.queue(job.name).getJobState(o)));
+    return states.includes('active') ? 'wait' : null;
+  }
+
+  /** Waits for an aborted handler to settle, at most the runaway grace; past it, reports a runaway. */
+  private async settle(handler: Promise<unknown>, job: RegisteredJob, run: RunInfo, log: Logger): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const graceOver = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), this.deps.runawayGraceMs)));
+    const settled = handler.then(
+      () => 'settled' as const,
+      () => 'settled' as const,
+    );
+    try {
+      if ((await Promise.race([settled, graceOver])) === 'late') {
+        log.error(
+          { graceMs: this.deps.runawayGraceMs },
+          'runaway: the handler ignored ctx.signal and is still running (without a token); its concurrency slot is released',
+        );
+        this.emit('run:runaway', { job: job.name, runId: run.id, attempt: run.attempt });
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Puts the run back in the queue without consuming an attempt (shutdown, or a replace run whose predecessors still
+   * run): as late as `untilMs` when given. After a lost lock the run is already another worker's: nothing to move.
+   * The processor then throws DelayedError, which BullMQ takes as "handled elsewhere".
+   */
+  private async handBack(
+    bullJob: Job,
+    lock: string | undefined,
+    log: Logger,
+    run: RunInfo,
+    reason: 'shutdown' | 'lock-lost' | 'replace',
+    untilMs?: number,
+  ): Promise<never> {
+    if (reason === 'lock-lost') {
+      log.warn('run lost its lock (another worker has it now): this execution was aborted and its tokens revoked');
+    } else {
+      try {
+        await (untilMs ? bullJob.moveToDelayed(untilMs, lock) : bullJob.moveToWait(lock));
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, 'could not hand the run back; it is recovered when its lock expires');
+      }
+      if (reason === 'shutdown') log.info('run handed back: the worker is shutting down; another worker takes it over');
+    }
+    if (reason !== 'replace') this.emit('run:handback', { job: run.job, runId: run.id, attempt: run.attempt, reason });
+    throw new DelayedError();
   }
 
   private context(scope: RunScope, data: Record<string, unknown>, bullJob: Job, raws: string[], clients: ServiceClients): JobContext {

@@ -1,7 +1,7 @@
 // The JSON API under /api (DESIGN.md's table plus what the dashboard pages need). Every route requires a login; every
 // mutation requires the admin login. Nothing here ever returns a raw token: runs carry claims, /tokens carries metadata.
 import express, { type Router } from 'express';
-import type { RunReport, TokenClaims } from '../interfaces.ts';
+import type { RunReport, TokenClaims, TriggerOptions } from '../interfaces.ts';
 import { describeSchedule } from '../jobs/schedule.ts';
 import type { JobSummary } from '../runtime/queues.ts';
 import type { Runtime } from '../runtime/runtime.ts';
@@ -14,10 +14,14 @@ export interface JobView extends JobSummary {
   overlap: string;
   attempts: number;
   concurrency: number;
+  concurrencyPerWorker: number;
+  rateLimit: { max: number; durationMs: number } | null;
+  misfire: string;
+  misfireGraceMs: number;
   timeoutMs: number | null;
   audience: string[];
   scope: string[];
-  lastRun: Pick<RunReport, 'runId' | 'state' | 'trigger' | 'createdAt' | 'finishedAt'> | null;
+  lastRun: Pick<RunReport, 'runId' | 'state' | 'outcome' | 'trigger' | 'createdAt' | 'finishedAt'> | null;
 }
 
 /** A run as GET /api/runs/:runId reports it: the RunReport plus the claims of each attempt's token(s). */
@@ -51,11 +55,22 @@ export async function jobView(runtime: Runtime, name: string): Promise<JobView> 
     overlap: job.overlap,
     attempts: job.attempts,
     concurrency: job.concurrency,
+    concurrencyPerWorker: job.concurrencyPerWorker,
+    rateLimit: job.rateLimit ?? null,
+    misfire: job.misfire,
+    misfireGraceMs: job.misfireGraceMs,
     timeoutMs: job.timeoutMs ?? null,
     audience: job.audience,
     scope: job.scope,
     lastRun: last
-      ? { runId: last.runId, state: last.state, trigger: last.trigger, createdAt: last.createdAt, finishedAt: last.finishedAt }
+      ? {
+          runId: last.runId,
+          state: last.state,
+          outcome: last.outcome,
+          trigger: last.trigger,
+          createdAt: last.createdAt,
+          finishedAt: last.finishedAt,
+        }
       : null,
   };
 }
@@ -69,6 +84,9 @@ export async function runView(runtime: Runtime, runId: string): Promise<RunView>
     .sort((a, b) => a.att - b.att || a.iat - b.iat);
   return { ...report, claims };
 }
+
+/** What POST /api/jobs/:name/runs accepts. */
+const TRIGGER_FIELDS = ['data', 'trigger', 'delay', 'at', 'priority', 'key'];
 
 function objectBody(body: unknown): body is Record<string, unknown> {
   return typeof body === 'object' && body !== null && !Array.isArray(body);
@@ -104,8 +122,22 @@ export function apiRouter(runtime: Runtime, bodyLimit: string): Router {
       res.status(400).json({ error: 'bad_request', message: `trigger must be "api" or "manual", not ${JSON.stringify(trigger)}` });
       return;
     }
-    const { runId } = await runtime.queues.enqueue(String(req.params.name), body.data ?? {}, trigger);
-    res.status(202).json({ runId });
+    const unknown = Object.keys(body).filter((k) => !TRIGGER_FIELDS.includes(k));
+    if (unknown.length) {
+      res.status(400).json({ error: 'bad_request', message: `unknown field "${unknown[0]}"; allowed: ${TRIGGER_FIELDS.join(', ')}` });
+      return;
+    }
+    const { delay, at, priority, key } = body as TriggerOptions;
+    const { runId, existing } = await runtime.queues.enqueue(String(req.params.name), body.data ?? {}, {
+      trigger,
+      delay,
+      at,
+      priority,
+      key,
+    });
+    // A key that matched a kept run: that run, not a new one.
+    if (existing) res.status(200).json({ runId, existing: true });
+    else res.status(202).json({ runId });
   });
   api.post('/jobs/:name/pause', adminOnly, async (req, res) => {
     await runtime.pause(String(req.params.name));

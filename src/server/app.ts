@@ -30,6 +30,7 @@ export interface ServerOptions {
 
 const STATUS_OF: Record<string, number> = {
   ERR_PARAMS: 400,
+  ERR_TRIGGER_OPTIONS: 400,
   ERR_UNKNOWN_JOB: 404,
   ERR_UNKNOWN_RUN: 404,
   ERR_OVERLAP_SKIPPED: 409,
@@ -138,13 +139,18 @@ export function createApp(opts: ServerOptions): express.Express {
     res.status(404).json({ error: 'not_found', message: 'no such route' });
   });
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
-    const e = err as { type?: string; status?: number; message?: string; issues?: unknown };
+    const e = err as { type?: string; status?: number; message?: string; issues?: unknown; blocking?: unknown };
     if (e.type === 'entity.too.large') return void res.status(413).json({ error: 'too_large', message: `body larger than ${bodyLimit}` });
     if (e.type === 'entity.parse.failed') return void res.status(400).json({ error: 'bad_json', message: 'body is not valid JSON' });
     if (err instanceof JobscopeError && STATUS_OF[err.code]) {
       return void res
         .status(STATUS_OF[err.code])
-        .json({ error: err.code, message: err.message, ...(e.issues ? { issues: e.issues } : {}) });
+        .json({
+          error: err.code,
+          message: err.message,
+          ...(e.issues ? { issues: e.issues } : {}),
+          ...(e.blocking ? { blocking: e.blocking } : {}),
+        });
     }
     if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
       return void res.status(e.status).json({ error: 'bad_request', message: e.message ?? 'bad request' });

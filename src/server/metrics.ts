@@ -18,6 +18,8 @@ export class Metrics {
   private readonly depth: Gauge<'job' | 'state'>;
   private readonly paused: Gauge<'job'>;
   private readonly redisUp: Gauge;
+  private readonly handedBack: Counter<'job' | 'reason'>;
+  private readonly runaway: Counter<'job'>;
   private readonly observed = new WeakSet<Workers>();
 
   constructor(runtime: Runtime, opts: { defaultMetrics?: boolean } = {}) {
@@ -25,7 +27,7 @@ export class Metrics {
     const registers = [this.registry];
     this.runs = new Counter({
       name: 'jobscope_runs_total',
-      help: 'Finished run attempts by job and outcome (completed, failed, timeout, cancelled, skipped), counted by this process',
+      help: 'Finished run attempts by job and outcome (completed, failed, timeout, cancelled, skipped, misfire), counted by this process',
       labelNames: ['job', 'outcome'],
       registers,
     });
@@ -60,12 +62,25 @@ export class Metrics {
       labelNames: ['job', 'state'],
       registers,
     });
+    this.handedBack = new Counter({
+      name: 'jobscope_runs_handed_back_total',
+      help: 'Run executions this process gave up without consuming an attempt: shutdown (back to the queue) or lock-lost (another worker has the run)',
+      labelNames: ['job', 'reason'],
+      registers,
+    });
+    this.runaway = new Counter({
+      name: 'jobscope_runs_runaway_total',
+      help: 'Aborted runs (timeout, cancel) whose handler ignored ctx.signal past the runaway grace; they run on without a token',
+      labelNames: ['job'],
+      registers,
+    });
     this.paused = new Gauge({ name: 'jobscope_job_paused', help: '1 when the job is paused', labelNames: ['job'], registers });
     this.redisUp = new Gauge({ name: 'jobscope_redis_up', help: '1 when Redis answered the last scrape', registers });
     for (const name of runtime.registry.names) {
       this.live.set({ job: name }, 0);
       this.minted.inc({ job: name }, 0);
       this.revoked.inc({ job: name }, 0);
+      this.runaway.inc({ job: name }, 0);
     }
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'jobscope_' });
   }
@@ -78,6 +93,8 @@ export class Metrics {
       this.runs.inc({ job, outcome });
       this.duration.observe({ job, outcome }, durationMs / 1000);
     });
+    workers.on('run:handback', ({ job, reason }) => this.handedBack.inc({ job, reason }));
+    workers.on('run:runaway', ({ job }) => this.runaway.inc({ job }));
     workers.on('token:minted', ({ job }) => this.minted.inc({ job }));
     workers.on('token:revoked', ({ job }) => this.revoked.inc({ job }));
   }

@@ -4,7 +4,7 @@ import type { TokenClaims } from '../interfaces.ts';
 import { currentJwks, KeyPublisher } from './jwks.ts';
 import type { KeyStore, PublicJwk } from './keys.ts';
 import { signCompact } from './signer.ts';
-import type { TokenStore } from './store.ts';
+import type { ExecutionLock, TokenStore } from './store.ts';
 
 /** Extra lifetime beyond the job's timeout, so a run that ends right at its timeout still has a valid token for cleanup calls. */
 export const LIFETIME_GRACE_MS = 30_000;
@@ -69,11 +69,14 @@ export class TokenMinter {
     return { raw: signCompact(this.keys.current, claims), claims };
   }
 
-  /** Signs and registers; the token is live when this resolves, and its key is published in the JWKS until at least its exp. */
-  async mint(req: MintRequest): Promise<MintedToken> {
+  /**
+   * Signs and registers; the token is live when this resolves, and its key is published in the JWKS until at least its
+   * exp. With `lock`, only while that execution holds its run (else LockLostError); see TokenStore.register.
+   */
+  async mint(req: MintRequest, lock?: ExecutionLock): Promise<MintedToken> {
     const token = this.sign(req);
     const expMs = token.claims.exp * 1000;
-    await Promise.all([this.store.register(token.claims, expMs), this.publisher.ensure(expMs)]);
+    await Promise.all([this.store.register(token.claims, expMs, lock), this.publisher.ensure(expMs)]);
     return token;
   }
 

@@ -50,6 +50,8 @@ export async function testRuntime(opts: TestRuntimeOptions): Promise<{ runtime: 
     JOBSCOPE_STATE_DIR: path.join(TMP, 'state'),
     LOG_LEVEL: 'trace',
     JOBSCOPE_SHUTDOWN_TIMEOUT: '5s',
+    // Handlers that ignore their signal are part of the tests: keep their slot briefly, not the default 30 s.
+    JOBSCOPE_RUNAWAY_GRACE: '1s',
     ...opts.env,
   });
   const logs = new LogCapture();

@@ -1,0 +1,65 @@
+// Every Redis key of jobscope's own in one place (as BullMQ's QueueKeys does for a queue), plus the few BullMQ keys our
+// scripts read. The verifier (token/verify.ts) spells `<prefix>:token:<jti>` itself: it must stay importable on its own.
+
+export class RedisKeys {
+  readonly prefix: string;
+  constructor(prefix: string) {
+    this.prefix = prefix;
+  }
+
+  /** A live token: `SET ... PX` until its exp, `DEL` to revoke. The value is metadata, never the token. */
+  token(jti: string): string {
+    return `${this.prefix}:token:${jti}`;
+  }
+  /** What `token(jti)` starts with (scripts build token keys from a jti). */
+  get tokenPrefix(): string {
+    return `${this.prefix}:token:`;
+  }
+  /** The claims of every token a run was given (a list of JSON), for the Run page and for revoking a run's tokens. */
+  claims(runId: string): string {
+    return `${this.prefix}:claims:${runId}`;
+  }
+  /** Set of paused job names: pause covers queue and schedule, on every host, across restarts. */
+  get paused(): string {
+    return `${this.prefix}:paused`;
+  }
+  /** Hash job name -> the phase (ms offset) of its `every` schedule, kept while it is paused. */
+  get phase(): string {
+    return `${this.prefix}:phase`;
+  }
+  /** Set of every job name that has had a queue, so schedulers of deleted job files can be found. */
+  get knownJobs(): string {
+    return `${this.prefix}:jobs`;
+  }
+  get schedulerSyncLock(): string {
+    return `${this.prefix}:lock:scheduler-sync`;
+  }
+  /** Pub/sub channel: cancel a run on whichever host runs it. */
+  get cancelChannel(): string {
+    return `${this.prefix}:cancel`;
+  }
+  /** Sorted set (score: reservation time) of a job's runs that count for overlap 'skip'/'replace' until they finish. */
+  overlap(job: string): string {
+    return `${this.prefix}:overlap:${job}`;
+  }
+
+  // BullMQ's keys (its layout: `<prefix>:<queue>:<suffix>`), read by our scripts.
+  /** What every key of a queue starts with. */
+  queue(job: string): string {
+    return `${this.prefix}:${job}:`;
+  }
+  /** A run's BullMQ hash; jobscope keeps a few fields of its own in it (they die with the run). */
+  bullJob(job: string, id: string): string {
+    return `${this.prefix}:${job}:${id}`;
+  }
+  /** The lock BullMQ gives the one worker executing a run (value: that execution's lock token). */
+  bullLock(job: string, id: string): string {
+    return `${this.prefix}:${job}:${id}:lock`;
+  }
+}
+
+/** Fields jobscope adds to a run's BullMQ hash. */
+export const RUN_FIELDS = {
+  /** Set when a run's trigger differs from the BullMQ job name it was created with ('misfire'). */
+  trigger: 'jsTrigger',
+} as const;
