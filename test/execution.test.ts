@@ -8,7 +8,7 @@ import { TokenStore } from '../src/token/store.ts';
 import { startRedis, type TestRedis } from './helpers/redis.ts';
 import { jobsDir, LogCapture, removeDir, testRuntime } from './helpers/runtime.ts';
 import { ADMIN, TestServer } from './helpers/server.ts';
-import { until, waitForRun } from './helpers/wait.ts';
+import { waitForRun } from './helpers/wait.ts';
 
 // Handlers record into this process's global: [job, event, ms].
 const record = (job: string) => `(globalThis.__events ??= []).push(['${job}', 'start', Date.now(), ctx.run.id])`;
