@@ -69,6 +69,15 @@ function badge(state) {
   return h('span', { class: `badge state-${state}` }, state);
 }
 
+/**
+ * How a run ended (completed, failed, timeout, cancelled, skipped, misfire) once it has, else its BullMQ state. Servers
+ * that report no outcome yet get the state, as before.
+ */
+function runBadge(run) {
+  if (!run.outcome) return badge(run.state);
+  return h('span', { class: `badge outcome-${run.outcome}`, 'data-outcome': run.outcome, title: `state: ${run.state}` }, run.outcome);
+}
+
 function runLink(runId, text) {
   return h('a', { href: `run.html?id=${encodeURIComponent(runId)}` }, text ?? runId);
 }
@@ -154,6 +163,36 @@ function paramsForm(job, onDone) {
     return data;
   };
 
+  // Trigger options: sent only when filled; the server checks them (delay and at together, a time in the past, ...).
+  const opt = {
+    at: h('input', { type: 'datetime-local', id: `o-${job.name}-at`, name: 'at', step: 1 }),
+    delay: h('input', { type: 'text', id: `o-${job.name}-delay`, name: 'delay', placeholder: '30s, 5m, 2h' }),
+    priority: h('input', { type: 'number', id: `o-${job.name}-priority`, name: 'priority', min: 1, step: 1, placeholder: '1 runs first' }),
+    key: h('input', { type: 'text', id: `o-${job.name}-key`, name: 'key', maxlength: 200, placeholder: 'e.g. import-2026-11-05' }),
+  };
+  const options = () => {
+    const out = {};
+    if (opt.at.value) {
+      // datetime-local is the browser's local time, without a zone: send it as an ISO instant.
+      const at = new Date(opt.at.value);
+      if (Number.isNaN(at.getTime())) throw new Error(`run at: "${opt.at.value}" is not a time`);
+      out.at = at.toISOString();
+    }
+    const delay = opt.delay.value.trim();
+    if (delay) out.delay = /^\d+$/.test(delay) ? Number(delay) : delay;
+    if (opt.priority.value !== '') out.priority = Number(opt.priority.value);
+    if (opt.key.value !== '') out.key = opt.key.value;
+    return out;
+  };
+  const optionLabel = (input, text, hint) =>
+    h('label', { for: input.id }, h('span', {}, text), input, hint ? h('small', { class: 'muted' }, hint) : null);
+  const answer = h('p', { class: 'answer', role: 'status', hidden: true });
+  const say = (cls, ...nodes) => {
+    answer.className = `answer ${cls}`;
+    answer.replaceChildren(...nodes);
+    answer.hidden = false;
+  };
+
   const form = h(
     'form',
     {
@@ -163,7 +202,9 @@ function paramsForm(job, onDone) {
       onsubmit: async (event) => {
         event.preventDefault();
         errors.replaceChildren();
+        answer.hidden = true;
         let data;
+        let extra;
         try {
           data = collect();
         } catch (err) {
@@ -171,14 +212,24 @@ function paramsForm(job, onDone) {
           return;
         }
         try {
-          const { runId } = await api(`jobs/${encodeURIComponent(job.name)}/runs`, {
-            method: 'POST',
-            body: JSON.stringify({ data, trigger: 'manual' }),
-          });
-          onDone(runId);
+          extra = options();
         } catch (err) {
-          const issues = err instanceof ApiError && err.body.issues;
-          if (issues) for (const issue of issues) errors.append(h('li', {}, `${issue.path || '/'} ${issue.message}`));
+          errors.append(h('li', {}, err.message));
+          return;
+        }
+        try {
+          const { runId, existing } = await api(`jobs/${encodeURIComponent(job.name)}/runs`, {
+            method: 'POST',
+            body: JSON.stringify({ data, trigger: 'manual', ...extra }),
+          });
+          // The same idempotency key while its run is kept: that run, not a new one.
+          if (existing) say('existing', 'a run with this key already exists: ', runLink(runId));
+          else onDone(runId);
+        } catch (err) {
+          const body = err instanceof ApiError ? err.body : {};
+          if (err instanceof ApiError && err.status === 409 && body.blocking) {
+            say('refused', `${err.message} `, runLink(body.blocking, `open ${body.blocking}`));
+          } else if (body.issues) for (const issue of body.issues) errors.append(h('li', {}, `${issue.path || '/'} ${issue.message}`));
           else errors.append(h('li', {}, err.message));
         }
       },
@@ -187,8 +238,18 @@ function paramsForm(job, onDone) {
       h('label', { for: input.id }, h('span', {}, name), input, prop.description ? h('small', { class: 'muted' }, prop.description) : null),
     ),
     raw ? h('label', {}, h('span', {}, 'data (JSON)'), raw) : null,
+    h(
+      'details',
+      { class: 'run-options' },
+      h('summary', {}, 'Options'),
+      optionLabel(opt.at, 'run at', 'your local time; or a delay, not both'),
+      optionLabel(opt.delay, 'delay', 'run later: 30s, 5m, 2h'),
+      optionLabel(opt.priority, 'priority', '1 or more; lower runs first'),
+      optionLabel(opt.key, 'idempotency key', 'the same key while its run is kept returns that run'),
+    ),
     h('button', { type: 'submit', class: 'primary' }, `Run ${job.name} now`),
     errors,
+    answer,
   );
   return form;
 }
@@ -229,7 +290,7 @@ async function jobsPage() {
                       h(
                         'li',
                         {},
-                        badge(r.state),
+                        runBadge(r),
                         ' ',
                         runLink(r.runId),
                         ' ',
@@ -290,7 +351,7 @@ async function jobsPage() {
             'td',
             {},
             job.lastRun
-              ? [badge(job.lastRun.state), ' ', runLink(job.lastRun.runId, when(job.lastRun.finishedAt || job.lastRun.createdAt))]
+              ? [runBadge(job.lastRun), ' ', runLink(job.lastRun.runId, when(job.lastRun.finishedAt || job.lastRun.createdAt))]
               : h('span', { class: 'muted' }, 'never'),
           ),
           h('td', { class: 'num ok' }, job.counts.completed ?? 0),
@@ -344,11 +405,11 @@ async function runPage() {
       return;
     }
     const liveJtis = new Set(live.map((t) => t.jti));
-    const finished = FINISHED.has(run.state);
+    const finished = Boolean(run.outcome) || FINISHED.has(run.state);
     const duration =
       run.startedAt && run.finishedAt ? `${((new Date(run.finishedAt) - new Date(run.startedAt)) / 1000).toFixed(2)} s` : null;
     show(
-      h('h1', {}, 'Run ', h('code', {}, run.runId), ' ', h('span', { id: 'run-state' }, badge(run.state))),
+      h('h1', {}, 'Run ', h('code', {}, run.runId), ' ', h('span', { id: 'run-state' }, runBadge(run))),
       h(
         'p',
         {},
@@ -360,6 +421,7 @@ async function runPage() {
         ' · attempts ',
         h('span', { id: 'run-attempts' }, run.attempts),
         run.state === 'active' ? ` (attempt ${run.attempts + 1} running)` : '',
+        run.priority ? ` · priority ${run.priority}` : '',
       ),
       isAdmin() && !finished
         ? h(
@@ -381,6 +443,7 @@ async function runPage() {
         { class: 'timeline' },
         h('dt', {}, 'created'),
         h('dd', {}, time(run.createdAt)),
+        run.dueAt ? [h('dt', {}, 'due'), h('dd', { id: 'run-due' }, time(run.dueAt))] : null,
         h('dt', {}, 'started'),
         h('dd', {}, time(run.startedAt)),
         h('dt', {}, 'finished'),

@@ -1,6 +1,7 @@
 // The dashboard in a real headless Chromium (Debian's /usr/bin/chromium driven by playwright-core) against a real server,
 // workers and Redis on 127.0.0.1: log in, see the jobs, trigger a run with parameters from the form, watch its logs arrive
-// live, see a validation error, see tokens and workers, the read-only view, Bull Board, and the refusal without a login.
+// live, see a validation error, use the form's trigger options (run later, priority, idempotency key, overlap refusal), see
+// a timed-out run's outcome, see tokens and workers, the read-only view, Bull Board, and the refusal without a login.
 // Screenshots go to test-artifacts/ (the README's docs/screenshots/ are copies of these).
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -12,7 +13,7 @@ import type { Runtime } from '../src/runtime/runtime.ts';
 import { startRedis, type TestRedis } from './helpers/redis.ts';
 import { ROOT, jobsDir, removeDir, testRuntime } from './helpers/runtime.ts';
 import { ADMIN, JWT_LIKE, TestServer, VIEWER } from './helpers/server.ts';
-import { until } from './helpers/wait.ts';
+import { until, waitForRun } from './helpers/wait.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const ARTIFACTS = path.join(ROOT, 'test-artifacts');
@@ -62,6 +63,14 @@ async function shot(page: Page, name: string): Promise<void> {
   await page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`), fullPage: true });
 }
 
+/** Opens a job's detail row on the Jobs page and returns its Run-now form. */
+async function runForm(page: Page, job: string) {
+  await page.locator(`tr[data-job="${job}"] button[data-action="open"]`).click();
+  const form = page.locator(`form.run-form[data-job="${job}"]`);
+  await form.waitFor();
+  return form;
+}
+
 async function noTokenIn(page: Page): Promise<void> {
   assert.doesNotMatch(await page.content(), JWT_LIKE, `a token-like string on ${page.url()}`);
 }
@@ -108,6 +117,14 @@ before(async () => {
           ctx.signal.addEventListener('abort', () => { clearTimeout(t); reject(ctx.signal.reason); });
         });
         return { days: ctx.data.days };
+      },
+    };`,
+    'hang.ts': `export default {
+      description: 'Waits for its signal: times out after 300 ms',
+      token: { audience: ['system'] },
+      timeout: '300ms',
+      async run(ctx) {
+        await new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason)));
       },
     };`,
   });
@@ -160,14 +177,14 @@ describe('dashboard in a browser', () => {
     await page.locator('tr[data-job="greet"]').waitFor();
     assert.match((await page.locator('#me').textContent()) ?? '', /admin \(admin\)/);
     const rows = await page.locator('table.jobs > tbody > tr[data-job]').evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-job')));
-    assert.deepEqual(rows, ['greet', 'nightly-report', 'sync-dict']);
+    assert.deepEqual(rows, ['greet', 'hang', 'nightly-report', 'sync-dict']);
     const nightly = page.locator('tr[data-job="nightly-report"]');
     assert.match((await nightly.textContent()) ?? '', /Build the nightly report/);
     assert.match((await nightly.textContent()) ?? '', /cron 0 30 2 \* \* \* \(Asia\/Shanghai\)/);
     assert.equal(await nightly.locator('ul.next li').count(), 3, 'next fire times');
     assert.match((await page.locator('tr[data-job="sync-dict"]').textContent()) ?? '', /every 1h/);
     assert.match((await page.locator('tr[data-job="greet"]').textContent()) ?? '', /manual.*active.*never/s);
-    assert.equal(await page.locator('button[data-action="pause"]').count(), 3);
+    assert.equal(await page.locator('button[data-action="pause"]').count(), 4);
     await shot(page, 'jobs');
     await noTokenIn(page);
   });
@@ -249,8 +266,75 @@ describe('dashboard in a browser', () => {
     await shot(page, 'validation-error');
   });
 
+  test('the form options: a run later with a priority and an idempotency key; the same key again links to that run; overlap skip links to the blocking run', async () => {
+    const page = await open(ADMIN);
+    await page.goto(`${srv.url}/dashboard/`);
+    const form = await runForm(page, 'sync-dict');
+    const options = form.locator('details.run-options');
+    assert.equal(await options.getAttribute('open'), null, 'the options start folded');
+    await options.locator('summary').click();
+    await form.locator('input[name="delay"]').fill('10m');
+    await form.locator('input[name="priority"]').fill('3');
+    await form.locator('input[name="key"]').fill('dict-2026-11');
+    await shot(page, 'run-options');
+    await form.locator('button[type="submit"]').click();
+
+    await page.waitForURL(/\/dashboard\/run\.html\?id=sync-dict%3A/);
+    const runId = decodeURIComponent(new URL(page.url()).searchParams.get('id')!);
+    await until(async () => (await page.locator('#run-state').textContent())?.trim() === 'delayed', 5000, 'the delayed run');
+    assert.match((await page.locator('#run-due').textContent()) ?? '', /\(in (9|10)m\)/);
+    const run = await runtime.queues.report(runId);
+    assert.equal(run.state, 'delayed');
+    assert.equal(run.priority, 3);
+    assert.equal(run.trigger, 'manual');
+
+    // The same key again while that run is kept: the answer is that run, and the page stays on the form.
+    await page.goto(`${srv.url}/dashboard/`);
+    const again = await runForm(page, 'sync-dict');
+    await again.locator('details.run-options summary').click();
+    await again.locator('input[name="key"]').fill('dict-2026-11');
+    await again.locator('button[type="submit"]').click();
+    const answer = again.locator('p.answer');
+    await answer.waitFor();
+    assert.match((await answer.textContent()) ?? '', /^a run with this key already exists: /);
+    assert.equal(await answer.locator('a').getAttribute('href'), `run.html?id=${encodeURIComponent(runId)}`);
+    assert.equal(new URL(page.url()).pathname, '/dashboard/', 'stayed on the form');
+    await shot(page, 'run-existing');
+
+    // overlap 'skip' while a run is active: the server's message and a link to the run that blocks this one.
+    const { runId: blocking } = await runtime.queues.enqueue('nightly-report', { days: 1 }, { trigger: 'manual' });
+    const skip = await runForm(page, 'nightly-report');
+    await skip.locator('button[type="submit"]').click();
+    const refused = skip.locator('p.answer.refused');
+    await refused.waitFor();
+    assert.match((await refused.textContent()) ?? '', /overlap: 'skip'/);
+    assert.equal(await refused.locator('a').getAttribute('href'), `run.html?id=${encodeURIComponent(blocking)}`);
+    await runtime.cancel(blocking);
+    await runtime.cancel(runId);
+  });
+
+  test('a run that timed out shows the outcome timeout, not a plain failure, on the Run and Jobs pages', async () => {
+    const { runId } = await runtime.queues.enqueue('hang', {}, { trigger: 'manual' });
+    await waitForRun(runtime, runId);
+    const page = await open(ADMIN);
+    await page.goto(`${srv.url}/dashboard/run.html?id=${encodeURIComponent(runId)}`);
+    const badge = page.locator('#run-state .badge');
+    await until(async () => (await badge.textContent())?.trim() === 'timeout', 5000, 'the timeout outcome');
+    assert.equal(await badge.getAttribute('data-outcome'), 'timeout');
+    assert.match((await badge.getAttribute('class')) ?? '', /\boutcome-timeout\b/);
+    assert.match((await page.locator('#run-error').textContent()) ?? '', /timed out/);
+    assert.equal(await page.locator('button[data-action="cancel"]').count(), 0, 'a finished run has no cancel button');
+    await shot(page, 'run-timeout');
+
+    await page.goto(`${srv.url}/dashboard/`);
+    const row = page.locator('tr[data-job="hang"]');
+    await row.locator('.badge[data-outcome="timeout"]').waitFor();
+    await row.locator('button[data-action="open"]').click();
+    await page.locator('tr.detail:not([hidden]) ul.runs .badge[data-outcome="timeout"]').first().waitFor();
+  });
+
   test('tokens and workers pages show the live token of an active run and the connected workers', async () => {
-    const { runId } = await runtime.queues.enqueue('nightly-report', { days: 2 }, 'manual');
+    const { runId } = await runtime.queues.enqueue('nightly-report', { days: 2 }, { trigger: 'manual' });
     await until(async () => (await runtime.tokens.list()).some((t) => t.run === runId), 5000, 'the run token');
     const page = await open(ADMIN);
     await page.goto(`${srv.url}/dashboard/tokens.html`);

@@ -143,14 +143,12 @@ export function createApp(opts: ServerOptions): express.Express {
     if (e.type === 'entity.too.large') return void res.status(413).json({ error: 'too_large', message: `body larger than ${bodyLimit}` });
     if (e.type === 'entity.parse.failed') return void res.status(400).json({ error: 'bad_json', message: 'body is not valid JSON' });
     if (err instanceof JobscopeError && STATUS_OF[err.code]) {
-      return void res
-        .status(STATUS_OF[err.code])
-        .json({
-          error: err.code,
-          message: err.message,
-          ...(e.issues ? { issues: e.issues } : {}),
-          ...(e.blocking ? { blocking: e.blocking } : {}),
-        });
+      return void res.status(STATUS_OF[err.code]).json({
+        error: err.code,
+        message: err.message,
+        ...(e.issues ? { issues: e.issues } : {}),
+        ...(e.blocking ? { blocking: e.blocking } : {}),
+      });
     }
     if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
       return void res.status(e.status).json({ error: 'bad_request', message: e.message ?? 'bad request' });

@@ -4,7 +4,11 @@
 //   answering 400 with the schema errors, and the adapter's addJob goes through Queues.enqueue (validation, overlap rules,
 //   jobscope's job options, trigger name 'manual') in case a route reaches it some other way;
 // - its pause/resume are jobscope's (schedule included, remembered across restarts);
+// - schedules are code: its scheduler edit and remove are refused (409 ERR_SCHEDULE_IS_CODE, naming the job file), and so
+//   are edits of the run a scheduler holds for its next fire (data, delay, priority, promote); "Run now" of a scheduler
+//   goes through Queues.enqueue as a manual trigger, and "Promote all" leaves the scheduler's next fire where it is;
 // - everything it displays (data, result, progress, name, logs) passes through the token mask.
+import path from 'node:path';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
@@ -12,20 +16,23 @@ import type { Job, Queue } from 'bullmq';
 import express, { type NextFunction, type Request, type RequestHandler, type Response, type Router } from 'express';
 import { OverlapSkippedError, ParamsError } from '../errors.ts';
 import type { ParamsIssue, RegisteredJob } from '../interfaces.ts';
-import { maskTokens } from '../log.ts';
+import { maskTokens, maskValue } from '../redact.ts';
 import type { Queues } from '../runtime/queues.ts';
 import { pauseJob, resumeJob } from '../runtime/scheduler.ts';
 
 export const BOARD_PATH = '/dashboard/queues';
 
-/** Masks anything JWT-like in a value Bull Board is about to show. */
-export function maskValue(value: unknown): unknown {
-  if (value === undefined || value === null) return value;
-  if (typeof value === 'string') return maskTokens(value);
-  const text = JSON.stringify(value);
-  if (text === undefined) return value;
-  const masked = maskTokens(text);
-  return masked === text ? value : (JSON.parse(masked) as unknown);
+/** Where a job file is, as a user would type it: relative to the working directory when inside it. */
+function fileOf(job: RegisteredJob): string {
+  const rel = path.relative(process.cwd(), job.file);
+  return rel && !rel.startsWith('..') && !path.isAbsolute(rel) ? rel : job.file;
+}
+
+/** Why a schedule cannot be changed from Bull Board: the job file is the one place a schedule is defined. */
+export function scheduleIsCode(job: RegisteredJob): string {
+  return job.schedule
+    ? `the schedule of "${job.name}" is defined in its job file (${fileOf(job)}): change the schedule there; jobscope start/server applies it at start`
+    : `"${job.name}" has no schedule in its job file (${fileOf(job)}): schedules are code; jobscope start/server removes any other scheduler at start`;
 }
 
 /** An error Bull Board's error handler turns into an HTTP status (it reads `statusCode`). */
@@ -64,7 +71,7 @@ class JobscopeQueueAdapter extends BullMQAdapter {
   /** Bull Board's add: same path as the API (validation, overlap, job options); the trigger is 'manual'. */
   override async addJob(_name: string, data: unknown): Promise<Job> {
     try {
-      const { runId } = await this.queues.enqueue(this.jobName, data ?? {}, 'manual');
+      const { runId } = await this.queues.enqueue(this.jobName, data ?? {}, { trigger: 'manual' });
       return await this.queues.getJob(runId);
     } catch (err) {
       if (err instanceof ParamsError) throw new BoardError(400, err.message);
@@ -82,6 +89,22 @@ class JobscopeQueueAdapter extends BullMQAdapter {
     await resumeJob(this.queues, this.jobName);
   }
 
+  /** Bull Board's "Run now" of a scheduler: a manual run through the same path as the API, not a raw add of its template. */
+  override async runJobSchedulerNow(id: string): Promise<Job | 'not-found'> {
+    const scheduler = await this.queues.queue(this.jobName).getJobScheduler(id);
+    if (!scheduler) return 'not-found';
+    return this.addJob('manual', scheduler.template?.data ?? {});
+  }
+
+  // Schedules are code: the guard answers these routes first; this is for any other way in.
+  override async updateJobScheduler(): Promise<never> {
+    throw new BoardError(409, scheduleIsCode(this.queues.registry.get(this.jobName)));
+  }
+
+  override async removeJobScheduler(): Promise<never> {
+    throw new BoardError(409, scheduleIsCode(this.queues.registry.get(this.jobName)));
+  }
+
   override async getJobLogs(id: string): Promise<string[]> {
     return (await super.getJobLogs(id)).map(maskTokens);
   }
@@ -93,8 +116,8 @@ function refuse(res: Response, status: number, code: string, message: string, is
 }
 
 /**
- * Checks the routes that put data in front of a worker: add (and Duplicate, which uses add), update-data, and retries.
- * Runs after the body parser, before Bull Board's router.
+ * Checks the routes that put data in front of a worker: add (and Duplicate, which uses add), update-data, and retries;
+ * refuses the routes that would change a schedule. Runs after the body parser, before Bull Board's router.
  */
 function guard(queues: Queues): Router {
   const router = express.Router();
@@ -113,12 +136,57 @@ function guard(queues: Queues): Router {
       next();
     };
 
+  // Schedules are code: an edit or removal here would change what Redis fires, show nowhere else (`jobscope list`, the
+  // Jobs page) and be reverted at the next start.
+  const scheduleIsCodeRoute: RequestHandler = (req, res, next) => {
+    const job = jobOf(req);
+    if (!job) return next();
+    refuse(res, 409, 'ERR_SCHEDULE_IS_CODE', scheduleIsCode(job));
+  };
+  router.patch('/api/queues/:queueName/job-schedulers/:schedulerId', scheduleIsCodeRoute);
+  router.put('/api/queues/:queueName/job-schedulers/:schedulerId/remove', scheduleIsCodeRoute);
+
+  /** The BullMQ ids of the runs the job's schedulers hold for their next fire. */
+  const nextFires = async (job: RegisteredJob): Promise<Set<string>> => {
+    const schedulers = await queues.queue(job.name).getJobSchedulers(0, -1);
+    return new Set(schedulers.filter((s) => s.key && s.next).map((s) => `repeat:${s.key}:${s.next}`));
+  };
+  // The run a scheduler holds for its next fire is the schedule too: moving it, changing its data or priority, or promoting
+  // it would change what fires, and when.
+  const notNextFire =
+    (action: string, hint?: (job: RegisteredJob) => string): RequestHandler =>
+    async (req, res, next) => {
+      const job = jobOf(req);
+      const id = String(req.params.jobId);
+      if (!job || !id.startsWith('repeat:') || !(await nextFires(job)).has(id)) return next();
+      const message = `cannot ${action} ${job.name}:${id}: it is the next fire of a schedule, and ${scheduleIsCode(job)}${hint?.(job) ?? ''}`;
+      refuse(res, 409, 'ERR_SCHEDULE_IS_CODE', message);
+    };
+  router.patch('/api/queues/:queueName/:jobId/delay', notNextFire('reschedule'));
+  router.patch('/api/queues/:queueName/:jobId/priority', notNextFire('change the priority of'));
+  router.put(
+    '/api/queues/:queueName/:jobId/promote',
+    notNextFire('promote', (job) => `; to run "${job.name}" now, use Run now on the jobscope Jobs page`),
+  );
+  // Promote all: every delayed run but the schedulers' next fires (Bull Board would promote those too).
+  router.put('/api/queues/:queueName/promote', async (req: Request, res: Response, next: NextFunction) => {
+    const job = jobOf(req);
+    if (!job) return next();
+    const held = await nextFires(job);
+    const delayed = (await queues.queue(job.name).getJobs(['delayed'], 0, -1)).filter((j) => j?.id);
+    if (!delayed.some((j) => held.has(j.id!))) return next();
+    // A run that stopped being delayed meanwhile (promoted, cancelled) has nothing left to promote.
+    await Promise.all(delayed.filter((j) => !held.has(j.id!)).map((j) => j.promote().catch(() => undefined)));
+    res.json({});
+  });
+
   router.post(
     '/api/queues/:queueName/add',
     checkData((b) => b.data),
   );
   router.patch(
     '/api/queues/:queueName/:jobId/update-data',
+    notNextFire('change the data of'),
     checkData((b) => b.jobData),
   );
   router.put('/api/queues/:queueName/:jobId/retry', async (req: Request, res: Response, next: NextFunction) => {
