@@ -7,7 +7,8 @@ import { loadRegistry, type Registry } from './jobs/registry.ts';
 import { describeSchedule } from './jobs/schedule.ts';
 import { createLogger, type Logger } from './log.ts';
 import { isListening, startEmbeddedRedis, type EmbeddedRedis } from './runtime/redis.ts';
-import { Runtime, redact } from './runtime/runtime.ts';
+import { redactUrl } from './redact.ts';
+import { Runtime } from './runtime/runtime.ts';
 import { adminCredentials, createApp, listen } from './server/app.ts';
 import { writeNewKey } from './token/keys.ts';
 import { JobTokenVerifier, TokenRejectedError } from './token/verify.ts';
@@ -133,7 +134,7 @@ async function startServing(
   const runtime = (serving.runtime = await openRuntime(env, registry));
   if (runtime.keys.warning) logger.warn(runtime.keys.warning);
   logger.info(
-    { redis: redact(config.redisUrl), prefix: config.prefix, jobs: registry.names },
+    { redis: redactUrl(config.redisUrl), prefix: config.prefix, jobs: registry.names },
     `loaded ${registry.names.length} job(s) from ${config.jobsDir}`,
   );
 

@@ -86,11 +86,17 @@ export interface RunInfo {
 /** The claims of a run token: one definition, in the verifier, which must stay importable on its own. */
 export type TokenClaims = JobTokenClaims;
 
-/** The run's token as the handler sees it: claims freely, the raw JWT only when asked for by name. */
+/**
+ * The run's tokens as the handler sees them: claims freely, a raw JWT only when asked for by name. A run holds one token
+ * per service it calls (`aud` that service alone), minted on the first call; the first audience's is minted at the start.
+ */
 export interface RunToken {
+  /** The claims of the token for the job's first audience. */
   readonly claims: TokenClaims;
-  /** The raw JWT. Prefer `ctx.service()`/`ctx.http`, which attach it for you. */
-  reveal(): string;
+  /** The claims of every token the run holds now. */
+  readonly all: TokenClaims[];
+  /** A raw JWT (default: the first audience's). Prefer `ctx.service()`/`ctx.http`, which attach the right one for you. */
+  reveal(audience?: string): string;
 }
 
 export interface JobContext<Data = Record<string, unknown>> {

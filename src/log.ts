@@ -1,13 +1,8 @@
 // Structured JSON logs (pino). Anything that looks like a JWT is masked at the last step, whatever field it hides in.
 import { pino, type Logger, type DestinationStream } from 'pino';
+import { maskTokens } from './redact.ts';
 
 export type { Logger };
-
-const JWT_LIKE = /eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*/g;
-
-export function maskTokens(text: string): string {
-  return text.replace(JWT_LIKE, '[redacted token]');
-}
 
 export function createLogger(level: string, destination?: DestinationStream): Logger {
   const masked: DestinationStream = {

@@ -157,7 +157,9 @@ class FakeMinter {
   revoked: string[] = [];
   failNext: Error | undefined;
   private n = 0;
+  audiences: string[][] = [];
   async mint(req: MintRequest, lock?: ExecutionLock): Promise<MintedToken> {
+    this.audiences.push(req.audience);
     if (this.failNext) {
       const err = this.failNext;
       this.failNext = undefined;
@@ -198,17 +200,7 @@ describe('RunTokenLease', () => {
     mock.timers.enable({ apis: ['setTimeout', 'Date'], now: 1_000_000 });
     try {
       const minter = new FakeMinter();
-      const renewed: string[] = [];
-      const lease = new RunTokenLease(
-        minter as unknown as TokenMinter,
-        request,
-        log,
-        { renewed: (t) => renewed.push(t.claims.jti) },
-        {
-          key: 'lock',
-          token: 'L1',
-        },
-      );
+      const lease = new RunTokenLease(minter as unknown as TokenMinter, request, log, {}, { key: 'lock', token: 'L1' });
       const first = await lease.start();
       assert.deepEqual(minter.mints, [{ lock: { key: 'lock', token: 'L1', first: true }, jti: 't1' }]);
       // exp = 1,100 s; margin = 20 s: the re-mint is due at 1,080 s.
@@ -222,8 +214,7 @@ describe('RunTokenLease', () => {
         { lock: { key: 'lock', token: 'L1', first: false }, jti: 't2' },
         're-mint keeps the earlier token live',
       );
-      assert.deepEqual(renewed, ['t2']);
-      assert.equal(lease.current?.claims.jti, 't2');
+      assert.equal(lease.primary.claims.jti, 't2', 'requests from now on carry the new token');
       assert.deepEqual(minter.revoked, [], 'the replaced token stays live a moment for requests in flight');
       mock.timers.tick(5000);
       await flush();
@@ -236,6 +227,31 @@ describe('RunTokenLease', () => {
     } finally {
       mock.timers.reset();
     }
+  });
+
+  test('one token per audience, minted on first use (one mint for concurrent first calls); none for an audience not named', async () => {
+    const minter = new FakeMinter();
+    const lease = new RunTokenLease(
+      minter as unknown as TokenMinter,
+      { ...request, audience: ['a', 'b'] },
+      log,
+      {},
+      { key: 'lock', token: 'L' },
+    );
+    await lease.start();
+    assert.deepEqual(minter.audiences, [['a']], 'only the first audience at the start');
+    const [b1, b2] = await Promise.all([lease.token('b'), lease.token('b')]);
+    assert.equal(b1, b2);
+    assert.deepEqual(minter.audiences, [['a'], ['b']]);
+    assert.deepEqual(minter.mints[1].lock, { key: 'lock', token: 'L', first: false }, 'a later audience does not revoke the run’s tokens');
+    assert.deepEqual(
+      lease.held().map((t) => t.claims.aud),
+      [['a'], ['b']],
+    );
+    await assert.rejects(lease.token('c'), /this job's token is not for "c": its token.audience is \[a, b\]/);
+    await lease.close();
+    assert.deepEqual(minter.revoked.sort(), ['t1', 't2']);
+    await assert.rejects(lease.token('a'), /has ended/);
   });
 
   test('a failed re-mint is retried after 1 s; a re-mint refused for a lost lock reports it and stops', async () => {

@@ -137,7 +137,7 @@ describe('a run calling a real service', () => {
     const result = report.result as { jti: string; leaked: string; claims: { jti: string }; token: unknown };
     assert.equal(result.jti, payload.jti);
     assert.equal(result.leaked, '[redacted token]');
-    assert.deepEqual(result.token, { claims: result.claims });
+    assert.deepEqual(result.token, { claims: result.claims, all: [result.claims] });
     assert.ok(report.logs.some((l) => l === 'log line with [redacted token]'));
     assert.deepEqual(report.progress, { pct: 100, leaked: '[redacted token]' });
     allTokens.add(req.token!);

@@ -1,6 +1,7 @@
 // The got clients a handler calls other services with. One base instance per service is extended once per process; a
-// beforeRequest hook reads the run's current token from the scope, so every request (retries included) carries the token
-// of the run it was made in, and a request made outside any run fails instead of going out unauthenticated.
+// beforeRequest hook reads the run's current token for that service from the scope, so every request (retries included)
+// carries the token of the run it was made in, minted for that service alone, and a request made outside any run fails
+// instead of going out unauthenticated.
 import got, { type BeforeRequestHook, type Got } from 'got';
 import { ScopeError, UnknownServiceError } from '../errors.ts';
 import { currentScope } from '../token/scope.ts';
@@ -15,21 +16,30 @@ export interface ClientOptions {
 
 interface RunContext {
   jobscopeRun?: string;
+  /** The service a `ctx.service(name)` client calls: its token names that service alone. */
+  jobscopeAudience?: string;
+  /** For `ctx.http`: which of the job's audiences a request is for (default: the first). */
+  audience?: string;
 }
 
 function attachToken(tokenHeader: string | undefined): BeforeRequestHook {
-  return (options) => {
+  return async (options) => {
     const scope = currentScope();
-    const bound = (options.context as RunContext).jobscopeRun;
+    const context = options.context as RunContext;
+    const bound = context.jobscopeRun;
     if (!scope) {
       throw new ScopeError('ctx.service()/ctx.http used outside a job run: there is no run token to send, so the request was not made');
     }
-    if (!scope.open) throw new ScopeError(`run ${scope.run.id} has ended: its token is revoked, so the request was not made`);
+    const ended = () => new ScopeError(`run ${scope.run.id} has ended: its token is revoked, so the request was not made`);
+    if (!scope.open) throw ended();
     if (bound !== undefined && bound !== scope.run.id) {
       throw new ScopeError(`a client of run ${bound} was used inside run ${scope.run.id}: use this run's ctx.service()`);
     }
-    options.headers.authorization = `Bearer ${scope.token.raw}`;
-    if (tokenHeader) options.headers[tokenHeader.toLowerCase()] = scope.token.raw;
+    const token = await scope.tokens.token(context.jobscopeAudience ?? context.audience ?? scope.tokens.audiences[0]);
+    // The first call to a service mints its token: the run may have ended meanwhile.
+    if (!scope.open) throw ended();
+    options.headers.authorization = `Bearer ${token.raw}`;
+    if (tokenHeader) options.headers[tokenHeader.toLowerCase()] = token.raw;
   };
 }
 
@@ -54,7 +64,7 @@ export class ServiceClients {
   service(name: string, runId: string, signal: AbortSignal): Got {
     const base = this.bases.get(name);
     if (!base) throw new UnknownServiceError(name, this.names);
-    return base.extend({ signal, context: { jobscopeRun: runId } });
+    return base.extend({ signal, context: { jobscopeRun: runId, jobscopeAudience: name } });
   }
 
   http(runId: string, signal: AbortSignal): Got {

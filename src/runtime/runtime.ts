@@ -2,6 +2,7 @@
 // The CLI and the server build one Runtime; tests build one with a private Redis and a temporary jobs folder.
 import type { Redis } from 'ioredis';
 import type { Config } from '../config.ts';
+import { redactUrl } from '../redact.ts';
 import { ServiceClients } from '../http/clients.ts';
 import type { Registry } from '../jobs/registry.ts';
 import type { Logger } from '../log.ts';
@@ -65,7 +66,7 @@ export class Runtime {
         await this.redis.ping();
         return;
       } catch (err) {
-        if (Date.now() > deadline) throw new Error(`cannot reach Redis at ${redact(this.config.redisUrl)}: ${(err as Error).message}`);
+        if (Date.now() > deadline) throw new Error(`cannot reach Redis at ${redactUrl(this.config.redisUrl)}: ${(err as Error).message}`);
         await new Promise((r) => setTimeout(r, 200));
       }
     }
@@ -116,16 +117,5 @@ export class Runtime {
     await this.queues.close();
     this.subscriber?.disconnect();
     await Promise.all([this.tokenRedis.quit().catch(() => undefined), this.redis.quit().catch(() => undefined)]);
-  }
-}
-
-/** A Redis URL without its password, for messages. */
-export function redact(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '(invalid URL)';
   }
 }

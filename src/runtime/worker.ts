@@ -10,7 +10,7 @@ import { EventEmitter, setMaxListeners } from 'node:events';
 import { inspect } from 'node:util';
 import { DelayedError, UnrecoverableError, Worker, type Job, type Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { LockLostError, ParamsError, RunCancelledError, RunMisfireError, RunSkippedError, RunTimeoutError } from '../errors.ts';
+import { LockLostError, ParamsError, ScopeError, RunCancelledError, RunMisfireError, RunSkippedError, RunTimeoutError } from '../errors.ts';
 import type { JobContext, RegisteredJob, RunInfo, RunOutcome, RunToken, Trigger } from '../interfaces.ts';
 import type { Registry } from '../jobs/registry.ts';
 import { RUN_FIELDS } from '../keys.ts';
@@ -18,7 +18,8 @@ import type { Logger } from '../log.ts';
 import type { ServiceClients } from '../http/clients.ts';
 import { RunTokenLease } from '../token/lease.ts';
 import { tokenLifetime, type TokenMinter } from '../token/mint.ts';
-import { redactTokens, runInScope, type RunScope } from '../token/scope.ts';
+import { redactTokens, redactValue } from '../redact.ts';
+import { runInScope, type RunScope } from '../token/scope.ts';
 import { OUTCOME_OF_ERROR, runIdOf, type Queues } from './queues.ts';
 
 export type { RunOutcome } from '../interfaces.ts';
@@ -87,14 +88,6 @@ async function busyAt(queue: Queue, t: number, selfId: string | undefined): Prom
   return Boolean(last && last.id !== selfId && (last.processedOn ?? Infinity) <= t && (last.finishedOn ?? 0) > t);
 }
 
-function redactValue<T>(value: T, tokens: string[]): T {
-  if (value === undefined) return null as T;
-  const text = JSON.stringify(value);
-  if (text === undefined) return null as T;
-  const redacted = redactTokens(text, tokens);
-  return redacted === text ? value : (JSON.parse(redacted) as T);
-}
-
 /** Errors that end the run for good: retrying cannot help. */
 function isFinal(reason: unknown, err: unknown): boolean {
   return (
@@ -123,20 +116,26 @@ function outcomeOfError(reason: unknown): RunOutcome {
   return (reason instanceof Error && OUTCOME_OF_ERROR[reason.name]) || 'failed';
 }
 
-/** `ctx.token`: the scope's current token (re-mints included). Prints and serialises as its claims only. */
+/** `ctx.token`: the scope's current tokens (re-mints included). Prints and serialises as claims only. */
 class ScopedToken implements RunToken {
   readonly #scope: RunScope;
   constructor(scope: RunScope) {
     this.#scope = scope;
   }
   get claims() {
-    return this.#scope.token.claims;
+    return this.#scope.tokens.primary.claims;
   }
-  reveal(): string {
-    return this.#scope.token.raw;
+  get all() {
+    return this.#scope.tokens.held().map((t) => t.claims);
+  }
+  reveal(audience?: string): string {
+    if (audience === undefined || audience === this.#scope.tokens.audiences[0]) return this.#scope.tokens.primary.raw;
+    const held = this.#scope.tokens.held().find((t) => t.claims.aud.includes(audience));
+    if (!held) throw new ScopeError(`no token for "${audience}" yet: it is minted on the first ctx.service('${audience}') call`);
+    return held.raw;
   }
   toJSON() {
-    return { claims: this.claims };
+    return { claims: this.claims, all: this.all };
   }
   [inspect.custom]() {
     return `RunToken ${inspect(this.claims)}`;
@@ -259,9 +258,6 @@ export class Workers extends EventEmitter<RunEvents> {
       {
         minted: (t) => this.emit('token:minted', { job: job.name, jti: t.claims.jti }),
         revoked: (jti) => this.emit('token:revoked', { job: job.name, jti }),
-        renewed: (t) => {
-          if (scope) scope.token = t;
-        },
         lost: (err) => abort(err),
       },
       lock ? { key: this.deps.queues.keys.bullLock(job.name, bullJob.id!), token: lock } : undefined,
@@ -277,8 +273,8 @@ export class Workers extends EventEmitter<RunEvents> {
     log.info({ trigger: run.trigger }, 'run started');
     let handler: Promise<unknown> | undefined;
     try {
-      const token = await lease.start();
-      scope = { run, signal, token, open: !signal.aborted };
+      await lease.start();
+      scope = { run, signal, tokens: lease, open: !signal.aborted };
       const ctx = this.context(scope, data, bullJob, lease.raws, clients);
       handler = runInScope(scope, async () => job.definition.run(ctx));
       const result = redactValue(await Promise.race([handler, untilAborted(signal)]), lease.raws);
