@@ -7,6 +7,7 @@ import { loadRegistry, type Registry } from './jobs/registry.ts';
 import { describeSchedule } from './jobs/schedule.ts';
 import { createLogger, type Logger } from './log.ts';
 import { isListening, startEmbeddedRedis, type EmbeddedRedis } from './runtime/redis.ts';
+import { Control } from './control/control.ts';
 import { redactUrl } from './redact.ts';
 import { Runtime } from './runtime/runtime.ts';
 import { adminCredentials, createApp, listen } from './server/app.ts';
@@ -62,6 +63,18 @@ async function openRuntime({ config, logger }: Env, registry: Registry): Promise
   const runtime = new Runtime(config, registry, logger);
   await runtime.ready();
   return runtime;
+}
+
+/** What list, trigger, cancel, pause and resume need: the control plane alone (one connection, no keys, nothing on disk). */
+async function openControl({ config, logger }: Env, registry: Registry): Promise<Control> {
+  const control = new Control({ redisUrl: config.redisUrl, prefix: config.prefix, registry, logger });
+  try {
+    await control.ready();
+  } catch (err) {
+    await control.close();
+    throw err;
+  }
+  return control;
 }
 
 /** Resolves on the first SIGINT/SIGTERM; any signal after that exits at once. */
@@ -154,7 +167,7 @@ async function startServing(
   if (mode !== 'worker') {
     const admin = adminCredentials(config.user, config.password);
     const viewer = config.viewerUser && config.viewerPassword ? { user: config.viewerUser, password: config.viewerPassword } : undefined;
-    const app = createApp({ runtime, logger, admin, viewer });
+    const app = createApp({ ...runtime.serverParts(), logger, admin, viewer });
     server = await listen(app, config.port, config.host);
     const addr = server.address() as import('node:net').AddressInfo;
     const url = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${addr.port}`;
@@ -172,9 +185,9 @@ async function startServing(
 
 async function list(env: Env, json: boolean, io: CliIO): Promise<number> {
   const registry = await loadRegistry(env.config.jobsDir);
-  const runtime = await openRuntime(env, registry);
+  const control = await openControl(env, registry);
   try {
-    const jobs = await runtime.queues.summaries();
+    const jobs = await control.summaries();
     if (json) {
       io.out(JSON.stringify(jobs, null, 2));
       return 0;
@@ -188,7 +201,7 @@ async function list(env: Env, json: boolean, io: CliIO): Promise<number> {
     if (jobs.length === 0) io.out(`no jobs in ${env.config.jobsDir}`);
     return 0;
   } finally {
-    await runtime.close();
+    await control.close();
   }
 }
 
@@ -213,11 +226,11 @@ async function trigger(
     }
   }
   const registry = await loadRegistry(env.config.jobsDir);
-  const runtime = await openRuntime(env, registry);
+  const control = await openControl(env, registry);
   try {
     let runId: string;
     try {
-      const added = await runtime.queues.enqueue(name, data, {
+      const added = await control.trigger(name, data, {
         trigger: 'manual',
         delay: flags.delay,
         at: flags.at,
@@ -241,13 +254,13 @@ async function trigger(
     const started = Date.now();
     let warned = false;
     for (;;) {
-      const report = await runtime.queues.report(runId);
+      const report = await control.report(runId);
       if (report.state === 'completed' || report.state === 'failed') {
         const { state, outcome, attempts, result, error } = report;
         io.out(JSON.stringify({ runId, state, outcome, attempts, result, error }, null, 2));
         return outcome === 'completed' ? 0 : 1;
       }
-      if (!warned && Date.now() - started > 5000 && (await runtime.queues.queue(name).getWorkers()).length === 0) {
+      if (!warned && Date.now() - started > 5000 && !(await control.hasWorkers(name))) {
         io.err(
           `jobscope: ${runId} is ${report.state}, and no worker is connected for "${name}": start one with \`jobscope worker\` or \`jobscope start\``,
         );
@@ -260,7 +273,7 @@ async function trigger(
       await new Promise((r) => setTimeout(r, 100));
     }
   } finally {
-    await runtime.close();
+    await control.close();
   }
 }
 
@@ -304,26 +317,26 @@ async function verifyCommand(env: Env, token: string | undefined, audience: stri
 async function jobCommand(env: Env, command: 'pause' | 'resume', name: string | undefined, io: CliIO): Promise<number> {
   if (!name) throw new UsageError(`usage: jobscope ${command} <job>`);
   const registry = await loadRegistry(env.config.jobsDir);
-  const runtime = await openRuntime(env, registry);
+  const control = await openControl(env, registry);
   try {
-    await (command === 'pause' ? runtime.pause(name) : runtime.resume(name));
+    await (command === 'pause' ? control.pause(name) : control.resume(name));
     io.out(`${name}: ${command === 'pause' ? 'paused' : 'resumed'}`);
     return 0;
   } finally {
-    await runtime.close();
+    await control.close();
   }
 }
 
 async function cancelCommand(env: Env, runId: string | undefined, io: CliIO): Promise<number> {
   if (!runId) throw new UsageError('usage: jobscope cancel <runId>');
   const registry = await loadRegistry(env.config.jobsDir);
-  const runtime = await openRuntime(env, registry);
+  const control = await openControl(env, registry);
   try {
-    const result = await runtime.cancel(runId, 'cancelled from the CLI');
+    const result = await control.cancel(runId, 'cancelled from the CLI');
     io.out(JSON.stringify(result));
     return 0;
   } finally {
-    await runtime.close();
+    await control.close();
   }
 }
 

@@ -141,7 +141,7 @@ describe('the runner', () => {
 
   test("the runner's HTTP server: tokens in headers and query strings never reach its log or its answers", async () => {
     const logs = new LogCapture();
-    const app = createApp({ runtime, logger: pino({ level: 'trace' }, logs), admin: adminCredentials('admin', 'pw') });
+    const app = createApp({ ...runtime.serverParts(), logger: pino({ level: 'trace' }, logs), admin: adminCredentials('admin', 'pw') });
     const server = http.createServer(app);
     const base = await listen(server);
     try {

@@ -127,7 +127,7 @@ describe('rotation', () => {
     );
 
     // The runner's real JWKS route serves the configured key and the retired one.
-    const app = createApp({ runtime: runtimeB, logger: createLogger('silent', new LogCapture()), admin: adminCredentials('admin', 'pw') });
+    const app = createApp({ ...runtimeB.serverParts(), logger: createLogger('silent', new LogCapture()), admin: adminCredentials('admin', 'pw') });
     const base = await listen(http.createServer(app));
     jwksUrl = `${base}/.well-known/jwks.json`;
     const doc = (await (await fetch(jwksUrl)).json()) as { keys: { kid: string; d?: string }[] };

@@ -1,17 +1,16 @@
-// Wires the pieces for one process from plain arguments: config -> registry -> connections, keys, tokens, queues -> workers.
-// The CLI and the server build one Runtime; tests build one with a private Redis and a temporary jobs folder.
+// Wires a worker host from plain arguments: config -> registry -> control plane -> keys, tokens, clients -> workers.
+// Tests build one with a private Redis and a temporary jobs folder.
 import type { Redis } from 'ioredis';
 import type { Config } from '../config.ts';
-import { redactUrl } from '../redact.ts';
+import { Control } from '../control/control.ts';
+import type { Queues } from '../control/queues.ts';
 import { ServiceClients } from '../http/clients.ts';
 import type { Registry } from '../jobs/registry.ts';
 import type { Logger } from '../log.ts';
 import { loadKeys, type KeyStore } from '../token/keys.ts';
 import { TokenMinter } from '../token/mint.ts';
 import { TokenStore } from '../token/store.ts';
-import { Queues } from './queues.ts';
 import { connect } from './redis.ts';
-import { pauseJob, resumeJob, syncSchedules } from './scheduler.ts';
 import { Workers } from './worker.ts';
 
 export type RuntimeConfig = Pick<
@@ -30,15 +29,18 @@ export type RuntimeConfig = Pick<
   | 'stateDir'
 >;
 
+/**
+ * The worker host of one process, on top of a control plane: signing keys, the token minter, the service clients and the
+ * workers. `jobscope start`/`worker`/`server` build one (the server for the JWKS and the dashboard's view of this
+ * process's workers); `list`, `trigger`, `cancel`, `pause` need only the control plane.
+ */
 export class Runtime {
   readonly config: RuntimeConfig;
   readonly registry: Registry;
   readonly logger: Logger;
-  readonly redis: Redis;
+  readonly control: Control;
   readonly keys: KeyStore;
-  readonly tokens: TokenStore;
   readonly minter: TokenMinter;
-  readonly queues: Queues;
   readonly clients: ServiceClients;
   workers: Workers | undefined;
   private readonly tokenRedis: Redis;
@@ -48,28 +50,32 @@ export class Runtime {
     this.config = config;
     this.registry = registry;
     this.logger = logger;
-    this.redis = connect(config.redisUrl);
+    this.control = new Control({ redisUrl: config.redisUrl, prefix: config.prefix, registry, logger });
     // Token registrations and revocations of many concurrent runs share round trips (see notes/BASELINE.md).
     this.tokenRedis = connect(config.redisUrl, { enableAutoPipelining: true });
     this.keys = keys ?? loadKeys(config);
-    this.tokens = new TokenStore(this.tokenRedis, config.prefix);
-    this.minter = new TokenMinter(this.keys, this.tokens, config.issuer);
-    this.queues = new Queues(registry, this.redis, config.prefix, this.tokens);
+    this.minter = new TokenMinter(this.keys, new TokenStore(this.tokenRedis, config.prefix), config.issuer);
     this.clients = new ServiceClients({ services: config.services, tokenHeader: config.tokenHeader });
   }
 
-  /** Resolves when Redis answers; rejects with a clear message after `timeoutMs`. */
-  async ready(timeoutMs = 10_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      try {
-        await this.redis.ping();
-        return;
-      } catch (err) {
-        if (Date.now() > deadline) throw new Error(`cannot reach Redis at ${redactUrl(this.config.redisUrl)}: ${(err as Error).message}`);
-        await new Promise((r) => setTimeout(r, 200));
-      }
-    }
+  /** The control plane's connection (BullMQ queues and workers are built from it). */
+  get redis(): Redis {
+    return this.control.redis;
+  }
+  get queues(): Queues {
+    return this.control.queues;
+  }
+  get tokens(): TokenStore {
+    return this.control.tokens;
+  }
+
+  /** What the HTTP server needs of this process: the control plane, the JWKS, and the workers whose runs /metrics counts. */
+  serverParts() {
+    return { control: this.control, jwks: () => this.minter.jwks(), workers: this.workers };
+  }
+
+  ready(timeoutMs = 10_000): Promise<void> {
+    return this.control.ready(timeoutMs);
   }
 
   async startWorkers(only?: string[]): Promise<Workers> {
@@ -95,27 +101,26 @@ export class Runtime {
   }
 
   syncSchedules() {
-    return syncSchedules(this.queues, this.logger);
+    return this.control.syncSchedules(this.logger);
   }
 
   pause(name: string) {
-    return pauseJob(this.queues, name);
+    return this.control.pause(name);
   }
 
   resume(name: string) {
-    return resumeJob(this.queues, name);
+    return this.control.resume(name);
   }
 
   /** Cancels a run; an active run's tokens are revoked at once here too, not only when its worker reacts. */
   cancel(runId: string, reason?: string) {
-    return this.queues.cancel(runId, reason);
+    return this.control.cancel(runId, reason);
   }
 
-  /** Graceful: stop taking work, let active runs finish until the deadline, revoke, close every connection. */
+  /** Graceful: stop taking work, hand back what is still active at the deadline, close every connection. */
   async close(): Promise<void> {
     await this.workers?.close(this.config.shutdownTimeoutMs);
-    await this.queues.close();
     this.subscriber?.disconnect();
-    await Promise.all([this.tokenRedis.quit().catch(() => undefined), this.redis.quit().catch(() => undefined)]);
+    await Promise.all([this.tokenRedis.quit().catch(() => undefined), this.control.close()]);
   }
 }

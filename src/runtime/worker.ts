@@ -20,7 +20,7 @@ import { RunTokenLease } from '../token/lease.ts';
 import { tokenLifetime, type TokenMinter } from '../token/mint.ts';
 import { redactTokens, redactValue } from '../redact.ts';
 import { runInScope, type RunScope } from '../token/scope.ts';
-import { OUTCOME_OF_ERROR, runIdOf, type Queues } from './queues.ts';
+import { OUTCOME_OF_ERROR, runIdOf, type Queues } from '../control/queues.ts';
 
 export type { RunOutcome } from '../interfaces.ts';
 

@@ -1,12 +1,14 @@
 // The HTTP server: JWKS and health (open), then everything else behind Basic auth: the JSON API, /metrics, jobscope's
-// pages at /dashboard and Bull Board at /dashboard/queues. Reads the same registry and queues as the runtime.
+// pages at /dashboard and Bull Board at /dashboard/queues. It asks the control plane (control/control.ts) everything;
+// only Bull Board is handed the queues themselves.
 import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import helmet from 'helmet';
 import { JobscopeError } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import type { Runtime } from '../runtime/runtime.ts';
+import type { Control } from '../control/control.ts';
+import type { Workers } from '../runtime/worker.ts';
 import { apiRouter } from './api.ts';
 import { LoginLimiter, authenticate, type Credentials } from './auth.ts';
 import { BOARD_PATH, createBoards } from './bullboard.ts';
@@ -16,7 +18,11 @@ import { Metrics } from './metrics.ts';
 export { adminCredentials, roleOf, type Credentials, type Role } from './auth.ts';
 
 export interface ServerOptions {
-  runtime: Runtime;
+  control: Control;
+  /** The public signing keys served at /.well-known/jwks.json (configured keys and retired keys still needed). */
+  jwks: () => Promise<{ keys: object[] }>;
+  /** This process's workers, if it runs any: /metrics counts their runs and tokens. */
+  workers?: Workers;
   logger: Logger;
   admin: Credentials;
   viewer?: Credentials;
@@ -81,7 +87,7 @@ function security(): RequestHandler {
 }
 
 export function createApp(opts: ServerOptions): express.Express {
-  const { runtime, logger } = opts;
+  const { control, logger } = opts;
   const bodyLimit = opts.bodyLimit ?? '100kb';
   const app = express();
   app.disable('x-powered-by');
@@ -91,24 +97,15 @@ export function createApp(opts: ServerOptions): express.Express {
 
   app.get('/.well-known/jwks.json', async (_req, res) => {
     // Configured keys plus keys retired by a rotation whose tokens may still be live (src/token/jwks.ts).
-    res.set('Cache-Control', 'public, max-age=60').json(await runtime.minter.jwks());
+    res.set('Cache-Control', 'public, max-age=60').json(await opts.jwks());
   });
   app.get('/healthz', (_req, res) => {
     res.json({ ok: true });
   });
   app.get('/readyz', async (_req, res) => {
-    const jobs = runtime.registry.names.length;
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      // Not connected: answer at once instead of queueing a PING behind a reconnect.
-      if (runtime.redis.status !== 'ready') throw new Error(runtime.redis.status);
-      await Promise.race([runtime.redis.ping(), new Promise((_, rej) => (timer = setTimeout(() => rej(new Error('timeout')), 1000)))]);
-      res.json({ ok: true, redis: 'up', jobs });
-    } catch {
-      res.status(503).json({ ok: false, redis: 'down', jobs });
-    } finally {
-      clearTimeout(timer);
-    }
+    const jobs = control.registry.names.length;
+    if (await control.redisUp(1000)) res.json({ ok: true, redis: 'up', jobs });
+    else res.status(503).json({ ok: false, redis: 'down', jobs });
   });
 
   const auth = authenticate({
@@ -118,15 +115,15 @@ export function createApp(opts: ServerOptions): express.Express {
     logger,
   });
 
-  const metrics = new Metrics(runtime);
-  if (runtime.workers) metrics.observe(runtime.workers);
+  const metrics = new Metrics(control);
+  if (opts.workers) metrics.observe(opts.workers);
   app.get('/metrics', auth, async (_req, res) => {
     res.set('Content-Type', metrics.registry.contentType).send(await metrics.text());
   });
 
-  app.use('/api', auth, apiRouter(runtime, bodyLimit));
+  app.use('/api', auth, apiRouter(control, bodyLimit));
 
-  app.use(BOARD_PATH, auth, createBoards(runtime.queues, bodyLimit).router);
+  app.use(BOARD_PATH, auth, createBoards(control.queues, bodyLimit).router);
   app.get('/', (_req, res) => res.redirect('/dashboard/'));
   app.use('/dashboard', auth, (req, res, next) => {
     // '/dashboard' -> '/dashboard/' so the pages' relative links resolve inside it.

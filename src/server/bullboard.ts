@@ -17,8 +17,8 @@ import express, { type NextFunction, type Request, type RequestHandler, type Res
 import { OverlapSkippedError, ParamsError } from '../errors.ts';
 import type { ParamsIssue, RegisteredJob } from '../interfaces.ts';
 import { maskTokens, maskValue } from '../redact.ts';
-import type { Queues } from '../runtime/queues.ts';
-import { pauseJob, resumeJob } from '../runtime/scheduler.ts';
+import type { Queues } from '../control/queues.ts';
+import { pauseJob, resumeJob } from '../control/schedules.ts';
 
 export const BOARD_PATH = '/dashboard/queues';
 

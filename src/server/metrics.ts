@@ -2,14 +2,14 @@
 // Counters and the duration histogram are fed by this process's workers (`jobscope start`); gauges are read from Redis at
 // scrape time, so any server process (`jobscope server` too) reports the cluster's queue depth and live tokens.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { Runtime } from '../runtime/runtime.ts';
+import type { Control } from '../control/control.ts';
 import type { Workers } from '../runtime/worker.ts';
 
 const QUEUE_STATES = ['waiting', 'active', 'delayed', 'prioritized', 'completed', 'failed'] as const;
 
 export class Metrics {
   readonly registry = new Registry();
-  private readonly runtime: Runtime;
+  private readonly control: Control;
   private readonly runs: Counter<'job' | 'outcome'>;
   private readonly duration: Histogram<'job' | 'outcome'>;
   private readonly minted: Counter<'job'>;
@@ -22,8 +22,8 @@ export class Metrics {
   private readonly runaway: Counter<'job'>;
   private readonly observed = new WeakSet<Workers>();
 
-  constructor(runtime: Runtime, opts: { defaultMetrics?: boolean } = {}) {
-    this.runtime = runtime;
+  constructor(control: Control, opts: { defaultMetrics?: boolean } = {}) {
+    this.control = control;
     const registers = [this.registry];
     this.runs = new Counter({
       name: 'jobscope_runs_total',
@@ -76,7 +76,7 @@ export class Metrics {
     });
     this.paused = new Gauge({ name: 'jobscope_job_paused', help: '1 when the job is paused', labelNames: ['job'], registers });
     this.redisUp = new Gauge({ name: 'jobscope_redis_up', help: '1 when Redis answered the last scrape', registers });
-    for (const name of runtime.registry.names) {
+    for (const name of control.registry.names) {
       this.live.set({ job: name }, 0);
       this.minted.inc({ job: name }, 0);
       this.revoked.inc({ job: name }, 0);
@@ -101,20 +101,20 @@ export class Metrics {
 
   /** Reads the gauges from Redis (bounded: a scrape during a Redis outage still answers, with jobscope_redis_up 0). */
   async refresh(timeoutMs = 2000): Promise<void> {
-    const { runtime } = this;
-    if (runtime.redis.status !== 'ready') {
+    const { control } = this;
+    if (control.redis.status !== 'ready') {
       this.redisUp.set(0);
       return;
     }
     let timer: NodeJS.Timeout | undefined;
     const read = async () => {
       const [tokens, perJob] = await Promise.all([
-        runtime.tokens.list(),
+        control.liveTokens(),
         Promise.all(
-          runtime.registry.names.map(async (name) => ({
+          control.registry.names.map(async (name) => ({
             name,
-            counts: await runtime.queues.queue(name).getJobCounts(...QUEUE_STATES),
-            paused: await runtime.queues.isPaused(name),
+            counts: await control.queues.queue(name).getJobCounts(...QUEUE_STATES),
+            paused: await control.queues.isPaused(name),
           })),
         ),
       ]);
@@ -126,7 +126,7 @@ export class Metrics {
         new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('timeout')), timeoutMs))),
       ]);
       this.live.reset();
-      for (const name of runtime.registry.names) this.live.set({ job: name }, 0);
+      for (const name of control.registry.names) this.live.set({ job: name }, 0);
       for (const t of tokens) this.live.inc({ job: t.job });
       for (const { name, counts, paused } of perJob) {
         for (const state of QUEUE_STATES) this.depth.set({ job: name, state }, counts[state] ?? 0);

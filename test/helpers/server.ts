@@ -35,7 +35,7 @@ export class TestServer {
   }
 
   static async start(runtime: Runtime, opts: Partial<ServerOptions> = {}): Promise<TestServer> {
-    const app = createApp({ runtime, logger: runtime.logger, admin: ADMIN, viewer: VIEWER, ...opts });
+    const app = createApp({ ...runtime.serverParts(), logger: runtime.logger, admin: ADMIN, viewer: VIEWER, ...opts });
     return new TestServer(await listen(app, 0, '127.0.0.1'));
   }
 

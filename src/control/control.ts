@@ -1,0 +1,219 @@
+// The control plane: what the API, the CLI, the dashboard and createClient ask and tell, answered from Redis. Triggers,
+// runs, cancel, pause/resume, schedules, live tokens, workers. It runs no job, holds no signing key and writes nothing on
+// disk: `jobscope list`, `trigger` and `cancel` open one Redis connection and nothing else. The worker host
+// (runtime/runtime.ts) adds workers and tokens on top of one.
+import type { Redis } from 'ioredis';
+import type { LiveToken, RunReport, TokenClaims, TriggerOptions } from '../interfaces.ts';
+import type { Registry } from '../jobs/registry.ts';
+import { describeSchedule } from '../jobs/schedule.ts';
+import type { Logger } from '../log.ts';
+import { redactUrl } from '../redact.ts';
+import { connect } from '../runtime/redis.ts';
+import { TokenStore } from '../token/store.ts';
+import { Queues, type CancelResult, type EnqueueResult, type JobSummary } from './queues.ts';
+import { pauseJob, resumeJob, syncSchedules, type SyncReport } from './schedules.ts';
+
+export interface ControlOptions {
+  redisUrl: string;
+  prefix: string;
+  registry: Registry;
+  logger?: Logger;
+  /** A connection to share (the worker host's); by default the control plane opens and closes its own. */
+  connection?: Redis;
+}
+
+/** A job as GET /api/jobs lists it: DESIGN.md's fields, plus what the Jobs page shows. */
+export interface JobView extends JobSummary {
+  scheduleText: string;
+  params: Record<string, unknown> | null;
+  overlap: string;
+  attempts: number;
+  concurrency: number;
+  concurrencyPerWorker: number;
+  rateLimit: { max: number; durationMs: number } | null;
+  misfire: string;
+  misfireGraceMs: number;
+  timeoutMs: number | null;
+  audience: string[];
+  scope: string[];
+  lastRun: Pick<RunReport, 'runId' | 'state' | 'outcome' | 'trigger' | 'createdAt' | 'finishedAt'> | null;
+}
+
+/** A run as GET /api/runs/:runId reports it: the RunReport plus the claims of each attempt's token(s). */
+export interface RunView extends RunReport {
+  claims: TokenClaims[];
+}
+
+/** The worker connections of a job's queue, as BullMQ lists them. */
+export interface QueueWorkers {
+  job: string;
+  workers: { name: string | null; addr: string | null; age: number; idle: number }[];
+}
+
+const CLAIM_FIELDS = ['iss', 'sub', 'aud', 'scope', 'jti', 'iat', 'nbf', 'exp', 'run', 'att'] as const;
+
+/** Only the known claim fields survive, whatever was stored. */
+function pickClaims(text: string): TokenClaims | null {
+  try {
+    const raw = JSON.parse(text) as Record<string, unknown>;
+    const out: Record<string, unknown> = {};
+    for (const f of CLAIM_FIELDS) out[f] = raw[f];
+    return out as unknown as TokenClaims;
+  } catch {
+    return null;
+  }
+}
+
+export class Control {
+  readonly registry: Registry;
+  readonly prefix: string;
+  readonly redis: Redis;
+  readonly queues: Queues;
+  readonly tokens: TokenStore;
+  private readonly redisUrl: string;
+  private readonly ownsConnection: boolean;
+
+  constructor(opts: ControlOptions) {
+    this.registry = opts.registry;
+    this.prefix = opts.prefix;
+    this.redisUrl = opts.redisUrl;
+    this.ownsConnection = !opts.connection;
+    this.redis = opts.connection ?? connect(opts.redisUrl);
+    this.tokens = new TokenStore(this.redis, opts.prefix);
+    this.queues = new Queues(opts.registry, this.redis, opts.prefix, this.tokens);
+  }
+
+  /** Resolves when Redis answers; rejects with a clear message after `timeoutMs`. */
+  async ready(timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        await this.redis.ping();
+        return;
+      } catch (err) {
+        if (Date.now() > deadline) throw new Error(`cannot reach Redis at ${redactUrl(this.redisUrl)}: ${(err as Error).message}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+  }
+
+  /** Does Redis answer within `timeoutMs`? At once false while the connection is down (no PING queued behind a reconnect). */
+  async redisUp(timeoutMs = 1000): Promise<boolean> {
+    if (this.redis.status !== 'ready') return false;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([this.redis.ping(), new Promise((_, rej) => (timer = setTimeout(() => rej(new Error('timeout')), timeoutMs)))]);
+      return true;
+    } catch {
+      return false;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  trigger(job: string, data: unknown = {}, opts: TriggerOptions = {}): Promise<EnqueueResult> {
+    return this.queues.enqueue(job, data, opts);
+  }
+
+  cancel(runId: string, reason?: string): Promise<CancelResult> {
+    return this.queues.cancel(runId, reason);
+  }
+
+  pause(job: string): Promise<void> {
+    return pauseJob(this.queues, job);
+  }
+
+  resume(job: string): Promise<void> {
+    return resumeJob(this.queues, job);
+  }
+
+  /** Makes the schedulers in Redis equal the schedules of this registry (see schedules.ts). */
+  syncSchedules(logger?: Logger): Promise<SyncReport> {
+    return syncSchedules(this.queues, logger);
+  }
+
+  report(runId: string): Promise<RunReport> {
+    return this.queues.report(runId);
+  }
+
+  async run(runId: string): Promise<RunView> {
+    const report = await this.queues.report(runId);
+    const stored = await this.tokens.history(report.runId);
+    const claims = stored
+      .map(pickClaims)
+      .filter((c): c is TokenClaims => c !== null)
+      .sort((a, b) => a.att - b.att || a.iat - b.iat);
+    return { ...report, claims };
+  }
+
+  /** Recent runs of a job, newest first. */
+  recentRuns(job: string, limit = 20): Promise<RunReport[]> {
+    return this.queues.recentRuns(job, limit);
+  }
+
+  async job(name: string): Promise<JobView> {
+    const job = this.registry.get(name);
+    const [summary, recent] = await Promise.all([this.queues.summary(name), this.queues.recentRuns(name, 5)]);
+    // A scheduler keeps its next fire as a delayed job: that is the schedule, not the last run.
+    const last = recent.find((r) => r.state !== 'delayed');
+    return {
+      ...summary,
+      scheduleText: describeSchedule(job.schedule),
+      params: job.definition.params ?? null,
+      overlap: job.overlap,
+      attempts: job.attempts,
+      concurrency: job.concurrency,
+      concurrencyPerWorker: job.concurrencyPerWorker,
+      rateLimit: job.rateLimit ?? null,
+      misfire: job.misfire,
+      misfireGraceMs: job.misfireGraceMs,
+      timeoutMs: job.timeoutMs ?? null,
+      audience: job.audience,
+      scope: job.scope,
+      lastRun: last
+        ? {
+            runId: last.runId,
+            state: last.state,
+            outcome: last.outcome,
+            trigger: last.trigger,
+            createdAt: last.createdAt,
+            finishedAt: last.finishedAt,
+          }
+        : null,
+    };
+  }
+
+  jobs(): Promise<JobView[]> {
+    return Promise.all(this.registry.names.map((name) => this.job(name)));
+  }
+
+  summaries(): Promise<JobSummary[]> {
+    return this.queues.summaries();
+  }
+
+  liveTokens(): Promise<LiveToken[]> {
+    return this.tokens.list();
+  }
+
+  async workers(): Promise<QueueWorkers[]> {
+    return Promise.all(
+      this.queues.all().map(async (queue) => {
+        const clients = await queue.getWorkers();
+        return {
+          job: queue.name,
+          workers: clients.map((c) => ({ name: c.name ?? null, addr: c.addr ?? null, age: Number(c.age ?? 0), idle: Number(c.idle ?? 0) })),
+        };
+      }),
+    );
+  }
+
+  /** Does any worker serve this job right now? */
+  async hasWorkers(job: string): Promise<boolean> {
+    return (await this.queues.queue(job).getWorkers()).length > 0;
+  }
+
+  async close(): Promise<void> {
+    await this.queues.close();
+    if (this.ownsConnection) await this.redis.quit().catch(() => undefined);
+  }
+}
