@@ -155,6 +155,8 @@ async function startServing(
   // Schedules first: a fire that came due while everything was down, of a schedule since removed from jobs/, is
   // removed before a worker of this process could take it.
   if (mode !== 'worker') await runtime.syncSchedules();
+  // What clients without a jobs folder validate and enqueue with (createClient); start/server own the list.
+  await runtime.publish(mode !== 'worker' && !flags.only);
   if (mode !== 'server') {
     const only = flags.only
       ?.split(',')

@@ -120,6 +120,15 @@ export class LockLostError extends JobscopeError {
   }
 }
 
+/** Waiting for a run ended before the run did. */
+export class RunWaitTimeoutError extends JobscopeError {
+  readonly state: string;
+  constructor(runId: string, state: string, timeoutMs: number) {
+    super('ERR_RUN_WAIT_TIMEOUT', `run ${runId} is still ${state} after ${timeoutMs} ms`);
+    this.state = state;
+  }
+}
+
 /** Cancel of a run that has already finished. */
 export class RunFinishedError extends JobscopeError {
   constructor(runId: string, state: string) {

@@ -1,5 +1,18 @@
-// The public API for job files and embedding: defineJob and the types. Runtime pieces are exported for embedding and tests.
+// The public API: defineJob for job files; createClient (trigger and follow runs from application code) and createWorker
+// (host workers inside an existing service) for embedding; the types and error classes.
 export { defineJob } from './jobs/define.ts';
+export {
+  createClient,
+  type ClientOptions,
+  type ClientTriggerOptions,
+  type DataOf,
+  type FinishedRun,
+  type JobscopeClient,
+  type ResultOf,
+} from './client.ts';
+export { createWorker, type EmbeddedWorker, type WorkerOptions } from './runtime/embed.ts';
+export type { RunView, JobView } from './control/control.ts';
+export type { CancelResult, EnqueueResult } from './control/queues.ts';
 export type {
   BackoffSpec,
   JobContext,
@@ -8,10 +21,12 @@ export type {
   Overlap,
   RunInfo,
   RunReport,
+  RunOutcome,
   RunToken,
   Schedule,
   TokenClaims,
   TokenSpec,
   Trigger,
+  TriggerOptions,
 } from './interfaces.ts';
 export * from './errors.ts';

@@ -27,6 +27,11 @@ export class RedisKeys {
   get phase(): string {
     return `${this.prefix}:phase`;
   }
+  /** Hash job name -> its definition without code (JSON), as the runners serving it published it: what a client that has no
+   * jobs folder validates and enqueues with. */
+  get registry(): string {
+    return `${this.prefix}:registry`;
+  }
   /** Set of every job name that has had a queue, so schedulers of deleted job files can be found. */
   get knownJobs(): string {
     return `${this.prefix}:jobs`;

@@ -2,7 +2,9 @@
 // runs, cancel, pause/resume, schedules, live tokens, workers. It runs no job, holds no signing key and writes nothing on
 // disk: `jobscope list`, `trigger` and `cancel` open one Redis connection and nothing else. The worker host
 // (runtime/runtime.ts) adds workers and tokens on top of one.
+import { QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
+import { RunWaitTimeoutError } from '../errors.ts';
 import type { LiveToken, RunReport, TokenClaims, TriggerOptions } from '../interfaces.ts';
 import type { Registry } from '../jobs/registry.ts';
 import { describeSchedule } from '../jobs/schedule.ts';
@@ -10,7 +12,7 @@ import type { Logger } from '../log.ts';
 import { redactUrl } from '../redact.ts';
 import { connect } from '../runtime/redis.ts';
 import { TokenStore } from '../token/store.ts';
-import { Queues, type CancelResult, type EnqueueResult, type JobSummary } from './queues.ts';
+import { parseRunId, Queues, type CancelResult, type EnqueueResult, type JobSummary } from './queues.ts';
 import { pauseJob, resumeJob, syncSchedules, type SyncReport } from './schedules.ts';
 
 export interface ControlOptions {
@@ -72,6 +74,8 @@ export class Control {
   readonly tokens: TokenStore;
   private readonly redisUrl: string;
   private readonly ownsConnection: boolean;
+  /** One QueueEvents (a blocking connection of its own) per job whose runs someone waits for. */
+  private readonly events = new Map<string, { ready: Promise<QueueEvents>; connection: Redis }>();
 
   constructor(opts: ControlOptions) {
     this.registry = opts.registry;
@@ -146,6 +150,32 @@ export class Control {
     return { ...report, claims };
   }
 
+  /**
+   * Resolves with the run's report once it has finished (completed or failed, whatever the outcome), without polling:
+   * BullMQ's QueueEvents. Rejects with RunWaitTimeoutError after `timeoutMs`, UnknownRunError for an unknown run.
+   */
+  async waitForRun(runId: string, timeoutMs?: number): Promise<RunReport> {
+    const { job: name } = parseRunId(runId);
+    const job = await this.queues.getJob(runId);
+    let events = this.events.get(name);
+    if (!events) {
+      const connection = this.redis.duplicate();
+      connection.on('error', () => {});
+      const qe = new QueueEvents(name, { connection, prefix: this.prefix });
+      qe.on('error', () => {});
+      events = { ready: qe.waitUntilReady().then(() => qe), connection };
+      this.events.set(name, events);
+    }
+    try {
+      await job.waitUntilFinished(await events.ready, timeoutMs);
+    } catch {
+      // A failed run rejects with its error: the report below says how it ended. Only a run still going is a timeout.
+    }
+    const report = await this.report(runId);
+    if (report.state !== 'completed' && report.state !== 'failed') throw new RunWaitTimeoutError(runId, report.state, timeoutMs ?? 0);
+    return report;
+  }
+
   /** Recent runs of a job, newest first. */
   recentRuns(job: string, limit = 20): Promise<RunReport[]> {
     return this.queues.recentRuns(job, limit);
@@ -213,6 +243,12 @@ export class Control {
   }
 
   async close(): Promise<void> {
+    await Promise.all(
+      [...this.events.values()].map(async ({ ready, connection }) => {
+        await (await ready.catch(() => undefined))?.close();
+        connection.disconnect();
+      }),
+    );
     await this.queues.close();
     if (this.ownsConnection) await this.redis.quit().catch(() => undefined);
   }

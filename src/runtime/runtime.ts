@@ -5,6 +5,7 @@ import type { Config } from '../config.ts';
 import { Control } from '../control/control.ts';
 import type { Queues } from '../control/queues.ts';
 import { ServiceClients } from '../http/clients.ts';
+import { publishRegistry } from '../jobs/published.ts';
 import type { Registry } from '../jobs/registry.ts';
 import type { Logger } from '../log.ts';
 import { loadKeys, type KeyStore } from '../token/keys.ts';
@@ -98,6 +99,11 @@ export class Runtime {
     });
     await this.workers.start();
     return this.workers;
+  }
+
+  /** Publishes this process's job definitions (without code) for clients that have no jobs folder. */
+  publish(authoritative: boolean): Promise<void> {
+    return publishRegistry(this.redis, this.control.queues.keys, this.registry, authoritative);
   }
 
   syncSchedules() {
