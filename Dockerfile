@@ -3,9 +3,13 @@
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
+# The verifier is a workspace package (@jobscope/verify): npm needs its package.json to link it.
+COPY packages/verify/package.json ./packages/verify/
 # --ignore-scripts: `prepare` would build before the sources are copied; msgpackr-extract falls back to pure JS.
 RUN npm install --no-audit --no-fund --ignore-scripts
 COPY tsconfig.json tsconfig.build.json ./
+COPY packages/verify/tsconfig.json ./packages/verify/
+COPY packages/verify/src ./packages/verify/src
 COPY src ./src
 RUN npm run build
 
@@ -13,8 +17,10 @@ FROM node:20-bookworm-slim
 ENV NODE_ENV=production
 WORKDIR /app
 COPY package.json package-lock.json ./
+COPY packages/verify/package.json ./packages/verify/
 RUN npm install --omit=dev --no-audit --no-fund --ignore-scripts && npm cache clean --force
 COPY --from=build /app/dist ./dist
+COPY --from=build /app/packages/verify/dist ./packages/verify/dist
 COPY bin ./bin
 COPY dashboard ./dashboard
 COPY jobs ./jobs

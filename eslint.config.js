@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules', 'dist', '.jobscope', 'test-artifacts'] },
+  { ignores: ['node_modules', 'dist', 'packages/*/dist', '.jobscope', 'test-artifacts'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

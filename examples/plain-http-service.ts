@@ -1,22 +1,22 @@
 // A downstream service that is not on Express: plain node:http, accepting jobscope run tokens with the framework-free
-// pieces of `jobscope/verify`: extractToken (headers only, never the query string), verifyJobToken, rejection.
+// pieces of `jobscope/verify`: createJobTokenVerifier, extractToken (headers only, never the query string), rejection.
 import http from 'node:http';
-import { extractToken, rejection, verifyJobToken, type VerifyOptions } from 'jobscope/verify';
+import { createJobTokenVerifier, extractToken, rejection, type VerifyOptions } from 'jobscope/verify';
 
 function send(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   res.writeHead(status, { ...headers, 'content-type': 'application/json' }).end(JSON.stringify(body));
 }
 
-/** `opts` is built once: verifyJobToken keeps one verifier (keys, JWKS cache, Redis connection) per configuration. */
+/** One verifier (keys, JWKS cache, Redis connection) for the service's lifetime, closed with the server. */
 export function createPlainService(opts: VerifyOptions): http.Server {
-  // Per-route scopes: the same options plus `scope`; they share the verifier above.
-  const writeOpts: VerifyOptions = { ...opts, scope: 'dict:write' };
-  return http.createServer(async (req, res) => {
+  const verifier = createJobTokenVerifier(opts);
+  const server = http.createServer(async (req, res) => {
     const route = `${req.method} ${(req.url ?? '/').split('?')[0]}`;
     if (route !== 'GET /sys/dict/all' && route !== 'POST /sys/dict/refresh') return send(res, 404, { error: 'not_found' });
     try {
       const token = extractToken(req);
-      const claims = await verifyJobToken(token, route.startsWith('POST') ? writeOpts : opts);
+      // Per-route scopes: the write route also needs dict:write.
+      const claims = await verifier.verify(token, route.startsWith('POST') ? { scope: 'dict:write' } : undefined);
       // The claims say who is calling (sub), for which run, with which scopes. Never log the token itself.
       send(res, 200, { calledBy: claims.sub, run: claims.run, scope: claims.scope });
     } catch (err) {
@@ -25,6 +25,8 @@ export function createPlainService(opts: VerifyOptions): http.Server {
       send(res, r.status, r.body, r.headers);
     }
   });
+  server.on('close', () => void verifier.close());
+  return server;
 }
 
 // Run directly: node --import tsx examples/plain-http-service.ts

@@ -1,7 +1,7 @@
 // A tiny downstream service, as a team would write it: one line (requireJobToken) accepts jobscope run tokens.
 // It serves a dictionary that the example job `sync-dict` copies.
 import express from 'express';
-import { requireJobToken } from 'jobscope/verify';
+import { createJobTokenVerifier } from 'jobscope/verify';
 
 export interface SystemServiceOptions {
   port: number;
@@ -19,21 +19,18 @@ const DICTIONARY = [
 
 export function createSystemService(opts: SystemServiceOptions) {
   const app = express();
-  const auth = requireJobToken({ audience: 'system', jwksUrl: opts.jwksUrl, redis: opts.redisUrl, prefix: opts.prefix });
-  app.get('/sys/dict/all', auth, (req, res) => {
+  // One verifier (keys, JWKS cache, Redis connection) for the whole service; a middleware per route and scope.
+  const verifier = createJobTokenVerifier({ audience: 'system', jwksUrl: opts.jwksUrl, redis: opts.redisUrl, prefix: opts.prefix });
+  app.get('/sys/dict/all', verifier.middleware(), (req, res) => {
     // req.jobToken holds the verified claims: who is calling (sub), for which run, with which scopes.
     console.error(
       `system service: accepted ${req.method} ${req.path} from ${req.jobToken!.sub} (run ${req.jobToken!.run}, jti ${req.jobToken!.jti})`,
     );
     res.json({ calledBy: req.jobToken!.sub, run: req.jobToken!.run, dict: DICTIONARY });
   });
-  app.post(
-    '/sys/dict/refresh',
-    requireJobToken({ audience: 'system', jwksUrl: opts.jwksUrl, redis: opts.redisUrl, prefix: opts.prefix, scope: 'dict:write' }),
-    (_req, res) => {
-      res.json({ refreshed: true });
-    },
-  );
+  app.post('/sys/dict/refresh', verifier.middleware({ scope: 'dict:write' }), (_req, res) => {
+    res.json({ refreshed: true });
+  });
   return app;
 }
 

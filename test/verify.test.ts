@@ -5,19 +5,21 @@ import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
+import express from 'express';
 import { Redis } from 'ioredis';
 import {
   closeVerifiers,
+  createJobTokenVerifier,
   extractToken,
-  JobTokenVerifier,
   REJECT_CODES,
   rejection,
+  requireJobToken,
   TokenRejectedError,
   verifyJobToken,
   type RejectCode,
   type VerifyOptions,
 } from '../src/token/verify.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
+import { freePort, startRedis, type TestRedis } from './helpers/redis.ts';
 import {
   b64,
   bearer,
@@ -231,7 +233,7 @@ describe('forged or broken tokens', () => {
       );
     }
     // Also a verifier given the public key directly (no kid lookup at all).
-    const v = new JobTokenVerifier({ audience: 'svc', publicKey: pem, redis: client, prefix: PREFIX });
+    const v = createJobTokenVerifier({ audience: 'svc', publicKey: pem, redis: client, prefix: PREFIX });
     await assert.rejects(v.verify(craft({ alg: 'HS256', typ: 'at+jwt' }, payload, { alg: 'HS256', secret: pem })), {
       code: 'bad_algorithm',
     });
@@ -281,6 +283,25 @@ describe('forged or broken tokens', () => {
     await expectRejected('not_yet_valid', bearer(await live(claims({ iat: now + 60, nbf: undefined }))));
   });
 
+  test('a lifetime (exp - iat) beyond the runner cap plus grace and tolerance (935 s by default): lifetime_too_long', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    assert.equal((await call(service.url + '/data', bearer(await live(claims({}, 935))))).status, 200);
+    await expectRejected('lifetime_too_long', bearer(await live(claims({}, 936))));
+    // The token the issue found accepted: correctly signed, live, exp ten years out.
+    await expectRejected('lifetime_too_long', bearer(await live(claims({ exp: now + 10 * 365 * 86400 }, 0))));
+    // A service whose runner hands out longer tokens says so.
+    const payload = await liveClaims(claims({}, 3600));
+    for (const maxLifetime of [3600, '1h', '60m']) {
+      const v = createJobTokenVerifier({ audience: 'svc', jwks: jwksOf(runner), redis: client, prefix: PREFIX, maxLifetime });
+      assert.equal((await v.verify(es256(runner, payload))).jti, payload.jti);
+    }
+    const strict = createJobTokenVerifier({ audience: 'svc', jwks: jwksOf(runner), redis: client, prefix: PREFIX, maxLifetime: '59m' });
+    await assert.rejects(strict.verify(es256(runner, payload)), { code: 'lifetime_too_long' });
+    for (const maxLifetime of ['15 minutes', -1, 0, 'x']) {
+      assert.throws(() => createJobTokenVerifier({ audience: 'svc', jwks: jwksOf(runner), redis: client, maxLifetime }), /maxLifetime/);
+    }
+  });
+
   test('wrong issuer: bad_issuer', async () => {
     await expectRejected('bad_issuer', bearer(await live(claims({ iss: 'someone-else' }))));
     await expectRejected('bad_issuer', bearer(await live(claims({ iss: 'Jobscope' }))));
@@ -315,7 +336,8 @@ describe('forged or broken tokens', () => {
   });
 
   test('valid signature and claims but not live in Redis: revoked (and still so when its exp is far away)', async () => {
-    const payload = claims({}, 3600);
+    // 15 min: as far away as the runner's cap allows (a longer lifetime is refused as lifetime_too_long, below).
+    const payload = claims({}, 900);
     const token = await live(payload);
     assert.equal((await call(service.url + '/data', bearer(token))).status, 200);
     await client.del(`${PREFIX}:token:${String(payload.jti)}`);
@@ -340,8 +362,7 @@ describe('forged or broken tokens', () => {
   });
 });
 
-async function liveClaims(): Promise<Record<string, unknown>> {
-  const payload = claims();
+async function liveClaims(payload = claims()): Promise<Record<string, unknown>> {
   await markLive(client, PREFIX, payload.jti);
   return payload;
 }
@@ -357,21 +378,21 @@ describe('key sources', () => {
       code: 'bad_signature',
     });
     await assert.rejects(verifyJobToken(es256(runner, payload), opts), { code: 'bad_algorithm' });
-    assert.throws(() => new JobTokenVerifier({ ...opts, secret: 'short' }), TypeError);
+    assert.throws(() => createJobTokenVerifier({ ...opts, secret: 'short' }), TypeError);
   });
 
   test('options are checked: exactly one key source, audience, redis, an EC P-256 public key', () => {
-    assert.throws(() => new JobTokenVerifier({ audience: 'svc', redis: client } as VerifyOptions), /exactly one/);
+    assert.throws(() => createJobTokenVerifier({ audience: 'svc', redis: client } as VerifyOptions), /exactly one/);
     assert.throws(
-      () => new JobTokenVerifier({ audience: 'svc', redis: client, jwks: jwksOf(runner), secret: 'x'.repeat(40) }),
+      () => createJobTokenVerifier({ audience: 'svc', redis: client, jwks: jwksOf(runner), secret: 'x'.repeat(40) }),
       /exactly one/,
     );
-    assert.throws(() => new JobTokenVerifier({ audience: '', redis: client, jwks: jwksOf(runner) }), /audience/);
-    assert.throws(() => new JobTokenVerifier({ audience: 'svc', jwks: jwksOf(runner) } as VerifyOptions), /redis/);
-    assert.throws(() => new JobTokenVerifier({ audience: 'svc', redis: client, publicKey: runner.privateKey }), /public key/);
+    assert.throws(() => createJobTokenVerifier({ audience: '', redis: client, jwks: jwksOf(runner) }), /audience/);
+    assert.throws(() => createJobTokenVerifier({ audience: 'svc', jwks: jwksOf(runner) } as VerifyOptions), /redis/);
+    assert.throws(() => createJobTokenVerifier({ audience: 'svc', redis: client, publicKey: runner.privateKey }), /public key/);
   });
 
-  test('verifyJobToken reuses one verifier for equal options (no Redis connection per call)', async () => {
+  test('verifyJobToken closes the verifier it builds: no Redis connection is left behind per call', async () => {
     const connections = async () => ((await client.client('LIST')) as string).trim().split('\n').length;
     const doc = jwksOf(runner);
     const token = es256(runner, await liveClaims());
@@ -384,13 +405,34 @@ describe('key sources', () => {
   });
 
   test('a request that arrives while the verifier is still connecting to Redis waits for it (no spurious 503)', async () => {
-    const v = new JobTokenVerifier({ audience: 'svc', jwks: jwksOf(runner), redis: redis.url, prefix: PREFIX });
+    const v = createJobTokenVerifier({ audience: 'svc', jwks: jwksOf(runner), redis: redis.url, prefix: PREFIX });
     try {
-      assert.notEqual(v.redis.status, 'ready');
+      assert.notEqual(v.redis!.status, 'ready');
       const payload = await liveClaims();
       assert.equal((await v.verify(es256(runner, payload))).jti, payload.jti);
     } finally {
       await v.close();
+    }
+  });
+
+  test('a JWKS source that never answers (URL or function): 503 unavailable after jwksTimeoutMs', async () => {
+    const silent = http.createServer(() => undefined);
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    try {
+      const token = es256(runner, await liveClaims());
+      for (const source of [
+        { jwksUrl: `http://127.0.0.1:${(silent.address() as AddressInfo).port}/jwks.json` },
+        { jwks: () => new Promise<never>(() => undefined) },
+      ]) {
+        const v = createJobTokenVerifier({ audience: 'svc', ...source, redis: client, prefix: PREFIX, jwksTimeoutMs: 300 });
+        const started = Date.now();
+        await assert.rejects(v.verify(token), { code: 'unavailable' });
+        const took = Date.now() - started;
+        assert.ok(took >= 250 && took < 2000, `gave up after ${took} ms`);
+      }
+    } finally {
+      silent.closeAllConnections();
+      await new Promise<void>((r) => silent.close(() => r()));
     }
   });
 
@@ -405,6 +447,132 @@ describe('key sources', () => {
     assert.equal(err.code, 'unavailable');
     assert.equal(rejection(err).status, 503);
     seen.add('unavailable');
+  });
+});
+
+describe('createJobTokenVerifier: built once, closed once', () => {
+  test('one verifier serves many routes (scopes per middleware) over one Redis connection; close() releases it', async () => {
+    const connections = async () => ((await client.client('LIST')) as string).trim().split('\n').length;
+    const before = await connections();
+    const verifier = createJobTokenVerifier({ audience: 'svc', jwks: jwksOf(runner), redis: redis.url, prefix: PREFIX });
+    assert.equal(verifier.redis!.status, 'wait', 'no connection before the first token');
+    const app = express();
+    app.get('/data', verifier.middleware(), (req, res) => void res.json({ claims: req.jobToken }));
+    app.post('/write', verifier.middleware({ scope: 'data:write' }), (req, res) => void res.json({ claims: req.jobToken }));
+    const server = await new Promise<http.Server>((resolve) => {
+      const s = app.listen(0, '127.0.0.1', () => resolve(s));
+    });
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      const reader = es256(runner, await liveClaims());
+      const writer = es256(runner, await liveClaims(claims({ scope: 'data:read data:write' })));
+      for (let i = 0; i < 10; i++) {
+        assert.equal((await call(url + '/data', bearer(reader))).status, 200);
+        assert.equal((await call(url + '/write', bearer(writer), 'POST')).status, 200);
+      }
+      const refused = await call(url + '/write', bearer(reader), 'POST');
+      assert.equal(refused.status, 403);
+      assert.equal(refused.body.error, 'insufficient_scope');
+      // Per call, too: verify(token, { scope }).
+      await assert.rejects(verifier.verify(reader, { scope: 'data:write' }), { code: 'insufficient_scope' });
+      assert.equal((await connections()) - before, 1);
+    } finally {
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+    await verifier.close();
+    await until(async () => (await connections()) === before, 5000, 'the connection to close');
+    // A closed verifier refuses (503), it never accepts.
+    await assert.rejects(verifier.verify(es256(runner, await liveClaims())), { code: 'unavailable' });
+  });
+
+  test('requireJobToken builds one verifier per call, and closeVerifiers() closes exactly those', async () => {
+    const connections = async () => ((await client.client('LIST')) as string).trim().split('\n').length;
+    // The service's own middlewares were built by requireJobToken too: closed here, rebuilt below.
+    await closeVerifiers();
+    await until(async () => (await connections()) === 1, 5000, 'only the test client to be connected');
+    const before = 1;
+    const opts: VerifyOptions = { audience: 'svc', jwks: jwksOf(runner), redis: redis.url, prefix: PREFIX };
+    const a = requireJobToken(opts);
+    const b = requireJobToken(opts);
+    assert.notEqual(a.verifier, b.verifier);
+    const token = es256(runner, await liveClaims());
+    assert.equal((await a.verifier.verify(token)).jti, payloadOf(token).jti);
+    assert.equal((await b.verifier.verify(token)).jti, payloadOf(token).jti);
+    assert.equal((await connections()) - before, 2);
+    await closeVerifiers();
+    await until(async () => (await connections()) === before, 5000, 'both connections to close');
+    // Closed, a verifier refuses with 503 until rebuilt.
+    await assert.rejects(service.middleware.verifier.verify(token), { code: 'unavailable' });
+    await service.close();
+    service = await expressService({ audience: 'svc', jwks: jwksOf(runner), redis: redis.url, prefix: PREFIX });
+    assert.equal((await call(service.url + '/data', bearer(token))).status, 200);
+  });
+
+  test('concurrent first requests share one JWKS fetch', async () => {
+    let served = 0;
+    const jwksServer = http.createServer((_req, res) => {
+      served++;
+      setTimeout(() => res.setHeader('content-type', 'application/json').end(JSON.stringify(jwksOf(runner))), 50);
+    });
+    await new Promise<void>((r) => jwksServer.listen(0, '127.0.0.1', r));
+    const jwksUrl = `http://127.0.0.1:${(jwksServer.address() as AddressInfo).port}/jwks.json`;
+    const verifier = createJobTokenVerifier({ audience: 'svc', jwksUrl, redis: client, prefix: PREFIX });
+    try {
+      const tokens = await Promise.all(Array.from({ length: 50 }, async () => es256(runner, await liveClaims())));
+      const results = await Promise.all(tokens.map((t) => verifier.verify(t)));
+      assert.equal(results.length, 50);
+      assert.equal(served, 1);
+      assert.equal(verifier.jwksFetches, 1);
+    } finally {
+      await verifier.close();
+      jwksServer.closeAllConnections();
+      await new Promise<void>((r) => jwksServer.close(() => r()));
+    }
+  });
+
+  test('a service started before the runner: 503 while the JWKS is down (retried 1 s later, not per request), then accepted', async () => {
+    const port = await freePort();
+    const verifier = createJobTokenVerifier({
+      audience: 'svc',
+      jwksUrl: `http://127.0.0.1:${port}/.well-known/jwks.json`,
+      redis: client,
+      prefix: PREFIX,
+    });
+    const token = es256(runner, await liveClaims(claims({}, 300)));
+    const jwksServer = http.createServer(
+      (_req, res) => void res.setHeader('content-type', 'application/json').end(JSON.stringify(jwksOf(runner))),
+    );
+    try {
+      // The runner is not up yet: every answer is 503 unavailable (never a cached verdict on the key), and asked every
+      // 25 ms for 1.5 s the service fetched twice (at 0 and after 1 s), not sixty times.
+      const started = Date.now();
+      let asked = 0;
+      while (Date.now() - started < 1500) {
+        await assert.rejects(verifier.verify(token), { code: 'unavailable' });
+        asked++;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      assert.ok(asked > 20, `asked ${asked}`);
+      assert.equal(verifier.jwksFetches, 2);
+      // The runner comes up: the next retry (2 s after the second failure) fetches and the token verifies.
+      await new Promise<void>((r) => jwksServer.listen(port, '127.0.0.1', r));
+      const up = Date.now();
+      let claimsOf: unknown;
+      await until(
+        async () => (claimsOf = await verifier.verify(token).catch(() => undefined)) !== undefined,
+        5000,
+        'the token to verify once the JWKS is up',
+      );
+      const waited = Date.now() - up;
+      assert.ok(waited < 2500, `accepted ${waited} ms after the runner came up`);
+      assert.equal((claimsOf as { jti: string }).jti, payloadOf(token).jti);
+      assert.equal(verifier.jwksFetches, 3);
+    } finally {
+      await verifier.close();
+      jwksServer.closeAllConnections();
+      await new Promise<void>((r) => jwksServer.close(() => r()));
+    }
   });
 });
 

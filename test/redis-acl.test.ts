@@ -1,0 +1,99 @@
+// The Redis user the README gives to services that check liveness in the runner's Redis: created on a private redis-server
+// with exactly the README's ACL rule, it verifies a real token (minted and revoked by a real runtime), and it can do
+// nothing else: no other command, no other key, not even reading or deleting the token keys it checks.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { Redis } from 'ioredis';
+import type { Runtime } from '../src/runtime/runtime.ts';
+import type { MintRequest } from '../src/token/mint.ts';
+import { createJobTokenVerifier, type JobTokenVerifier } from '../src/token/verify.ts';
+import { startRedis, type TestRedis } from './helpers/redis.ts';
+import { jobsDir, removeDir, testRuntime } from './helpers/runtime.ts';
+
+const PREFIX = 'acl';
+const USER = 'jobscope-verifier';
+const PASSWORD = 'verifier-password-0123456789abcdef';
+/** The README's rule, word for word (with PREFIX for `jobscope` and PASSWORD for the password). */
+const ACL_RULE = `on >${PASSWORD} resetkeys %R~${PREFIX}:token:* resetchannels -@all +exists`;
+
+let redis: TestRedis;
+let admin: Redis;
+let limited: Redis;
+let dir: string;
+let runtime: Runtime;
+let verifier: JobTokenVerifier;
+
+const mintReq: MintRequest = { job: 'noop', run: 'noop:1', attempt: 1, audience: ['svc'], scope: [], lifetimeMs: 60_000 };
+
+before(async () => {
+  redis = await startRedis();
+  admin = new Redis(redis.url);
+  await admin.call('ACL', 'SETUSER', USER, ...ACL_RULE.split(' '));
+  dir = jobsDir({ 'noop.ts': `export default { token: { audience: ['svc'] }, async run() { return 1; } };` });
+  ({ runtime } = await testRuntime({ redisUrl: redis.url, jobsDir: dir, env: { JOBSCOPE_PREFIX: PREFIX } }));
+  const url = `redis://${USER}:${PASSWORD}@127.0.0.1:${redis.port}`;
+  verifier = createJobTokenVerifier({ audience: 'svc', jwks: () => runtime.minter.jwks(), redis: url, prefix: PREFIX });
+  // The same credentials by hand, to try everything else.
+  limited = new Redis(url, { maxRetriesPerRequest: 1, enableReadyCheck: false, disableClientInfo: true });
+  limited.on('error', () => {});
+});
+
+after(async () => {
+  await verifier?.close();
+  limited?.disconnect();
+  await runtime?.close();
+  admin?.disconnect();
+  await redis?.destroy();
+  if (dir) removeDir(dir);
+});
+
+const noperm = async (what: string, command: () => Promise<unknown>) =>
+  assert.rejects(command(), (err: Error) => /NOPERM/.test(err.message), `${what} must be refused with NOPERM`);
+
+describe('a Redis user that can only check token liveness', () => {
+  test('verifies a real token through that user: accepted while live, revoked after', async () => {
+    const minted = await runtime.minter.mint(mintReq);
+    assert.equal((await verifier.verify(minted.raw)).jti, minted.claims.jti);
+    await runtime.minter.revoke(minted.claims.jti);
+    await assert.rejects(verifier.verify(minted.raw), { code: 'revoked' });
+    // Its connection really is that user (which may not even ask who it is).
+    await noperm('ACL WHOAMI', () => verifier.redis!.call('ACL', 'WHOAMI'));
+    const clients = (await admin.client('LIST')) as string;
+    assert.match(clients, new RegExp(`user=${USER} `));
+  });
+
+  test('cannot read, write or delete the token keys, nor touch any other key, nor run other commands', async () => {
+    const minted = await runtime.minter.mint(mintReq);
+    const tokenKey = `${PREFIX}:token:${minted.claims.jti}`;
+    assert.equal(await limited.exists(tokenKey), 1);
+    await noperm('GET of a token key (its metadata)', () => limited.get(tokenKey));
+    await noperm('PTTL of a token key', () => limited.pttl(tokenKey));
+    await noperm('DEL of a token key (revoking)', () => limited.del(tokenKey));
+    await noperm('SET of a token key (forging liveness)', () => limited.set(`${PREFIX}:token:forged`, '{}'));
+    await noperm('EXPIRE of a token key (extending one)', () => limited.pexpire(tokenKey, 3_600_000));
+    await noperm('EXISTS of another key', () => limited.exists(`${PREFIX}:jwks`));
+    await noperm('EXISTS of another prefix', () => limited.exists(`other:token:${minted.claims.jti}`));
+    await noperm('KEYS', () => limited.keys('*'));
+    await noperm('SCAN', () => limited.scan(0));
+    await noperm('GET of a BullMQ key', () => limited.get(`${PREFIX}:noop:id`));
+    await noperm('FLUSHALL', () => limited.flushall());
+    await noperm('CONFIG', () => limited.config('GET', '*'));
+    await noperm('PUBLISH', () => limited.publish(`${PREFIX}:events`, 'x'));
+    await noperm('EVAL', () => limited.eval('return 1', 0));
+    await noperm('INFO', () => limited.info());
+    // Nothing changed: the token is still live and verifies.
+    assert.equal(await admin.exists(tokenKey), 1);
+    assert.equal((await verifier.verify(minted.raw)).jti, minted.claims.jti);
+  });
+
+  test('a verifier configured with another prefix gets NOPERM from Redis: 503 unavailable, never accepted', async () => {
+    const minted = await runtime.minter.mint(mintReq);
+    const url = `redis://${USER}:${PASSWORD}@127.0.0.1:${redis.port}`;
+    const wrong = createJobTokenVerifier({ audience: 'svc', jwks: () => runtime.minter.jwks(), redis: url, prefix: 'other' });
+    try {
+      await assert.rejects(wrong.verify(minted.raw), { code: 'unavailable' });
+    } finally {
+      await wrong.close();
+    }
+  });
+});
