@@ -1,8 +1,10 @@
 // The command line, thin: parses arguments and calls the modules that own each concern.
+import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig, readDotEnv, type Config } from './config.ts';
-import { JobscopeError, OverlapSkippedError } from './errors.ts';
+import { JobFilesError, JobscopeError, OverlapSkippedError } from './errors.ts';
+import { watchJobs, type JobsWatcher } from './jobs/watch.ts';
 import { loadRegistry, type Registry } from './jobs/registry.ts';
 import { describeSchedule } from './jobs/schedule.ts';
 import { createLogger, type Logger } from './log.ts';
@@ -12,12 +14,14 @@ import { redactUrl } from './redact.ts';
 import { Runtime } from './runtime/runtime.ts';
 import { adminCredentials, createApp, listen } from './server/app.ts';
 import { writeNewKey } from './token/keys.ts';
-import { JobTokenVerifier, TokenRejectedError } from './token/verify.ts';
+import { createJobTokenVerifier, TokenRejectedError } from './token/verify.ts';
 
 const USAGE = `jobscope <command>
 
-  start                         workers + scheduler + HTTP server (dashboard, API, JWKS)
-  worker [--only a,b]           workers only (scale out: run many)
+  start [--watch]               workers + scheduler + HTTP server (dashboard, API, JWKS); --watch reloads changed job files
+  worker [--only a,b] [--group g,h] [--watch]
+                                workers only (scale out: run many); --group: the jobs of these worker groups
+  workers [--json]              the worker processes (heartbeats): host, pid, versions, groups, jobs, active runs
   server                        HTTP server + scheduler sync only
   list [--json]                 the registered jobs, schedules and next fire times
   trigger <job> [--data JSON] [--delay 5m | --at ISO] [--priority N] [--key K] [--wait] [--timeout 5m]
@@ -100,9 +104,11 @@ interface Serving {
   embedded?: EmbeddedRedis;
   runtime?: Runtime;
   server?: import('node:http').Server;
+  watcher?: JobsWatcher;
 }
 
-async function stopServing({ server, runtime, embedded }: Serving): Promise<void> {
+async function stopServing({ server, runtime, embedded, watcher }: Serving): Promise<void> {
+  watcher?.close();
   if (server) {
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     server.closeIdleConnections();
@@ -112,7 +118,19 @@ async function stopServing({ server, runtime, embedded }: Serving): Promise<void
   await embedded?.stop();
 }
 
-async function serve(env: Env, mode: 'start' | 'worker' | 'server', flags: { only?: string }, io: CliIO): Promise<number> {
+interface ServeFlags {
+  only?: string;
+  group?: string;
+  watch?: boolean;
+}
+
+const list_ = (value: string | undefined) =>
+  value
+    ?.split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+
+async function serve(env: Env, mode: 'start' | 'worker' | 'server', flags: ServeFlags, io: CliIO): Promise<number> {
   const serving: Serving = {};
   try {
     await startServing(env, mode, flags, io, serving);
@@ -128,13 +146,7 @@ async function serve(env: Env, mode: 'start' | 'worker' | 'server', flags: { onl
   return 0;
 }
 
-async function startServing(
-  env: Env,
-  mode: 'start' | 'worker' | 'server',
-  flags: { only?: string },
-  io: CliIO,
-  serving: Serving,
-): Promise<void> {
+async function startServing(env: Env, mode: 'start' | 'worker' | 'server', flags: ServeFlags, io: CliIO, serving: Serving): Promise<void> {
   const { config, logger } = env;
   const registry = await loadRegistry(config.jobsDir);
   if (mode === 'start' && !config.redisUrlExplicit && !(await isListening('127.0.0.1', 6379))) {
@@ -158,18 +170,15 @@ async function startServing(
   // What clients without a jobs folder validate and enqueue with (createClient); start/server own the list.
   await runtime.publish(mode !== 'worker' && !flags.only);
   if (mode !== 'server') {
-    const only = flags.only
-      ?.split(',')
-      .map((s) => s.trim())
-      .filter(Boolean);
-    only?.forEach((n) => registry.get(n));
-    await runtime.startWorkers(only);
-    logger.info({ jobs: only ?? registry.names }, 'workers started');
+    const served = runtime.servedJobs(list_(flags.only), list_(flags.group));
+    await runtime.startWorkers(list_(flags.only), list_(flags.group));
+    const unserved = registry.names.filter((n) => !served.includes(n));
+    logger.info({ jobs: served, ...(unserved.length ? { notServedHere: unserved } : {}) }, 'workers started');
   }
   if (mode !== 'worker') {
     const admin = adminCredentials(config.user, config.password);
     const viewer = config.viewerUser && config.viewerPassword ? { user: config.viewerUser, password: config.viewerPassword } : undefined;
-    const app = createApp({ ...runtime.serverParts(), logger, admin, viewer });
+    const app = createApp({ ...runtime.serverParts(), logger, admin, viewer, introspect: config });
     server = await listen(app, config.port, config.host);
     const addr = server.address() as import('node:net').AddressInfo;
     const url = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${addr.port}`;
@@ -183,6 +192,28 @@ async function startServing(
   }
 
   serving.server = server;
+  if (flags.watch) {
+    if (mode === 'server') throw new UsageError('--watch is for start and worker (the processes that run jobs)');
+    const ownsSchedules = mode === 'start' && !flags.only;
+    serving.watcher = watchJobs(config.jobsDir, async (version) => {
+      try {
+        const { jobs, errors } = await runtime.reload(config.jobsDir, version, {
+          only: list_(flags.only),
+          groups: list_(flags.group),
+          ownsSchedules,
+        });
+        if (errors.length)
+          logger.error(
+            { files: errors.length },
+            `jobs reloaded except what failed (kept its previous version):\n${new JobFilesError(errors).message}`,
+          );
+        else logger.info({ jobs }, 'jobs reloaded');
+      } catch (err) {
+        logger.error({ err: (err as Error).message }, 'could not reload the jobs');
+      }
+    });
+    logger.info({ dir: config.jobsDir }, 'watching the jobs folder: added, changed and removed job files are reloaded');
+  }
 }
 
 async function list(env: Env, json: boolean, io: CliIO): Promise<number> {
@@ -204,6 +235,14 @@ async function list(env: Env, json: boolean, io: CliIO): Promise<number> {
     return 0;
   } finally {
     await control.close();
+  }
+}
+
+function osUser(): string {
+  try {
+    return os.userInfo().username;
+  } catch {
+    return 'unknown';
   }
 }
 
@@ -234,6 +273,7 @@ async function trigger(
     try {
       const added = await control.trigger(name, data, {
         trigger: 'manual',
+        by: `cli:${osUser()}`,
         delay: flags.delay,
         at: flags.at,
         priority,
@@ -295,11 +335,14 @@ async function verifyCommand(env: Env, token: string | undefined, audience: stri
       aud = undefined;
     }
   }
-  const verifier = new JobTokenVerifier({
+  const { LIFETIME_GRACE_MS } = await import('./token/mint.ts');
+  const verifier = createJobTokenVerifier({
     audience: aud || '(none)',
     issuer: config.issuer,
     prefix: config.prefix,
     redis: config.redisUrl,
+    // This runner's cap, not the verifier's default: tokens it hands out are accepted whatever JOBSCOPE_TOKEN_MAX_LIFETIME is.
+    maxLifetime: (config.tokenMaxLifetimeMs + LIFETIME_GRACE_MS) / 1000 + 5,
     // Configured keys plus keys retired by a rotation whose tokens may still be live (as GET /.well-known/jwks.json serves).
     ...(keys.alg === 'HS256' ? { secret: config.jwtSecret! } : { jwks: await currentJwksAt(keys, config.redisUrl, config.prefix) }),
   });
@@ -313,6 +356,27 @@ async function verifyCommand(env: Env, token: string | undefined, audience: stri
     return 1;
   } finally {
     await verifier.close();
+  }
+}
+
+async function workersCommand(env: Env, json: boolean, io: CliIO): Promise<number> {
+  const registry = await loadRegistry(env.config.jobsDir);
+  const control = await openControl(env, registry);
+  try {
+    const workers = await control.liveWorkers();
+    if (json) {
+      io.out(JSON.stringify(workers, null, 2));
+      return 0;
+    }
+    if (workers.length === 0) io.out('no worker has sent a heartbeat in the last day');
+    for (const w of workers) {
+      io.out(`${w.alive ? 'alive' : 'DEAD '}  ${w.host} pid ${w.pid}  jobscope ${w.versions.jobscope}, node ${w.versions.node}`);
+      io.out(`       groups: ${w.groups.join(', ') || '(none)'}; jobs: ${w.jobs.join(', ') || '(none)'}`);
+      io.out(`       active: ${w.active.join(', ') || '(none)'}; started ${w.startedAt}; last seen ${w.lastSeen}`);
+    }
+    return 0;
+  } finally {
+    await control.close();
   }
 }
 
@@ -358,6 +422,8 @@ export async function main(argv: string[], io: CliIO = stdio): Promise<number> {
         timeout: { type: 'string' },
         json: { type: 'boolean' },
         only: { type: 'string' },
+        group: { type: 'string' },
+        watch: { type: 'boolean' },
         audience: { type: 'string' },
         dir: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
@@ -378,7 +444,9 @@ export async function main(argv: string[], io: CliIO = stdio): Promise<number> {
       case 'start':
       case 'worker':
       case 'server':
-        return await serve(environment(), command, { only: values.only }, io);
+        return await serve(environment(), command, { only: values.only, group: values.group, watch: values.watch }, io);
+      case 'workers':
+        return await workersCommand(environment('warn'), Boolean(values.json), io);
       case 'list':
         return await list(environment('warn'), Boolean(values.json), io);
       case 'trigger':

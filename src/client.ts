@@ -26,9 +26,11 @@ export interface ClientOptions<J extends JobMap = JobMap> {
   prefix?: string;
   /** Definitions by job name (imported job files), or a jobs folder. Default: what the runners published in Redis. */
   jobs?: J | string;
+  /** Who triggers, as runs record it (`triggeredBy: 'client:<as>'`) and their tokens carry it (`act`); default 'client'. */
+  as?: string;
 }
 
-export interface ClientTriggerOptions extends Omit<TriggerOptions, 'trigger'> {
+export interface ClientTriggerOptions extends Pick<TriggerOptions, 'delay' | 'at' | 'priority' | 'key'> {
   /** Wait for the run to finish and resolve with its report; a number is the longest wait in ms. */
   wait?: boolean | number;
 }
@@ -90,9 +92,10 @@ export function createClient<J extends JobMap = JobMap>(opts: ClientOptions<J> =
   };
   const client = {
     async trigger(job: string, data?: unknown, options: ClientTriggerOptions = {}) {
-      const { wait, ...triggerOptions } = options;
+      const { wait, delay, at, priority, key } = options;
+      const triggerOptions = { delay, at, priority, key };
       const c = await control(job);
-      const added = await c.trigger(job, data ?? {}, { ...triggerOptions, trigger: 'api' });
+      const added = await c.trigger(job, data ?? {}, { ...triggerOptions, trigger: 'api', by: opts.as ? `client:${opts.as}` : 'client' });
       if (!wait) return added;
       return c.waitForRun(added.runId, typeof wait === 'number' ? wait : undefined);
     },

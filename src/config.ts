@@ -29,9 +29,15 @@ export interface Config {
   lockDurationMs: number;
   /** How long a run that ignored its abort (timeout, cancel) keeps its concurrency slot before it is reported a runaway. */
   runawayGraceMs: number;
+  /** JOBSCOPE_ALERT_WEBHOOK: where alerts go for jobs without their own `alert.webhook`. */
+  alertWebhook: string | undefined;
+  /** JOBSCOPE_PUBLIC_URL: the dashboard's address as people reach it (links in alerts). */
+  publicUrl: string;
   logLevel: string;
   /** Where the dev key and the embedded Redis keep their files. */
   stateDir: string;
+  /** Services allowed to call POST /oauth/introspect: client id -> secret (JOBSCOPE_INTROSPECT_CLIENTS). */
+  introspectClients: Record<string, string>;
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -79,6 +85,32 @@ export function parseServices(value: string | undefined): Record<string, string>
   return services;
 }
 
+/**
+ * JOBSCOPE_INTROSPECT_CLIENTS: `id:secret,id:secret`. The id is the service's name (its audience); the secret is 16+ characters
+ * that need no encoding in an HTTP Basic header or a form (letters, digits, '-', '_', '.', '~': e.g. `openssl rand -hex 24`).
+ */
+export function parseIntrospectClients(value: string | undefined): Record<string, string> {
+  const clients: Record<string, string> = {};
+  for (const part of (value ?? '').split(',')) {
+    const item = part.trim();
+    if (!item) continue;
+    const colon = item.indexOf(':');
+    const id = item.slice(0, colon);
+    const secret = item.slice(colon + 1);
+    if (colon < 1 || !/^[A-Za-z0-9_.-]+$/.test(id)) {
+      throw new ConfigError(`JOBSCOPE_INTROSPECT_CLIENTS: an entry is not id:secret (example: system:$(openssl rand -hex 24))`);
+    }
+    if (secret.length < 16 || !/^[A-Za-z0-9._~-]+$/.test(secret)) {
+      throw new ConfigError(
+        `JOBSCOPE_INTROSPECT_CLIENTS: the secret of "${id}" must be 16+ characters of A-Z a-z 0-9 - _ . ~ (openssl rand -hex 24)`,
+      );
+    }
+    if (Object.hasOwn(clients, id)) throw new ConfigError(`JOBSCOPE_INTROSPECT_CLIENTS: "${id}" is listed twice`);
+    clients[id] = secret;
+  }
+  return clients;
+}
+
 function parsePort(value: string | undefined, fallback: number): number {
   if (value === undefined || value === '') return fallback;
   const n = Number(value);
@@ -91,6 +123,18 @@ function duration(name: string, value: string | undefined, fallback: number): nu
   const ms = parseDuration(value);
   if (ms === null) throw new ConfigError(`${name}: "${value}" is not a duration (examples: 500ms, 30s, 15m)`);
   return ms;
+}
+
+function httpUrl(name: string, value: string | undefined): string | undefined {
+  if (!value) return undefined;
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new ConfigError(`${name}: "${value}" is not a URL`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ConfigError(`${name}: must be an http(s) URL`);
+  return value;
 }
 
 function lockDuration(value: string | undefined): number {
@@ -159,7 +203,10 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd()): Config 
     shutdownTimeoutMs: duration('JOBSCOPE_SHUTDOWN_TIMEOUT', env.JOBSCOPE_SHUTDOWN_TIMEOUT, 30_000),
     lockDurationMs: lockDuration(env.JOBSCOPE_LOCK_DURATION),
     runawayGraceMs: duration('JOBSCOPE_RUNAWAY_GRACE', env.JOBSCOPE_RUNAWAY_GRACE, 30_000),
+    alertWebhook: httpUrl('JOBSCOPE_ALERT_WEBHOOK', env.JOBSCOPE_ALERT_WEBHOOK),
+    publicUrl: httpUrl('JOBSCOPE_PUBLIC_URL', env.JOBSCOPE_PUBLIC_URL) ?? `http://127.0.0.1:${parsePort(env.PORT, 3000)}`,
     logLevel,
     stateDir: path.resolve(cwd, env.JOBSCOPE_STATE_DIR || '.jobscope'),
+    introspectClients: parseIntrospectClients(env.JOBSCOPE_INTROSPECT_CLIENTS),
   };
 }

@@ -16,14 +16,31 @@ export class ConfigError extends JobscopeError {
   }
 }
 
-/** A job file that is not a valid definition: names the file, the field and the fix. */
+/** A job file that is not a valid definition: names the file (and line, for a file that cannot be loaded), the field and the fix. */
 export class JobDefinitionError extends JobscopeError {
   readonly file: string;
   readonly field: string | undefined;
-  constructor(file: string, field: string | undefined, problem: string) {
-    super('ERR_JOB_DEFINITION', `${file}: ${field ? `${field}: ` : ''}${problem}`);
+  readonly line: number | undefined;
+  constructor(file: string, field: string | undefined, problem: string, at?: { line: number; column?: number }) {
+    const where = at ? `${file}:${at.line}${at.column ? `:${at.column}` : ''}` : file;
+    super('ERR_JOB_DEFINITION', `${where}: ${field ? `${field}: ` : ''}${problem}`);
     this.file = file;
     this.field = field;
+    this.line = at?.line;
+  }
+}
+
+/** Every bad file of a jobs folder at once (`errors`, one per file), so one start-up shows all there is to fix. */
+export class JobFilesError extends JobscopeError {
+  readonly errors: JobDefinitionError[];
+  constructor(errors: JobDefinitionError[]) {
+    super(
+      'ERR_JOB_FILES',
+      errors.length === 1
+        ? errors[0]!.message
+        : `${errors.length} job files need fixing:\n${errors.map((e) => `  ${e.message}`).join('\n')}`,
+    );
+    this.errors = errors;
   }
 }
 
@@ -117,6 +134,17 @@ export class RunMisfireError extends JobscopeError {
 export class LockLostError extends JobscopeError {
   constructor(runId: string) {
     super('ERR_LOCK_LOST', `run ${runId}: this execution lost its lock; another worker runs it now`);
+  }
+}
+
+/** A run started with ctx.triggerAndWait ended without completing. */
+export class ChildRunError extends JobscopeError {
+  readonly runId: string;
+  readonly outcome: string;
+  constructor(runId: string, outcome: string, error: string | null) {
+    super('ERR_CHILD_RUN', `run ${runId} ended ${outcome}${error ? `: ${error}` : ''}`);
+    this.runId = runId;
+    this.outcome = outcome;
   }
 }
 

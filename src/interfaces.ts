@@ -45,7 +45,23 @@ export interface JobDefinition<Data = Record<string, unknown>, Result = unknown>
   misfire?: Misfire;
   /** Duration; default '5s'. */
   misfireGrace?: string | number;
+  /** Jobs started after a run succeeds: a name (data = this run's result) or { job, data: (result, run) => data }. */
+  then?: (string | { job: string; data?(result: Result, run: RunInfo): unknown })[];
+  /** Sharding broadcast: one trigger runs N shard runs (ctx.shard), or one per live worker serving the job. */
+  shards?: number | 'workers';
+  /** Only `jobscope worker --group <group>` processes run this job. */
+  group?: string;
+  /** Where and when to POST an alert (default webhook: JOBSCOPE_ALERT_WEBHOOK; default on: all four). */
+  alert?: { webhook?: string; on?: AlertEvent[] };
   run(ctx: JobContext<Data>): Promise<Result> | Result;
+}
+
+export type AlertEvent = 'failed' | 'timeout' | 'misfire' | 'recovered';
+
+/** One entry of `then`, normalised. */
+export interface ThenStep {
+  job: string;
+  data?: (result: unknown, run: RunInfo) => unknown;
 }
 
 /** A loaded, validated job: its definition plus what the loader derived from it. */
@@ -64,6 +80,10 @@ export interface RegisteredJob {
   overlap: Overlap;
   misfire: Misfire;
   misfireGraceMs: number;
+  then: ThenStep[];
+  shards?: number | 'workers';
+  group?: string;
+  alert?: { webhook?: string; on: AlertEvent[] };
   audience: string[];
   scope: string[];
   /** Validates run data against `params`; returns the error list or null. */
@@ -81,6 +101,10 @@ export interface RunInfo {
   /** 1-based attempt number. */
   attempt: number;
   trigger: Trigger;
+  /** 'user:<login>', 'cli:<os user>', 'client', 'schedule', or 'run:<parent run id>'. */
+  triggeredBy: string;
+  /** The run that started this one, if any. */
+  parent?: string;
 }
 
 /** The claims of a run token: one definition, in the verifier, which must stay importable on its own. */
@@ -99,6 +123,9 @@ export interface RunToken {
   reveal(audience?: string): string;
 }
 
+/** Options of `ctx.trigger`/`ctx.triggerAndWait` (the API's, without `key` collisions across retries unless you set one). */
+export type ChildTriggerOptions = Pick<TriggerOptions, 'delay' | 'at' | 'priority' | 'key'>;
+
 export interface JobContext<Data = Record<string, unknown>> {
   data: Data;
   run: RunInfo;
@@ -108,6 +135,15 @@ export interface JobContext<Data = Record<string, unknown>> {
   token: RunToken;
   service(name: string): Got;
   http: Got;
+  /** A shard run's place in its broadcast (`shards`); null otherwise. */
+  shard: { index: number; total: number } | null;
+  /** Starts a run of another job (trigger 'parent', linked to this run); resolves with its run id. */
+  trigger(job: string, data?: unknown, opts?: ChildTriggerOptions): Promise<string>;
+  /**
+   * Starts a run and waits for it: resolves with its result, rejects with ChildRunError if it ends any other way. This
+   * run's timeout or cancel cancels it.
+   */
+  triggerAndWait<R = unknown>(job: string, data?: unknown, opts?: ChildTriggerOptions): Promise<R>;
 }
 
 export type RunState = 'waiting' | 'delayed' | 'active' | 'completed' | 'failed' | 'prioritized' | 'waiting-children' | 'unknown';
@@ -132,6 +168,13 @@ export interface RunReport {
   /** When a delayed run (trigger option delay/at, or a retry's backoff) becomes due. */
   dueAt: string | null;
   priority: number;
+  /** 'user:<login>', 'cli:<os user>', 'client', 'schedule', or 'run:<parent run id>'. */
+  triggeredBy: string | null;
+  /** The run that started this one, and the runs this one started. */
+  parent: string | null;
+  children: string[];
+  /** A shard run's place in its broadcast. */
+  shard: { index: number; total: number } | null;
 }
 
 /** Options of a trigger (API body beside `data`, CLI flags, dashboard form). */
@@ -145,6 +188,10 @@ export interface TriggerOptions {
   priority?: number;
   /** Idempotency: while a run triggered with this key is kept, the same key returns that run. */
   key?: string;
+  /** Who triggered it: 'user:<login>', 'cli:<os user>', 'client[:<name>]' (set by the API, CLI and client, not by callers' data). */
+  by?: string;
+  /** The run that triggers this one (ctx.trigger, then). */
+  parent?: string;
 }
 
 /** A live token as listed by `GET /api/tokens` (metadata only). */

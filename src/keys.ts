@@ -32,6 +32,14 @@ export class RedisKeys {
   get registry(): string {
     return `${this.prefix}:registry`;
   }
+  /** Hash worker id -> its heartbeat (host, pid, versions, groups, jobs, active runs, startedAt, lastSeen). */
+  get workers(): string {
+    return `${this.prefix}:workers`;
+  }
+  /** Hash job name -> the outcome of its last finished run (to tell a recovery). */
+  get lastOutcome(): string {
+    return `${this.prefix}:last-outcome`;
+  }
   /** Set of every job name that has had a queue, so schedulers of deleted job files can be found. */
   get knownJobs(): string {
     return `${this.prefix}:jobs`;
@@ -67,4 +75,16 @@ export class RedisKeys {
 export const RUN_FIELDS = {
   /** Set when a run's trigger differs from the BullMQ job name it was created with ('misfire'). */
   trigger: 'jsTrigger',
+  /** JSON list of the run ids this run started (ctx.trigger, then, shards). */
+  children: 'jsChildren',
 } as const;
+
+/** What jobscope keeps in a run's BullMQ options (`opts.jobscope`): who triggered it and where it belongs. */
+export interface RunMeta {
+  /** 'user:<login>', 'cli:<os user>', 'client[:<name>]', 'run:<parent run id>'; absent for a scheduled fire. */
+  by?: string;
+  /** The run that started this one (ctx.trigger, then, a shard's parent). */
+  parent?: string;
+  /** A shard run's place in its broadcast. */
+  shard?: { index: number; total: number };
+}

@@ -10,6 +10,7 @@ import type { Registry } from '../jobs/registry.ts';
 import { describeSchedule } from '../jobs/schedule.ts';
 import type { Logger } from '../log.ts';
 import { redactUrl } from '../redact.ts';
+import { listWorkers, type WorkerStatus } from '../runtime/heartbeat.ts';
 import { connect } from '../runtime/redis.ts';
 import { TokenStore } from '../token/store.ts';
 import { parseRunId, Queues, type CancelResult, type EnqueueResult, type JobSummary } from './queues.ts';
@@ -161,9 +162,14 @@ export class Control {
     if (!events) {
       const connection = this.redis.duplicate();
       connection.on('error', () => {});
-      const qe = new QueueEvents(name, { connection, prefix: this.prefix });
-      qe.on('error', () => {});
-      events = { ready: qe.waitUntilReady().then(() => qe), connection };
+      // Read the event stream from where it is now: with its default ('$', resolved when its first XREAD runs) an event
+      // between a waiter's finished-check and that first read would be lost, and the waiter would wait forever.
+      const ready = this.redis.xrevrange(this.queues.keys.queue(name) + 'events', '+', '-', 'COUNT', 1).then((last) => {
+        const qe = new QueueEvents(name, { connection, prefix: this.prefix, lastEventId: last[0]?.[0] ?? '0-0' });
+        qe.on('error', () => {});
+        return qe.waitUntilReady().then(() => qe);
+      });
+      events = { ready, connection };
       this.events.set(name, events);
     }
     try {
@@ -235,6 +241,11 @@ export class Control {
         };
       }),
     );
+  }
+
+  /** The worker processes that sent a heartbeat in the last day: alive, or dead since (the executor registry). */
+  liveWorkers(): Promise<WorkerStatus[]> {
+    return listWorkers(this.redis, this.queues.keys);
   }
 
   /** Does any worker serve this job right now? */

@@ -8,7 +8,7 @@ import { OverlapSkippedError, ParamsError, RunFinishedError, TriggerOptionsError
 import type { RegisteredJob, RunOutcome, RunReport, RunState, Trigger, TriggerOptions } from '../interfaces.ts';
 import type { Registry } from '../jobs/registry.ts';
 import { nextRuns } from '../jobs/schedule.ts';
-import { RedisKeys, RUN_FIELDS } from '../keys.ts';
+import { RedisKeys, RUN_FIELDS, type RunMeta } from '../keys.ts';
 import type { TokenStore } from '../token/store.ts';
 import { OverlapRules } from './overlap.ts';
 
@@ -115,6 +115,18 @@ export interface CancelResult {
   outcome: 'removed' | 'signalled';
 }
 
+// Appends to a JSON list in a field of a run's hash, only while the run exists.
+const APPEND_CHILD = `if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+local list = raw and cjson.decode(raw) or {}
+list[#list + 1] = ARGV[2]
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(list))
+return 1`;
+
+interface WithAppend {
+  jobscopeAppendChild(key: string, field: string, value: string): Promise<number>;
+}
+
 export class Queues {
   readonly registry: Registry;
   readonly redis: Redis;
@@ -131,17 +143,22 @@ export class Queues {
     this.prefix = prefix;
     this.keys = new RedisKeys(prefix);
     this.overlap = new OverlapRules(redis, this.keys);
+    if (!('jobscopeAppendChild' in redis)) redis.defineCommand('jobscopeAppendChild', { numberOfKeys: 1, lua: APPEND_CHILD });
     this.tokens = tokens;
     for (const name of registry.names) this.queues.set(name, new Queue(name, { connection: redis, prefix }));
   }
 
   queue(name: string): Queue {
     this.registry.get(name); // throws UnknownJobError with the list of known jobs
-    return this.queues.get(name)!;
+    let queue = this.queues.get(name);
+    // A job added while running (--watch) gets its queue on first use.
+    if (!queue) this.queues.set(name, (queue = new Queue(name, { connection: this.redis, prefix: this.prefix })));
+    return queue;
   }
 
+  /** The queues of the registry's jobs (a job removed by --watch keeps its queue open, but is not listed). */
   all(): Queue[] {
-    return [...this.queues.values()];
+    return this.registry.names.map((name) => this.queue(name));
   }
 
   /** The Redis set of paused job names: pause survives restarts and covers the schedule as well as the queue. */
@@ -180,13 +197,28 @@ export class Queues {
       if (!claim.ok) throw new OverlapSkippedError(name, runIdOf(name, claim.others[0]));
       await Promise.all(claim.others.map((id) => this.cancel(runIdOf(name, id), 'replaced by a newer run').catch(() => undefined)));
     }
+    const meta: RunMeta = { by: opts.by, parent: opts.parent };
     try {
-      const added = await queue.add(opts.trigger ?? 'api', payload, { ...jobOptions(job), ...options, ...(jobId ? { jobId } : {}) });
-      return { runId: runIdOf(name, added.id) };
+      const added = await queue.add(opts.trigger ?? 'api', payload, {
+        ...jobOptions(job),
+        ...options,
+        ...(jobId ? { jobId } : {}),
+        // BullMQ keeps options it does not know with the run: who triggered it and its parent live and die with it.
+        ...({ jobscope: meta } as JobsOptions),
+      });
+      const runId = runIdOf(name, added.id);
+      if (opts.parent) await this.addChild(opts.parent, runId);
+      return { runId };
     } catch (err) {
       if (jobId && job.overlap !== 'queue') await this.overlap.release(name, jobId).catch(() => undefined);
       throw err;
     }
+  }
+
+  /** Records on a run the id of a run it started (a field of its BullMQ hash: it goes when the run goes). */
+  async addChild(parentRunId: string, childRunId: string): Promise<void> {
+    const { job, id } = parseRunId(parentRunId);
+    await (this.redis as unknown as WithAppend).jobscopeAppendChild(this.keys.bullJob(job, id), RUN_FIELDS.children, childRunId);
   }
 
   async getJob(runId: string): Promise<Job> {
@@ -203,13 +235,21 @@ export class Queues {
     const queue = this.queue(name);
     // State first: a job read before its state could predate its completion and lack the result.
     const state = (await queue.getJobState(id)) as RunState;
-    const [job, logs, trigger] = await Promise.all([
-      queue.getJob(id),
-      queue.getJobLogs(id, 0, -1),
-      this.redis.hget(this.keys.bullJob(name, id), RUN_FIELDS.trigger),
-    ]);
+    const [job, logs, fields] = await Promise.all([queue.getJob(id), queue.getJobLogs(id, 0, -1), this.runFields(name, id)]);
     if (!job) throw new UnknownRunError(runId);
-    return toReport(name, job, state, logs.logs, trigger as Trigger | null);
+    return toReport(name, job, state, logs.logs, fields);
+  }
+
+  /** jobscope's own fields of a run's hash. */
+  async runFields(job: string, id: string): Promise<RunFields> {
+    const [trigger, children] = await this.redis.hmget(this.keys.bullJob(job, id), RUN_FIELDS.trigger, RUN_FIELDS.children);
+    let list: string[] = [];
+    try {
+      list = children ? (JSON.parse(children) as string[]) : [];
+    } catch {
+      list = [];
+    }
+    return { trigger: (trigger as Trigger | null) ?? null, children: list };
   }
 
   /** Recent runs of a job, newest first. */
@@ -218,8 +258,8 @@ export class Queues {
     const jobs = await queue.getJobs(['active', 'waiting', 'delayed', 'prioritized', 'completed', 'failed'], 0, limit - 1, false);
     const reports = await Promise.all(
       jobs.filter(Boolean).map(async (j) => {
-        const [state, trigger] = await Promise.all([j.getState(), this.redis.hget(this.keys.bullJob(name, j.id!), RUN_FIELDS.trigger)]);
-        return toReport(name, j, state as RunState, [], trigger as Trigger | null);
+        const [state, fields] = await Promise.all([j.getState(), this.runFields(name, j.id!)]);
+        return toReport(name, j, state as RunState, [], fields);
       }),
     );
     return reports.sort((a, b) => (b.createdAt ?? '').localeCompare(a.createdAt ?? '')).slice(0, limit);
@@ -277,12 +317,24 @@ export class Queues {
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.all().map((q) => q.close()));
+    await Promise.all([...this.queues.values()].map((q) => q.close()));
   }
 }
 
-export function toReport(name: string, job: Job, state: RunState, logs: string[], trigger?: Trigger | null): RunReport {
+/** The run's meta from its options (see RunMeta). */
+export function metaOf(job: Pick<Job, 'opts'>): RunMeta {
+  return ((job.opts as { jobscope?: RunMeta }).jobscope ?? {}) as RunMeta;
+}
+
+export interface RunFields {
+  trigger: Trigger | null;
+  children: string[];
+}
+
+export function toReport(name: string, job: Job, state: RunState, logs: string[], fields?: RunFields): RunReport {
   const finished = state === 'completed' || state === 'failed';
+  const meta = metaOf(job);
+  const trigger = fields?.trigger;
   return {
     runId: runIdOf(name, job.id),
     job: name,
@@ -301,5 +353,9 @@ export function toReport(name: string, job: Job, state: RunState, logs: string[]
     // A retry's backoff is counted from its failure, which the job does not keep: only a run-later trigger has a known due time.
     dueAt: state === 'delayed' && job.attemptsMade === 0 ? iso(job.timestamp + (job.delay ?? 0)) : null,
     priority: job.priority ?? 0,
+    triggeredBy: meta.by ?? (job.name === 'schedule' ? 'schedule' : null),
+    parent: meta.parent ?? null,
+    children: fields?.children ?? [],
+    shard: meta.shard ?? null,
   };
 }

@@ -3,7 +3,7 @@ import { Ajv, type ErrorObject } from 'ajv';
 import addFormatsModule from 'ajv-formats';
 import { parseDuration } from '../duration.ts';
 import { JobDefinitionError } from '../errors.ts';
-import type { JobDefinition, ParamsIssue, RegisteredJob } from '../interfaces.ts';
+import type { AlertEvent, JobDefinition, ParamsIssue, RegisteredJob, ThenStep } from '../interfaces.ts';
 import { cronProblem, everyMs } from './schedule.ts';
 
 /** Identity at run time; gives a job file its types. */
@@ -27,8 +27,17 @@ const KNOWN_KEYS = [
   'overlap',
   'misfire',
   'misfireGrace',
+  'then',
+  'shards',
+  'group',
+  'alert',
   'run',
 ] as const;
+
+const ALERT_EVENTS = ['failed', 'timeout', 'misfire', 'recovered'] as const;
+/** Worker groups and job names: the same safe alphabet (they appear in CLI flags and Redis). */
+const GROUP = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
+const MAX_SHARDS = 1000;
 
 /** A scheduled fire that starts later than this after its due time is a misfire (xxl-job's default policy: skip it). */
 export const DEFAULT_MISFIRE_GRACE_MS = 5000;
@@ -163,6 +172,53 @@ export function registerDefinition(name: string, file: string, raw: unknown): Re
     fail('overlap', "must be 'queue', 'skip' or 'replace'");
   }
   if (def.misfire !== undefined && def.misfire !== 'skip' && def.misfire !== 'once') fail('misfire', "must be 'skip' or 'once'");
+  const then: RegisteredJob['then'] = [];
+  if (def.then !== undefined) {
+    if (!Array.isArray(def.then)) fail('then', "must be a list: ['report', { job: 'notify', data: (result, run) => ({ ... }) }]");
+    (def.then as unknown[]).forEach((entry, i) => {
+      if (typeof entry === 'string') return void then.push({ job: entry });
+      if (!isPlainObject(entry) || typeof entry.job !== 'string')
+        fail(`then[${i}]`, "must be a job name or { job: 'name', data?: (result, run) => data }");
+      const e = entry as Record<string, unknown>;
+      const extra = Object.keys(e).filter((k) => k !== 'job' && k !== 'data');
+      if (extra.length) fail(`then[${i}].${extra[0]}`, 'unknown field; allowed: job, data');
+      if (e.data !== undefined && typeof e.data !== 'function') fail(`then[${i}].data`, 'must be a function (result, run) => data');
+      then.push({ job: e.job as string, data: e.data as ThenStep['data'] });
+    });
+  }
+  let shards: RegisteredJob['shards'];
+  if (def.shards !== undefined) {
+    if (def.shards !== 'workers' && (!Number.isInteger(def.shards) || (def.shards as number) < 1 || (def.shards as number) > MAX_SHARDS)) {
+      fail('shards', `must be an integer from 1 to ${MAX_SHARDS}, or 'workers' (one shard per live worker serving the job)`);
+    }
+    if (def.overlap === 'replace') fail('shards', "a sharded job cannot have overlap: 'replace'; use 'queue' or 'skip'");
+    shards = def.shards;
+  }
+  if (def.group !== undefined && (typeof def.group !== 'string' || !GROUP.test(def.group))) {
+    fail('group', "must be a name of letters, digits, '-' or '_' (the same as `jobscope worker --group <name>`)");
+  }
+  let alert: RegisteredJob['alert'];
+  if (def.alert !== undefined) {
+    const a = def.alert as unknown as Record<string, unknown>;
+    if (!isPlainObject(a)) fail('alert', "must be { webhook?: 'https://...', on?: ['failed', 'timeout', 'misfire', 'recovered'] }");
+    const extra = Object.keys(a).filter((k) => k !== 'webhook' && k !== 'on');
+    if (extra.length) fail(`alert.${extra[0]}`, 'unknown field; allowed: webhook, on');
+    if (a.webhook !== undefined) {
+      let url: URL | undefined;
+      try {
+        url = new URL(String(a.webhook));
+      } catch {
+        url = undefined;
+      }
+      if (typeof a.webhook !== 'string' || !url || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
+        fail('alert.webhook', 'must be an http(s) URL');
+      }
+    }
+    if (a.on !== undefined && (!Array.isArray(a.on) || !a.on.every((e) => (ALERT_EVENTS as readonly unknown[]).includes(e)))) {
+      fail('alert.on', `must be a list of ${ALERT_EVENTS.map((e) => `'${e}'`).join(', ')}`);
+    }
+    alert = { webhook: a.webhook as string | undefined, on: (a.on as AlertEvent[] | undefined) ?? [...ALERT_EVENTS] };
+  }
   let misfireGraceMs = DEFAULT_MISFIRE_GRACE_MS;
   if (def.misfireGrace !== undefined) {
     const ms = parseDuration(def.misfireGrace);
@@ -185,6 +241,10 @@ export function registerDefinition(name: string, file: string, raw: unknown): Re
     overlap: def.overlap ?? 'queue',
     misfire: def.misfire ?? 'skip',
     misfireGraceMs,
+    then,
+    shards,
+    group: def.group,
+    alert,
     audience: audience as string[],
     scope: (scope as string[] | undefined) ?? [],
     validate,

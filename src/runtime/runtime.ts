@@ -6,12 +6,16 @@ import { Control } from '../control/control.ts';
 import type { Queues } from '../control/queues.ts';
 import { ServiceClients } from '../http/clients.ts';
 import { publishRegistry } from '../jobs/published.ts';
-import type { Registry } from '../jobs/registry.ts';
+import { loadJobs, type Registry } from '../jobs/registry.ts';
 import type { Logger } from '../log.ts';
 import { loadKeys, type KeyStore } from '../token/keys.ts';
 import { TokenMinter } from '../token/mint.ts';
 import { TokenStore } from '../token/store.ts';
 import { connect } from './redis.ts';
+import { Alerts } from '../control/alerts.ts';
+import { JobFilesError } from '../errors.ts';
+import { workflowProblems } from '../jobs/workflow.ts';
+import { Heartbeat } from './heartbeat.ts';
 import { Workers } from './worker.ts';
 
 export type RuntimeConfig = Pick<
@@ -27,6 +31,8 @@ export type RuntimeConfig = Pick<
   | 'shutdownTimeoutMs'
   | 'lockDurationMs'
   | 'runawayGraceMs'
+  | 'alertWebhook'
+  | 'publicUrl'
   | 'stateDir'
 >;
 
@@ -44,10 +50,15 @@ export class Runtime {
   readonly minter: TokenMinter;
   readonly clients: ServiceClients;
   workers: Workers | undefined;
+  readonly alerts: Alerts;
+  private heartbeat: Heartbeat | undefined;
   private readonly tokenRedis: Redis;
   private subscriber: Redis | undefined;
 
   constructor(config: RuntimeConfig, registry: Registry, logger: Logger, keys?: KeyStore) {
+    // `then` across files: unknown jobs and cycles stop a process that would run them, naming the files.
+    const problems = workflowProblems([...registry.jobs.values()]);
+    if (problems.length) throw new JobFilesError(problems);
     this.config = config;
     this.registry = registry;
     this.logger = logger;
@@ -57,6 +68,28 @@ export class Runtime {
     this.keys = keys ?? loadKeys(config);
     this.minter = new TokenMinter(this.keys, new TokenStore(this.tokenRedis, config.prefix), config.issuer);
     this.clients = new ServiceClients({ services: config.services, tokenHeader: config.tokenHeader });
+    this.alerts = new Alerts(
+      this.control.redis,
+      this.control.queues.keys,
+      config.prefix,
+      {
+        defaultWebhook: config.alertWebhook,
+        publicUrl: config.publicUrl,
+      },
+      logger,
+    );
+  }
+
+  /**
+   * The jobs this process serves: `only` exactly, else by worker group: with `groups`, the jobs of those groups; without,
+   * the jobs that have no group (a job with a group runs only where `--group` names it).
+   */
+  servedJobs(only?: string[], groups?: string[]): string[] {
+    if (only?.length) return only.map((name) => this.registry.get(name).name);
+    return this.registry.names.filter((name) => {
+      const group = this.registry.get(name).group;
+      return groups?.length ? group !== undefined && groups.includes(group) : group === undefined;
+    });
   }
 
   /** The control plane's connection (BullMQ queues and workers are built from it). */
@@ -72,19 +105,22 @@ export class Runtime {
 
   /** What the HTTP server needs of this process: the control plane, the JWKS, and the workers whose runs /metrics counts. */
   serverParts() {
-    return { control: this.control, jwks: () => this.minter.jwks(), workers: this.workers };
+    return { control: this.control, jwks: () => this.minter.jwks(), workers: this.workers, alerts: this.workers && this.alerts };
   }
 
   ready(timeoutMs = 10_000): Promise<void> {
     return this.control.ready(timeoutMs);
   }
 
-  async startWorkers(only?: string[]): Promise<Workers> {
+  async startWorkers(only?: string[], groups?: string[]): Promise<Workers> {
+    const served = this.servedJobs(only, groups);
     this.subscriber = this.redis.duplicate();
     // duplicate() does not copy listeners: without one, a Redis outage is an unhandled 'error' event.
     this.subscriber.on('error', () => {});
     this.workers = new Workers({
       registry: this.registry,
+      control: this.control,
+      alerts: this.alerts,
       queues: this.queues,
       minter: this.minter,
       clients: this.clients,
@@ -95,10 +131,31 @@ export class Runtime {
       lockDurationMs: this.config.lockDurationMs,
       runawayGraceMs: this.config.runawayGraceMs,
       logger: this.logger,
-      only,
+      only: served,
     });
     await this.workers.start();
+    this.alerts.startDelivery(this.redis, this.config.prefix);
+    const workers = this.workers;
+    this.heartbeat = new Heartbeat(this.redis, this.control.queues.keys, { jobs: () => workers.jobs, groups: groups ?? [] }, () =>
+      workers.activeRuns(),
+    );
+    await this.heartbeat.start();
     return this.workers;
+  }
+
+  /**
+   * Loads the jobs folder afresh (--watch) and makes the workers, the published definitions and, for a process that owns
+   * them, the schedules follow. A file that fails to load keeps its previous definition; its problems are returned.
+   */
+  async reload(dir: string, version: number, opts: { only?: string[]; groups?: string[]; ownsSchedules: boolean }) {
+    const { jobs, errors } = await loadJobs(dir, version);
+    const failed = new Set(errors.map((e) => e.file));
+    const kept = [...this.registry.jobs.values()].filter((j) => failed.has(j.file) && !jobs.some((n) => n.name === j.name));
+    this.registry.replace([...jobs.filter((j) => !failed.has(j.file)), ...kept]);
+    if (this.workers) await this.workers.serve(this.servedJobs(opts.only, opts.groups).filter((n) => this.registry.has(n)));
+    await this.publish(opts.ownsSchedules);
+    if (opts.ownsSchedules) await this.syncSchedules();
+    return { jobs: this.registry.names, errors };
   }
 
   /** Publishes this process's job definitions (without code) for clients that have no jobs folder. */
@@ -126,6 +183,8 @@ export class Runtime {
   /** Graceful: stop taking work, hand back what is still active at the deadline, close every connection. */
   async close(): Promise<void> {
     await this.workers?.close(this.config.shutdownTimeoutMs);
+    await this.heartbeat?.stop();
+    await this.alerts.close();
     this.subscriber?.disconnect();
     await Promise.all([this.tokenRedis.quit().catch(() => undefined), this.control.close()]);
   }

@@ -8,25 +8,41 @@
 // - an aborted handler that ignores its signal keeps its slot until it settles or `runawayGraceMs` has passed.
 import { EventEmitter, setMaxListeners } from 'node:events';
 import { inspect } from 'node:util';
-import { DelayedError, UnrecoverableError, Worker, type Job, type Queue } from 'bullmq';
+import { DelayedError, UnrecoverableError, WaitingChildrenError, Worker, type Job, type Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { LockLostError, ParamsError, ScopeError, RunCancelledError, RunMisfireError, RunSkippedError, RunTimeoutError } from '../errors.ts';
-import type { JobContext, RegisteredJob, RunInfo, RunOutcome, RunToken, Trigger } from '../interfaces.ts';
+import {
+  ChildRunError,
+  LockLostError,
+  ParamsError,
+  ScopeError,
+  RunCancelledError,
+  RunMisfireError,
+  RunSkippedError,
+  RunTimeoutError,
+} from '../errors.ts';
+import type { ChildTriggerOptions, JobContext, RegisteredJob, RunInfo, RunOutcome, RunToken, Trigger } from '../interfaces.ts';
 import type { Registry } from '../jobs/registry.ts';
-import { RUN_FIELDS } from '../keys.ts';
+import { RUN_FIELDS, type RunMeta } from '../keys.ts';
 import type { Logger } from '../log.ts';
 import type { ServiceClients } from '../http/clients.ts';
 import { RunTokenLease } from '../token/lease.ts';
 import { tokenLifetime, type TokenMinter } from '../token/mint.ts';
 import { redactTokens, redactValue } from '../redact.ts';
 import { runInScope, type RunScope } from '../token/scope.ts';
-import { OUTCOME_OF_ERROR, runIdOf, type Queues } from '../control/queues.ts';
+import type { Alerts } from '../control/alerts.ts';
+import type { Control } from '../control/control.ts';
+import { jobOptions, metaOf, OUTCOME_OF_ERROR, parseRunId, runIdOf, type Queues } from '../control/queues.ts';
+import { listWorkers } from './heartbeat.ts';
 
 export type { RunOutcome } from '../interfaces.ts';
 
 export interface WorkerDeps {
   registry: Registry;
+  /** The control plane: children (ctx.trigger, then, shards) are triggered and waited for through it. */
+  control: Control;
   queues: Queues;
+  /** Where final outcomes go to be turned into alerts. */
+  alerts?: Alerts;
   minter: TokenMinter;
   clients: ServiceClients;
   /** Connection BullMQ workers are built from (maxRetriesPerRequest: null). */
@@ -112,6 +128,21 @@ function recordedError(reason: unknown, err: unknown, tokens: string[]): Error {
   return out;
 }
 
+/** The RFC 8693 actor claim for who triggered a run: a person, the CLI, a client, or a parent run (its job and run id). */
+export function actorOf(by: string | undefined): { sub: string; run?: string } | undefined {
+  if (!by || by === 'schedule') return undefined;
+  if (by.startsWith('run:')) {
+    const parent = by.slice(4);
+    return { sub: `job:${parseRunId(parent).job}`, run: parent };
+  }
+  return { sub: by };
+}
+
+/** A shard run's BullMQ id: derived from its parent's, so fanning out twice adds nothing (ids cannot contain ':'). */
+function shardId(parentId: string, index: number): string {
+  return `${parentId.replace(/:/g, '_')}-shard-${index}`;
+}
+
 function outcomeOfError(reason: unknown): RunOutcome {
   return (reason instanceof Error && OUTCOME_OF_ERROR[reason.name]) || 'failed';
 }
@@ -148,6 +179,11 @@ export class Workers extends EventEmitter<RunEvents> {
   private readonly shutdown = new AbortController();
   /** This process's executions by run id: a lost lock aborts the one it belongs to. */
   private readonly executions = new Map<string, AbortController>();
+  /** The definition each worker runs (a reload replaces a worker whose definition changed). */
+  private readonly definitions = new Map<string, RegisteredJob>();
+  /** Workers replaced by a reload, finishing their runs. */
+  private readonly retiring = new Set<Worker>();
+  private served: string[] = [];
 
   constructor(deps: WorkerDeps) {
     super();
@@ -157,31 +193,15 @@ export class Workers extends EventEmitter<RunEvents> {
   }
 
   async start(): Promise<void> {
-    const { registry, connection, prefix, logger, subscriber, queues, lockDurationMs } = this.deps;
-    for (const name of this.deps.only ?? registry.names) {
-      const job = registry.get(name);
-      const queue = queues.queue(name);
-      // Limits kept in Redis hold for every worker process of the job, however many there are.
-      await queue.setGlobalConcurrency(job.concurrency);
-      await (job.rateLimit ? queue.setGlobalRateLimit(job.rateLimit.max, job.rateLimit.durationMs) : queue.removeGlobalRateLimit());
-      const worker = new Worker(name, (bullJob: Job, lock?: string, signal?: AbortSignal) => this.attempt(job, bullJob, lock, signal), {
-        connection,
-        prefix,
-        concurrency: job.concurrencyPerWorker,
-        lockDuration: lockDurationMs,
-        stalledInterval: lockDurationMs,
-      });
-      worker.on('error', (err) => logger.error({ job: name, err: err.message }, 'worker error'));
-      worker.on('lockRenewalFailed', (ids) => {
-        for (const id of ids) this.executions.get(runIdOf(name, id))?.abort(new LockLostError(runIdOf(name, id)));
-      });
-      this.workers.set(name, worker);
-    }
+    const { registry, logger, subscriber, queues } = this.deps;
+    await this.serve(this.deps.only ?? registry.names);
     subscriber.on('message', (channel, message) => {
       if (channel !== queues.cancelChannel) return;
       try {
         const { job, id, reason } = JSON.parse(message) as { job: string; id: string; reason?: string };
-        if (this.workers.get(job)?.cancelJob(id, reason ?? 'cancelled')) {
+        // The current worker of the job, or one retiring after a reload (its runs finish on the old code).
+        const candidates = [this.workers.get(job), ...[...this.retiring].filter((w) => w.name === job)];
+        if (candidates.some((w) => w?.cancelJob(id, reason ?? 'cancelled'))) {
           logger.info({ job, run: runIdOf(job, id) }, 'run cancel requested');
         }
       } catch {
@@ -189,7 +209,58 @@ export class Workers extends EventEmitter<RunEvents> {
       }
     });
     await subscriber.subscribe(queues.cancelChannel);
+  }
+
+  /**
+   * Serves exactly these jobs with the registry's current definitions: starts workers for new ones, and for changed or
+   * removed ones retires the old worker (it takes no new run; runs in progress finish on the old code).
+   */
+  async serve(names: string[]): Promise<void> {
+    const { registry, logger } = this.deps;
+    for (const [name, worker] of this.workers) {
+      if (names.includes(name) && registry.has(name) && this.definitions.get(name) === registry.get(name)) continue;
+      this.workers.delete(name);
+      this.definitions.delete(name);
+      this.retiring.add(worker);
+      void worker
+        .close()
+        .catch((err: Error) => logger.error({ job: name, err: err.message }, 'could not close a retired worker'))
+        .finally(() => this.retiring.delete(worker));
+      logger.info(
+        { job: name },
+        names.includes(name) && registry.has(name) ? 'job changed: new runs use the new code' : 'job removed here',
+      );
+    }
+    for (const name of names) if (!this.workers.has(name)) await this.startJob(registry.get(name));
+    this.served = names;
     await Promise.all([...this.workers.values()].map((w) => w.waitUntilReady()));
+  }
+
+  /** The jobs this process serves now. */
+  get jobs(): string[] {
+    return this.served;
+  }
+
+  private async startJob(job: RegisteredJob): Promise<void> {
+    const { connection, prefix, logger, queues, lockDurationMs } = this.deps;
+    const { name } = job;
+    const queue = queues.queue(name);
+    // Limits kept in Redis hold for every worker process of the job, however many there are.
+    await queue.setGlobalConcurrency(job.concurrency);
+    await (job.rateLimit ? queue.setGlobalRateLimit(job.rateLimit.max, job.rateLimit.durationMs) : queue.removeGlobalRateLimit());
+    const worker = new Worker(name, (bullJob: Job, lock?: string, signal?: AbortSignal) => this.attempt(job, bullJob, lock, signal), {
+      connection,
+      prefix,
+      concurrency: job.concurrencyPerWorker,
+      lockDuration: lockDurationMs,
+      stalledInterval: lockDurationMs,
+    });
+    worker.on('error', (err) => logger.error({ job: name, err: err.message }, 'worker error'));
+    worker.on('lockRenewalFailed', (ids) => {
+      for (const id of ids) this.executions.get(runIdOf(name, id))?.abort(new LockLostError(runIdOf(name, id)));
+    });
+    this.workers.set(name, worker);
+    this.definitions.set(name, job);
   }
 
   /** One attempt of one run: validate -> schedule rules -> overlap rules -> lease -> run in scope -> finally revoke. */
@@ -199,16 +270,27 @@ export class Workers extends EventEmitter<RunEvents> {
     const origin = (bullJob.name || 'api') as Trigger;
     // A run handed back (shutdown) or recovered from a stall starts again without having made an attempt.
     const firstStart = bullJob.attemptsMade === 0 && (bullJob.attemptsStarted ?? 1) <= 1;
-    const run: RunInfo = { id: runIdOf(job.name, bullJob.id), job: job.name, attempt, trigger: attempt > 1 ? 'retry' : origin };
+    const meta = metaOf(bullJob);
+    const run: RunInfo = {
+      id: runIdOf(job.name, bullJob.id),
+      job: job.name,
+      attempt,
+      trigger: attempt > 1 ? 'retry' : origin,
+      triggeredBy: meta.by ?? (origin === 'schedule' ? 'schedule' : 'api'),
+      ...(meta.parent ? { parent: meta.parent } : {}),
+    };
     const log = logger.child({ job: job.name, run: run.id, attempt });
     const started = Date.now();
-    const end = (outcome: RunOutcome) =>
-      this.emit('run:end', { job: job.name, runId: run.id, attempt, outcome, durationMs: Date.now() - started });
+    const end = (outcome: RunOutcome, final = false, error: string | null = null) => {
+      const durationMs = Date.now() - started;
+      this.emit('run:end', { job: job.name, runId: run.id, attempt, outcome, durationMs });
+      if (final) void this.deps.alerts?.finished({ job, runId: run.id, outcome, error, attempts: attempt, durationMs });
+    };
     /** Ends the run without running it (skipped, misfire, bad data): recorded with its outcome, never retried. */
     const refuse = async (reason: Error): Promise<never> => {
       await bullJob.log(reason.message);
       log.info({ outcome: outcomeOfError(reason), reason: reason.message }, 'run not started');
-      end(outcomeOfError(reason));
+      end(outcomeOfError(reason), true, reason.message);
       throw recordedError(reason, new UnrecoverableError(reason.message), []);
     };
 
@@ -227,11 +309,14 @@ export class Workers extends EventEmitter<RunEvents> {
         await bullJob.log(`misfire: started ${((Date.now() - fireTime(bullJob)) / 1000).toFixed(1)} s after its due time; run once`);
       }
     }
-    if (job.overlap !== 'queue') {
+    // A shard is part of its parent's run: the parent passed the schedule and overlap rules for all of them.
+    if (job.overlap !== 'queue' && !meta.shard) {
       const verdict = await this.checkOverlap(job, bullJob, origin === 'schedule' && firstStart);
       if (verdict === 'wait') return this.handBack(bullJob, lock, log, run, 'replace', Date.now() + REPLACE_RECHECK_MS);
       if (verdict) await refuse(verdict);
     }
+
+    if (job.shards !== undefined && !meta.shard) return this.broadcast(job, bullJob, lock, run, log, end);
 
     const controller = new AbortController();
     const { signal } = controller;
@@ -253,6 +338,7 @@ export class Workers extends EventEmitter<RunEvents> {
         audience: job.audience,
         scope: job.scope,
         lifetimeMs: tokenLifetime(job.timeoutMs, tokenMaxLifetimeMs),
+        act: actorOf(meta.by),
       },
       log,
       {
@@ -275,11 +361,12 @@ export class Workers extends EventEmitter<RunEvents> {
     try {
       await lease.start();
       scope = { run, signal, tokens: lease, open: !signal.aborted };
-      const ctx = this.context(scope, data, bullJob, lease.raws, clients);
+      const ctx = this.context(job, scope, data, bullJob, lease.raws, clients, meta);
       handler = runInScope(scope, async () => job.definition.run(ctx));
       const result = redactValue(await Promise.race([handler, untilAborted(signal)]), lease.raws);
       log.info({ ms: Date.now() - started }, 'run completed');
-      end('completed');
+      await this.startThen(job, run, result, bullJob, log);
+      end('completed', true);
       return result;
     } catch (err) {
       const reason: unknown = signal.aborted ? signal.reason : err;
@@ -290,7 +377,7 @@ export class Workers extends EventEmitter<RunEvents> {
       const recorded = recordedError(reason, err, lease.raws);
       const outcome = outcomeOfError(reason);
       log.warn({ ms: Date.now() - started, outcome, error: recorded.message }, 'run failed');
-      end(outcome);
+      end(outcome, isFinal(reason, err) || attempt >= job.attempts, recorded.message);
       throw recorded;
     } finally {
       if (scope) scope.open = false;
@@ -302,6 +389,98 @@ export class Workers extends EventEmitter<RunEvents> {
       // Revoke even when the handler is still running in the background (it ignored the abort): its calls now fail.
       await lease.close().catch((err: Error) => log.error({ err: err.message }, 'could not revoke the run token; it dies at its expiry'));
     }
+  }
+
+  /** Starts the jobs of `then` after a success. A step whose data does not fit its job is logged on this run, not started. */
+  private async startThen(job: RegisteredJob, run: RunInfo, result: unknown, bullJob: Job, log: Logger): Promise<void> {
+    for (const [i, step] of job.then.entries()) {
+      let data: unknown;
+      try {
+        data = step.data ? step.data(result, run) : (result ?? {});
+      } catch (err) {
+        await bullJob.log(`then: ${step.job} not started: its data mapping threw: ${(err as Error).message}`);
+        continue;
+      }
+      try {
+        // The key makes a repeated completion (a lost lock, a crash after the handler) start each child once.
+        const { runId } = await this.deps.control.trigger(step.job, data, {
+          trigger: 'parent',
+          by: `run:${run.id}`,
+          parent: run.id,
+          key: `then:${run.id}:${i}`,
+        });
+        await bullJob.log(`then: started ${runId}`);
+      } catch (err) {
+        await bullJob.log(`then: ${step.job} not started: ${(err as Error).message}`);
+        log.warn({ child: step.job, err: (err as Error).message }, 'then: child not started');
+      }
+    }
+  }
+
+  /**
+   * A run of a sharded job: fans out one shard run per index as BullMQ children of this run, waits for them (without
+   * holding a slot), then completes with their results in index order, or fails naming the shards that failed. Each
+   * shard is a run of its own: its own token, its own retries.
+   */
+  private async broadcast(
+    job: RegisteredJob,
+    bullJob: Job,
+    lock: string | undefined,
+    run: RunInfo,
+    log: Logger,
+    end: (outcome: RunOutcome, final?: boolean, error?: string | null) => void,
+  ): Promise<unknown> {
+    const { queues } = this.deps;
+    const deps = await bullJob.getDependenciesCount();
+    if (Object.values(deps).every((n) => !n)) {
+      const total = job.shards === 'workers' ? await this.liveWorkersServing(job.name) : job.shards!;
+      if (total < 1) {
+        const err = new UnrecoverableError(`shards: 'workers': no live worker serves ${job.name}`);
+        end('failed', true, err.message);
+        throw err;
+      }
+      const parent = { id: bullJob.id!, queue: bullJob.queueQualifiedName };
+      const shards = Array.from({ length: total }, (_, index) => ({
+        name: 'shard',
+        data: bullJob.data as unknown,
+        opts: {
+          ...jobOptions(job),
+          jobId: shardId(bullJob.id!, index),
+          parent,
+          // A failed shard does not stop the others; this run then fails naming it.
+          ignoreDependencyOnFailure: true,
+          jobscope: { by: `run:${run.id}`, parent: run.id, shard: { index, total } } satisfies RunMeta,
+        },
+      }));
+      await queues.queue(job.name).addBulk(shards);
+      for (const shard of shards) await queues.addChild(run.id, runIdOf(job.name, shard.opts.jobId));
+      await bullJob.log(`broadcast: ${total} shard run(s)`);
+      log.info({ shards: total }, 'broadcast: shard runs started');
+      if (lock && (await bullJob.moveToWaitingChildren(lock))) throw new WaitingChildrenError();
+    }
+    const indexOf = (key: string) => Number(/-shard-(\d+)$/.exec(key)?.[1] ?? -1);
+    const [values, failures] = await Promise.all([bullJob.getChildrenValues(), bullJob.getIgnoredChildrenFailures()]);
+    const failed = Object.entries(failures).map(([key, reason]) => ({ index: indexOf(key), reason }));
+    if (failed.length) {
+      failed.sort((a, b) => a.index - b.index);
+      const message = `shard(s) ${failed.map((f) => f.index).join(', ')} failed: ${failed.map((f) => `#${f.index} ${f.reason}`).join('; ')}`;
+      end('failed', true, message);
+      throw new UnrecoverableError(message);
+    }
+    const results: unknown[] = [];
+    for (const [key, value] of Object.entries(values)) results[indexOf(key)] = value;
+    end('completed', true);
+    return results;
+  }
+
+  private async liveWorkersServing(job: string): Promise<number> {
+    const workers = await listWorkers(this.deps.connection, this.deps.queues.keys);
+    return workers.filter((w) => w.alive && w.jobs.includes(job)).length;
+  }
+
+  /** Runs active in this process (for the heartbeat). */
+  activeRuns(): string[] {
+    return [...this.executions.keys()];
   }
 
   /** A scheduled fire: is it still in the code and in Redis, and on time? 'late' runs once as a misfire. */
@@ -388,8 +567,32 @@ export class Workers extends EventEmitter<RunEvents> {
     throw new DelayedError();
   }
 
-  private context(scope: RunScope, data: Record<string, unknown>, bullJob: Job, raws: string[], clients: ServiceClients): JobContext {
+  private context(
+    job: RegisteredJob,
+    scope: RunScope,
+    data: Record<string, unknown>,
+    bullJob: Job,
+    raws: string[],
+    clients: ServiceClients,
+    meta: RunMeta,
+  ): JobContext {
+    const { control } = this.deps;
+    const run = scope.run;
     const token = new ScopedToken(scope);
+    const trigger = async (name: string, childData?: unknown, opts: ChildTriggerOptions = {}): Promise<string> => {
+      if (!scope.open) throw new ScopeError(`run ${run.id} has ended: it cannot start runs`);
+      const { delay, at, priority, key } = opts;
+      const { runId } = await control.trigger(name, childData ?? {}, {
+        delay,
+        at,
+        priority,
+        key,
+        trigger: 'parent',
+        by: `run:${run.id}`,
+        parent: run.id,
+      });
+      return runId;
+    };
     const services = new Map<string, ReturnType<ServiceClients['service']>>();
     let http: ReturnType<ServiceClients['http']> | undefined;
     return {
@@ -411,6 +614,25 @@ export class Workers extends EventEmitter<RunEvents> {
       get http() {
         return (http ??= clients.http(scope.run.id, scope.signal));
       },
+      shard: meta.shard ?? null,
+      trigger,
+      triggerAndWait: async <R>(name: string, childData?: unknown, opts?: ChildTriggerOptions): Promise<R> => {
+        // This run holds its own slot while it waits: a child of the same serial job could never start.
+        if (name === job.name && job.concurrency === 1) {
+          throw new ScopeError(`ctx.triggerAndWait('${name}') inside a run of ${name} (concurrency 1) would wait forever; use ctx.trigger`);
+        }
+        const childId = await trigger(name, childData, opts);
+        // This run's timeout or cancel reaches the child it waits for.
+        const onAbort = () => void control.cancel(childId, `its parent ${run.id} was aborted`).catch(() => undefined);
+        scope.signal.addEventListener('abort', onAbort, { once: true });
+        try {
+          const report = await Promise.race([control.waitForRun(childId), untilAborted(scope.signal)]);
+          if (report.outcome !== 'completed') throw new ChildRunError(childId, report.outcome ?? report.state, report.error);
+          return report.result as R;
+        } finally {
+          scope.signal.removeEventListener('abort', onAbort);
+        }
+      },
     };
   }
 
@@ -422,7 +644,7 @@ export class Workers extends EventEmitter<RunEvents> {
     let giveUp: NodeJS.Timeout | undefined;
     const late = new Promise<'late'>((resolve) => (giveUp = setTimeout(() => resolve('late'), deadlineMs + 3000)));
     try {
-      const closed = Promise.all([...this.workers.values()].map((w) => w.close())).then(() => 'closed' as const);
+      const closed = Promise.all([...this.workers.values(), ...this.retiring].map((w) => w.close())).then(() => 'closed' as const);
       if ((await Promise.race([closed, late])) === 'late') {
         this.deps.logger.warn('workers did not close within the shutdown deadline; continuing the shutdown');
       }

@@ -49,6 +49,7 @@ export function apiRouter(control: Control, bodyLimit: string): Router {
     }
     const { delay, at, priority, key } = body as TriggerOptions;
     const { runId, existing } = await control.trigger(String(req.params.name), body.data ?? {}, {
+      by: `user:${req.user}`,
       trigger,
       delay,
       at,

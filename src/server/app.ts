@@ -7,12 +7,14 @@ import express, { type NextFunction, type Request, type RequestHandler, type Res
 import helmet from 'helmet';
 import { JobscopeError } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import type { Alerts } from '../control/alerts.ts';
 import type { Control } from '../control/control.ts';
 import type { Workers } from '../runtime/worker.ts';
 import { apiRouter } from './api.ts';
 import { LoginLimiter, authenticate, type Credentials } from './auth.ts';
 import { BOARD_PATH, createBoards } from './bullboard.ts';
 import { dashboardPages } from './dashboard.ts';
+import { introspection, type IntrospectConfig } from './introspect.ts';
 import { Metrics } from './metrics.ts';
 
 export { adminCredentials, roleOf, type Credentials, type Role } from './auth.ts';
@@ -23,7 +25,11 @@ export interface ServerOptions {
   jwks: () => Promise<{ keys: object[] }>;
   /** This process's workers, if it runs any: /metrics counts their runs and tokens. */
   workers?: Workers;
+  /** This process's alert delivery, if it runs any: /metrics counts its deliveries. */
+  alerts?: Alerts;
   logger: Logger;
+  /** POST /oauth/introspect (RFC 7662) for the clients of JOBSCOPE_INTROSPECT_CLIENTS; absent: no such route. */
+  introspect?: IntrospectConfig;
   admin: Credentials;
   viewer?: Credentials;
   /** Largest accepted JSON body (default 100kb); larger ones get 413. */
@@ -108,6 +114,9 @@ export function createApp(opts: ServerOptions): express.Express {
     else res.status(503).json({ ok: false, redis: 'down', jobs });
   });
 
+  // Services authenticate as introspection clients (their own Basic credentials), not with the dashboard login.
+  if (opts.introspect) app.use('/oauth/introspect', introspection(opts.introspect, opts));
+
   const auth = authenticate({
     admin: opts.admin,
     viewer: opts.viewer,
@@ -117,6 +126,7 @@ export function createApp(opts: ServerOptions): express.Express {
 
   const metrics = new Metrics(control);
   if (opts.workers) metrics.observe(opts.workers);
+  if (opts.alerts) metrics.observeAlerts(opts.alerts);
   app.get('/metrics', auth, async (_req, res) => {
     res.set('Content-Type', metrics.registry.contentType).send(await metrics.text());
   });

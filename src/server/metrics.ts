@@ -2,6 +2,7 @@
 // Counters and the duration histogram are fed by this process's workers (`jobscope start`); gauges are read from Redis at
 // scrape time, so any server process (`jobscope server` too) reports the cluster's queue depth and live tokens.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Alerts } from '../control/alerts.ts';
 import type { Control } from '../control/control.ts';
 import type { Workers } from '../runtime/worker.ts';
 
@@ -20,6 +21,7 @@ export class Metrics {
   private readonly redisUp: Gauge;
   private readonly handedBack: Counter<'job' | 'reason'>;
   private readonly runaway: Counter<'job'>;
+  private readonly alerts: Counter<'result'>;
   private readonly observed = new WeakSet<Workers>();
 
   constructor(control: Control, opts: { defaultMetrics?: boolean } = {}) {
@@ -74,6 +76,13 @@ export class Metrics {
       labelNames: ['job'],
       registers,
     });
+    this.alerts = new Counter({
+      name: 'jobscope_alerts_total',
+      help: 'Alert deliveries by this process: delivered, retrying (an attempt failed), failed (no attempt left)',
+      labelNames: ['result'],
+      registers,
+    });
+    for (const result of ['delivered', 'retrying', 'failed']) this.alerts.inc({ result }, 0);
     this.paused = new Gauge({ name: 'jobscope_job_paused', help: '1 when the job is paused', labelNames: ['job'], registers });
     this.redisUp = new Gauge({ name: 'jobscope_redis_up', help: '1 when Redis answered the last scrape', registers });
     for (const name of control.registry.names) {
@@ -97,6 +106,12 @@ export class Metrics {
     workers.on('run:runaway', ({ job }) => this.runaway.inc({ job }));
     workers.on('token:minted', ({ job }) => this.minted.inc({ job }));
     workers.on('token:revoked', ({ job }) => this.revoked.inc({ job }));
+  }
+
+  /** Counts this process's alert deliveries. */
+  observeAlerts(alerts: Alerts): void {
+    alerts.on('delivered', () => this.alerts.inc({ result: 'delivered' }));
+    alerts.on('failed', ({ final }) => this.alerts.inc({ result: final ? 'failed' : 'retrying' }));
   }
 
   /** Reads the gauges from Redis (bounded: a scrape during a Redis outage still answers, with jobscope_redis_up 0). */

@@ -16,6 +16,8 @@ export interface MintRequest {
   audience: string[];
   scope: string[];
   lifetimeMs: number;
+  /** RFC 8693 actor: on whose behalf the run acts (who triggered it), if someone or something did. */
+  act?: { sub: string; run?: string };
 }
 
 export interface MintedToken {
@@ -59,6 +61,7 @@ export class TokenMinter {
       exp: Math.floor((nowMs + req.lifetimeMs) / 1000),
       run: req.run,
       att: req.attempt,
+      ...(req.act ? { act: req.act } : {}),
     };
     return claims;
   }

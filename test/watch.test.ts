@@ -1,0 +1,121 @@
+// --watch against a real Redis and the real folder watcher: adding, changing and removing job files reloads them without
+// a restart (definitions, schedules, workers and the published definitions follow); a run in progress finishes on the old
+// code; a bad file is reported and keeps its previous version. The CLI wiring is checked with the real bin at the end.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { watchJobs, type JobsWatcher } from '../src/jobs/watch.ts';
+import type { Runtime } from '../src/runtime/runtime.ts';
+import { BIN } from './helpers/cli.ts';
+import { startRedis, type TestRedis } from './helpers/redis.ts';
+import { jobsDir, removeDir, ROOT, testRuntime } from './helpers/runtime.ts';
+import { until, waitForRun } from './helpers/wait.ts';
+
+const version = (v: string, ms = 0) =>
+  `export default { token: { audience: ['svc'] }, async run() { await new Promise((r) => setTimeout(r, ${ms})); return '${v}'; } };`;
+
+let redis: TestRedis;
+let dir: string;
+let runtime: Runtime;
+let watcher: JobsWatcher;
+const reloads: { jobs: string[]; errors: string[] }[] = [];
+
+before(async () => {
+  redis = await startRedis();
+  dir = jobsDir({ 'greet.ts': version('v1', 1500), 'keep.ts': version('keep') });
+  ({ runtime } = await testRuntime({ redisUrl: redis.url, jobsDir: dir, env: { JOBSCOPE_PREFIX: 'w' } }));
+  await runtime.startWorkers();
+  watcher = watchJobs(dir, async (v) => {
+    const { jobs, errors } = await runtime.reload(dir, v, { ownsSchedules: true });
+    reloads.push({ jobs, errors: errors.map((e) => e.message) });
+  });
+});
+after(async () => {
+  watcher?.close();
+  await runtime?.close();
+  await redis?.destroy();
+  if (dir) removeDir(dir);
+});
+
+const reloaded = async (n: number) => until(() => reloads.length >= n, 10_000, `reload #${n}`);
+
+describe('--watch', () => {
+  test('a changed file: new runs use the new code, the run in progress finishes on the old', async () => {
+    const old = await runtime.queues.enqueue('greet', {});
+    await until(async () => (await runtime.queues.report(old.runId)).state === 'active', 5000, 'the v1 run to start');
+    writeFileSync(path.join(dir, 'greet.ts'), version('v2'));
+    await reloaded(1);
+    const fresh = await runtime.queues.enqueue('greet', {});
+    assert.equal((await waitForRun(runtime, fresh.runId)).result, 'v2');
+    assert.equal((await waitForRun(runtime, old.runId)).result, 'v1', 'the run in progress finished on the old code');
+  });
+
+  test('an added file is a job at once (triggerable, served, published, scheduled); a removed one is gone', async () => {
+    writeFileSync(
+      path.join(dir, 'fresh.ts'),
+      `export default { token: { audience: ['svc'] }, schedule: { every: '1h' }, async run() { return 'new'; } };`,
+    );
+    await until(() => reloads.some((r) => r.jobs.includes('fresh')), 10_000, 'fresh to be loaded');
+    assert.equal((await waitForRun(runtime, (await runtime.queues.enqueue('fresh', {})).runId)).result, 'new');
+    assert.ok(await runtime.queues.queue('fresh').getJobScheduler('fresh'), 'its schedule is in Redis');
+    assert.ok(await runtime.redis.hexists('w:registry', 'fresh'), 'published for clients');
+    const before = reloads.length;
+    rmSync(path.join(dir, 'fresh.ts'));
+    await reloaded(before + 1);
+    assert.ok(!runtime.registry.has('fresh'));
+    await assert.rejects(runtime.queues.enqueue('fresh', {}), /unknown job "fresh"/);
+    assert.equal(await runtime.queues.queue('keep').getJobScheduler('fresh'), undefined);
+    assert.equal(await runtime.redis.hexists('w:registry', 'fresh'), 0);
+  });
+
+  test('bad files are all reported, with their line; a broken job keeps its previous version', async () => {
+    const before = reloads.length;
+    writeFileSync(path.join(dir, 'greet.ts'), `export default { token: { audience: ['svc'] },\n  async run() { return 'v3' }\n  oops };`);
+    writeFileSync(path.join(dir, 'typo.ts'), `export default { token: { audience: ['svc'] }, shedule: {}, async run() {} };`);
+    await reloaded(before + 1);
+    const last = reloads.at(-1)!;
+    assert.equal(last.errors.length, 2, last.errors.join('\n'));
+    assert.match(last.errors.join('\n'), /greet\.ts:3:\d+: cannot be loaded/);
+    assert.match(last.errors.join('\n'), /typo\.ts: shedule: unknown field/);
+    assert.equal(
+      (await waitForRun(runtime, (await runtime.queues.enqueue('greet', {})).runId)).result,
+      'v2',
+      'still the last good version',
+    );
+    rmSync(path.join(dir, 'typo.ts'));
+    writeFileSync(path.join(dir, 'greet.ts'), version('v4'));
+    await until(() => reloads.at(-1)!.errors.length === 0, 10_000, 'a clean reload');
+    assert.equal((await waitForRun(runtime, (await runtime.queues.enqueue('greet', {})).runId)).result, 'v4');
+  });
+});
+
+describe('jobscope start --watch (the real bin)', () => {
+  test('logs that it watches and reloads an added file', async () => {
+    const cliDir = jobsDir({ 'one.ts': version('one') });
+    const child = spawn(process.execPath, [BIN, 'worker', '--watch'], {
+      cwd: ROOT,
+      env: {
+        PATH: process.env.PATH,
+        REDIS_URL: redis.url,
+        JOBSCOPE_PREFIX: 'wcli',
+        JOBSCOPE_JOBS: cliDir,
+        JOBSCOPE_STATE_DIR: path.join(ROOT, '.jobscope', 'test-tmp', 'state'),
+        LOG_LEVEL: 'info',
+      },
+    });
+    let log = '';
+    child.stdout.on('data', (d) => (log += d));
+    child.stderr.on('data', (d) => (log += d));
+    try {
+      await until(() => log.includes('watching the jobs folder'), 20_000, 'the watcher');
+      writeFileSync(path.join(cliDir, 'two.ts'), version('two'));
+      await until(() => /"jobs":\["one","two"\].*jobs reloaded/.test(log), 15_000, 'the reload');
+    } finally {
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+      removeDir(cliDir);
+    }
+  });
+});
