@@ -13,7 +13,7 @@ export default defineJob({
   backoff: { type: 'fixed', delay: 500 },
   async run(ctx) {
     await ctx.log(`attempt ${ctx.run.attempt} with token ${ctx.token.claims.jti}`);
-    if (ctx.run.attempt <= (ctx.data.failTimes as number)) throw new Error(`upstream not ready (attempt ${ctx.run.attempt})`);
+    if (ctx.run.attempt <= ctx.data.failTimes) throw new Error(`upstream not ready (attempt ${ctx.run.attempt})`);
     return { imported: true, attempt: ctx.run.attempt };
   },
 });

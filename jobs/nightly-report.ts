@@ -9,7 +9,7 @@ export default defineJob({
   timeout: '2m',
   overlap: 'skip',
   async run(ctx) {
-    const days = ctx.data.days as number;
+    const days = ctx.data.days; // a number: typed from params (its default makes it always present)
     for (let day = 1; day <= days; day++) {
       ctx.signal.throwIfAborted();
       await new Promise((r) => setTimeout(r, 50));

@@ -1,15 +1,26 @@
 // defineJob and the validation of a definition: every problem names the field and how to fix it.
 import { Ajv, type ErrorObject } from 'ajv';
+import type { FromSchema, JSONSchema } from 'json-schema-to-ts';
 import addFormatsModule from 'ajv-formats';
 import { parseDuration } from '../duration.ts';
 import { JobDefinitionError } from '../errors.ts';
 import type { AlertEvent, JobDefinition, ParamsIssue, RegisteredJob, ThenStep } from '../interfaces.ts';
 import { cronProblem, everyMs } from './schedule.ts';
 
-/** Identity at run time; gives a job file its types. */
+/** The data type a params schema describes. */
+export type DataOfSchema<P> = P extends JSONSchema ? FromSchema<P> : Record<string, unknown>;
+
+/**
+ * Identity at run time; gives a job file its types. With a `params` JSON Schema written inline, `ctx.data` is typed from
+ * it (json-schema-to-ts); or give the data type as a generic: `defineJob<{ days: number }>({ ... })`.
+ */
+export function defineJob<const P extends JSONSchema, Result>(
+  definition: { params: P } & Omit<JobDefinition<NoInfer<DataOfSchema<P>>, Result>, 'params'>,
+): JobDefinition<DataOfSchema<P>, Result>;
 export function defineJob<Data = Record<string, unknown>, Result = unknown>(
   definition: JobDefinition<Data, Result>,
-): JobDefinition<Data, Result> {
+): JobDefinition<Data, Result>;
+export function defineJob(definition: JobDefinition): JobDefinition {
   return definition;
 }
 
