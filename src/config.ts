@@ -3,6 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseDuration } from './duration.ts';
 import { ConfigError } from './errors.ts';
+import { redactUrl } from './redact.ts';
 
 export interface Config {
   /** Redis URL; `redisUrlExplicit` is false when it is the default (the embedded Redis may then be started). */
@@ -153,15 +154,79 @@ function pair(env: NodeJS.ProcessEnv, userVar: string, passVar: string): [string
   return [user, pass];
 }
 
+interface HostPort {
+  host: string;
+  port: number;
+}
+
+/** Where Redis is: one server (`redis://`), a Sentinel-monitored master, or a Redis Cluster. */
+export type RedisTarget =
+  | { kind: 'single'; url: string }
+  | {
+      kind: 'sentinel';
+      sentinels: HostPort[];
+      name: string;
+      username?: string;
+      password?: string;
+      db?: number;
+      tls: boolean;
+      sentinelPassword?: string;
+    }
+  | { kind: 'cluster'; nodes: HostPort[]; username?: string; password?: string; tls: boolean };
+
+const MULTI = /^(rediss?)\+(sentinel|cluster):\/\/(?:([^:@/]*)(?::([^@/]*))?@)?([^/?]+)(?:\/([^/?]*))?(?:\/(\d+))?(?:\?(.*))?$/;
+
+/**
+ * REDIS_URL: `redis://[user:pass@]host:port[/db]` (or rediss://), `redis+sentinel://[user:pass@]h1:26379,h2:26379/<master>[/db]`
+ * (`?sentinelPassword=...` when the sentinels need one), or `redis+cluster://[user:pass@]h1:7000,h2:7001` (rediss+... for TLS).
+ */
+export function parseRedisUrl(url: string): RedisTarget {
+  if (/^rediss?:\/\//.test(url)) return { kind: 'single', url };
+  const m = MULTI.exec(url);
+  if (!m) {
+    throw new ConfigError(
+      `REDIS_URL: "${redactUrl(url)}" is not redis://host:port, redis+sentinel://host:26379,host:26379/mymaster or redis+cluster://host:7000,host:7001`,
+    );
+  }
+  const [, scheme, kind, user, pass, hostList, path1, db, query] = m;
+  const hosts = hostList.split(',').map((h) => {
+    const [host, port] = h.trim().split(':');
+    const n = Number(port ?? (kind === 'sentinel' ? 26379 : 6379));
+    if (!host || !Number.isInteger(n) || n < 1 || n > 65535) throw new ConfigError(`REDIS_URL: "${h}" is not host:port`);
+    return { host, port: n };
+  });
+  const auth = { ...(user ? { username: decodeURIComponent(user) } : {}), ...(pass ? { password: decodeURIComponent(pass) } : {}) };
+  const tls = scheme === 'rediss';
+  if (kind === 'cluster') return { kind, nodes: hosts, tls, ...auth };
+  if (!path1) throw new ConfigError('REDIS_URL: a Sentinel URL names its master: redis+sentinel://host:26379/mymaster');
+  const params = new URLSearchParams(query ?? '');
+  return {
+    kind: 'sentinel',
+    sentinels: hosts,
+    name: decodeURIComponent(path1),
+    tls,
+    ...(db ? { db: Number(db) } : {}),
+    ...(params.get('sentinelPassword') ? { sentinelPassword: params.get('sentinelPassword')! } : {}),
+    ...auth,
+  };
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd()): Config {
   const [user, password] = pair(env, 'JOBSCOPE_USER', 'JOBSCOPE_PASSWORD');
   const [viewerUser, viewerPassword] = pair(env, 'JOBSCOPE_VIEWER_USER', 'JOBSCOPE_VIEWER_PASSWORD');
   if (viewerUser !== undefined && viewerUser === user) {
     throw new ConfigError('JOBSCOPE_VIEWER_USER must differ from JOBSCOPE_USER');
   }
-  const prefix = env.JOBSCOPE_PREFIX || 'jobscope';
-  if (!/^[A-Za-z0-9_.-]+$/.test(prefix)) {
-    throw new ConfigError(`JOBSCOPE_PREFIX: "${prefix}" may only contain letters, digits, '_', '.' and '-'`);
+  const redisUrl = env.REDIS_URL || 'redis://127.0.0.1:6379';
+  const cluster = parseRedisUrl(redisUrl).kind === 'cluster';
+  // On a Redis Cluster every key of jobscope must hash to one slot (BullMQ's and jobscope's scripts use several keys):
+  // a prefix in braces is a hash tag.
+  const prefix = env.JOBSCOPE_PREFIX || (cluster ? '{jobscope}' : 'jobscope');
+  if (!/^(\{[A-Za-z0-9_.-]+\}|[A-Za-z0-9_.-]+)$/.test(prefix)) {
+    throw new ConfigError(`JOBSCOPE_PREFIX: "${prefix}" may only contain letters, digits, '_', '.' and '-' (or be such a name in braces)`);
+  }
+  if (cluster && !prefix.startsWith('{')) {
+    throw new ConfigError(`JOBSCOPE_PREFIX: on a Redis Cluster the prefix must be a hash tag in braces, e.g. {${prefix}}`);
   }
   const logLevel = env.LOG_LEVEL || 'info';
   if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError(`LOG_LEVEL: "${logLevel}" is not one of ${LOG_LEVELS.join(', ')}`);
@@ -181,8 +246,6 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd()): Config 
   if (jwtSecret !== undefined && Buffer.byteLength(jwtSecret) < 32) {
     throw new ConfigError('JOBSCOPE_JWT_SECRET must be at least 32 bytes (RFC 7518 3.2: a key as long as the HS256 output)');
   }
-  const redisUrl = env.REDIS_URL || 'redis://127.0.0.1:6379';
-  if (!/^rediss?:\/\//.test(redisUrl)) throw new ConfigError(`REDIS_URL: "${redisUrl}" must start with redis:// or rediss://`);
   return {
     redisUrl,
     redisUrlExplicit: Boolean(env.REDIS_URL),

@@ -45,13 +45,7 @@ export function maskValue(value: unknown): unknown {
   return masked === text ? value : (JSON.parse(masked) as unknown);
 }
 
-/** A URL without its password, for messages (`redis://:***@host`). */
+/** A URL without its password, for messages (`redis://:***@host`), also the multi-host Sentinel and Cluster forms. */
 export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '(invalid URL)';
-  }
+  return url.replace(/(\/\/[^:@/]*:)[^@/]*@/, '$1***@').replace(/(sentinelPassword=)[^&]*/, '$1***');
 }

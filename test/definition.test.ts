@@ -166,8 +166,50 @@ describe('config', () => {
     assert.throws(() => loadConfig({ JOBSCOPE_USER: 'a' }), /JOBSCOPE_USER and JOBSCOPE_PASSWORD must be set together/);
     assert.throws(() => loadConfig({ JOBSCOPE_JWT_SECRET: 'short' }), /at least 32 bytes/);
     assert.throws(() => loadConfig({ JOBSCOPE_PREFIX: 'a:b' }), /JOBSCOPE_PREFIX/);
-    assert.throws(() => loadConfig({ REDIS_URL: 'http://x' }), /must start with redis:\/\//);
+    assert.throws(() => loadConfig({ REDIS_URL: 'http://x' }), /is not redis:\/\/host:port, redis\+sentinel/);
     assert.throws(() => loadConfig({ LOG_LEVEL: 'loud' }), /LOG_LEVEL/);
     assert.throws(() => loadConfig({ JOBSCOPE_TOKEN_HEADER: 'Authorization' }), /not a usable header name/);
+  });
+});
+
+describe('REDIS_URL forms', () => {
+  test('one server, a Sentinel master, a Cluster; the cluster needs a hash-tag prefix', async () => {
+    const { parseRedisUrl } = await import('../src/config.ts');
+    assert.deepEqual(parseRedisUrl('redis://:pw@h:6379/2'), { kind: 'single', url: 'redis://:pw@h:6379/2' });
+    assert.deepEqual(parseRedisUrl('redis+sentinel://:s%40cret@a:26379,b:26380/mymaster/3?sentinelPassword=x'), {
+      kind: 'sentinel',
+      sentinels: [
+        { host: 'a', port: 26379 },
+        { host: 'b', port: 26380 },
+      ],
+      name: 'mymaster',
+      tls: false,
+      db: 3,
+      sentinelPassword: 'x',
+      password: 's@cret',
+    });
+    assert.deepEqual(parseRedisUrl('rediss+cluster://u:p@n1:7000,n2'), {
+      kind: 'cluster',
+      nodes: [
+        { host: 'n1', port: 7000 },
+        { host: 'n2', port: 6379 },
+      ],
+      tls: true,
+      username: 'u',
+      password: 'p',
+    });
+    assert.throws(() => parseRedisUrl('redis+sentinel://a:26379'), /a Sentinel URL names its master/);
+    assert.throws(() => parseRedisUrl('redis+cluster://a:port'), /"a:port" is not host:port/);
+    assert.equal(loadConfig({ REDIS_URL: 'redis+cluster://n1:7000' }).prefix, '{jobscope}');
+    assert.equal(loadConfig({ REDIS_URL: 'redis+cluster://n1:7000', JOBSCOPE_PREFIX: '{acme}' }).prefix, '{acme}');
+    assert.throws(
+      () => loadConfig({ REDIS_URL: 'redis+cluster://n1:7000', JOBSCOPE_PREFIX: 'acme' }),
+      /must be a hash tag in braces, e.g. \{acme\}/,
+    );
+    const { redactUrl } = await import('../src/redact.ts');
+    assert.equal(
+      redactUrl('redis+sentinel://:hunter2@a:1,b:2/m?sentinelPassword=x'),
+      'redis+sentinel://:***@a:1,b:2/m?sentinelPassword=***',
+    );
   });
 });

@@ -3,15 +3,41 @@ import { spawn } from 'node:child_process';
 import { accessSync, constants, mkdirSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { Redis, type RedisOptions } from 'ioredis';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import { parseRedisUrl } from '../config.ts';
 import { JobscopeError } from '../errors.ts';
 
-/** A connection BullMQ accepts for queues and workers (it requires maxRetriesPerRequest: null). */
+/**
+ * A connection BullMQ accepts for queues and workers (it requires maxRetriesPerRequest: null), to one server, the master a
+ * Sentinel names (followed across failovers), or a Redis Cluster. A Cluster is typed as a Redis: jobscope uses the
+ * commands both have, and every key of one installation shares the prefix's hash tag (see config.ts), so one slot.
+ */
 export function connect(url: string, extra: RedisOptions = {}): Redis {
-  const redis = new Redis(url, { maxRetriesPerRequest: null, ...extra });
+  const target = parseRedisUrl(url);
+  const base: RedisOptions = { maxRetriesPerRequest: null, ...extra };
+  let redis: Redis;
+  if (target.kind === 'single') redis = new Redis(url, base);
+  else if (target.kind === 'sentinel') {
+    const { sentinels, name, username, password, db, tls, sentinelPassword } = target;
+    redis = new Redis({ ...base, sentinels, name, username, password, db, sentinelPassword, ...(tls ? { tls: {}, sentinelTLS: {} } : {}) });
+  } else {
+    const { enableAutoPipelining, ...redisOptions } = base;
+    const cluster = new Cluster(target.nodes, {
+      redisOptions: { ...redisOptions, username: target.username, password: target.password, ...(target.tls ? { tls: {} } : {}) },
+      enableAutoPipelining,
+      // BullMQ's blocking commands must not be failed by the cluster's own retry limit.
+      clusterRetryStrategy: (times) => Math.min(times * 100, 2000),
+    });
+    redis = cluster as unknown as Redis;
+  }
   // ioredis retries on its own; an unhandled 'error' event would crash the process instead.
   redis.on('error', () => {});
   return redis;
+}
+
+/** Every master of a cluster, or the one server: where a SCAN must run to see all keys. */
+export function scanTargets(redis: Redis): Redis[] {
+  return redis instanceof Cluster ? (redis as Cluster).nodes('master') : [redis];
 }
 
 export function isListening(host: string, port: number, timeoutMs = 500): Promise<boolean> {

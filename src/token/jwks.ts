@@ -2,7 +2,8 @@
 // its file was removed in a rotation. Each runner records the public JWK of the key it signs with in one Redis sorted set,
 // `<prefix>:jwks`, scored by the time until which it must stay published (at least the exp of every token it signed).
 // The member is the canonical JWK JSON, so add, extend (ZADD GT), prune and list are single atomic commands.
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
+import { connect } from '../runtime/redis.ts';
 import { publicJwk, type KeyStore, type PublicJwk, type SigningKey } from './keys.ts';
 
 export function jwksKey(prefix: string): string {
@@ -89,8 +90,7 @@ export async function currentJwks(keys: KeyStore, redis: Redis, prefix: string):
 
 /** `currentJwks` over a short-lived connection (for the CLI, which holds no Redis client of its own). */
 export async function currentJwksAt(keys: KeyStore, redisUrl: string, prefix: string): Promise<{ keys: PublicJwk[] }> {
-  const redis = new Redis(redisUrl, { enableOfflineQueue: true, maxRetriesPerRequest: 1, connectTimeout: 2000, lazyConnect: true });
-  redis.on('error', () => {});
+  const redis = connect(redisUrl, { enableOfflineQueue: true, maxRetriesPerRequest: 1, connectTimeout: 2000, lazyConnect: true });
   try {
     await redis.connect().catch(() => undefined);
     return await currentJwks(keys, redis, prefix);

@@ -5,6 +5,7 @@ import type { Redis } from 'ioredis';
 import { LockLostError } from '../errors.ts';
 import type { LiveToken, TokenClaims } from '../interfaces.ts';
 import { RedisKeys } from '../keys.ts';
+import { scanTargets } from '../runtime/redis.ts';
 
 /** Claims histories are kept as long as failed runs are. */
 const CLAIMS_KEEP_MS = 30 * 24 * 3600 * 1000;
@@ -116,17 +117,20 @@ export class TokenStore {
   async list(): Promise<LiveToken[]> {
     const out: LiveToken[] = [];
     const pattern = this.keys.token('*');
-    let cursor = '0';
-    do {
-      const [next, keys] = await this.redis.scan(cursor, 'MATCH', pattern, 'COUNT', 500);
-      cursor = next;
-      if (keys.length === 0) continue;
-      const values = await this.redis.mget(...keys);
-      keys.forEach((key, i) => {
-        const value = values[i];
-        if (value) out.push({ jti: key.slice(pattern.length - 1), ...(JSON.parse(value) as Omit<LiveToken, 'jti'>) });
-      });
-    } while (cursor !== '0');
+    // A Redis Cluster is scanned master by master (all of jobscope's keys share one slot, so one of them has them all).
+    for (const node of scanTargets(this.redis)) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await node.scan(cursor, 'MATCH', pattern, 'COUNT', 500);
+        cursor = next;
+        if (keys.length === 0) continue;
+        const values = await node.mget(...keys);
+        keys.forEach((key, i) => {
+          const value = values[i];
+          if (value) out.push({ jti: key.slice(pattern.length - 1), ...(JSON.parse(value) as Omit<LiveToken, 'jti'>) });
+        });
+      } while (cursor !== '0');
+    }
     return out.sort((a, b) => a.exp.localeCompare(b.exp));
   }
 }
