@@ -62,6 +62,8 @@ describe('overlap', () => {
     assert.equal(old.state, 'failed');
     assert.match(old.error!, /run cancelled: replaced by a newer run/);
     await until(async () => (await runtime.queues.queue('latest').getActiveCount()) === 1, 5000, 'the newer run to start');
+    // Active comes a moment before its token is minted: wait for the token, then check there is no other.
+    await until(async () => (await runtime.tokens.list()).length > 0, 5000, 'the newer run to hold its token');
     const tokens = await runtime.tokens.list();
     assert.deepEqual(
       tokens.map((t) => t.run),
