@@ -11,7 +11,14 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
-import { closeVerifiers, extractToken, verifyJobToken, TokenRejectedError, type VerifyOptions } from '../../src/token/verify.ts';
+import {
+  closeVerifiers,
+  createJobTokenVerifier,
+  extractToken,
+  TokenRejectedError,
+  type JobTokenVerifier,
+  type VerifyOptions,
+} from '../../src/token/verify.ts';
 import { BIN } from './cli.ts';
 import { startRedis, type TestRedis } from './redis.ts';
 import { jobsDir, removeDir } from './runtime.ts';
@@ -83,12 +90,13 @@ export class Timeline {
   readonly events: TimelineEvent[] = [];
   url = '';
   private server: http.Server | undefined;
-  private readonly verifyOptions: VerifyOptions;
+  /** One verifier (one Redis connection, built once) for every request, as a real service would hold. */
+  private readonly verifier: JobTokenVerifier;
   private readonly pending = new Set<Promise<void>>();
   private seq = 0;
 
   constructor(verifyOptions: VerifyOptions) {
-    this.verifyOptions = verifyOptions;
+    this.verifier = createJobTokenVerifier(verifyOptions);
   }
 
   async start(): Promise<this> {
@@ -129,7 +137,7 @@ export class Timeline {
         const i = this.events.findIndex((e) => e.seq > seq);
         if (i < 0) this.events.push(event);
         else this.events.splice(i, 0, event);
-        const verified = (token === undefined ? Promise.reject(tokenError) : verifyJobToken(token, this.verifyOptions)).then(
+        const verified = (token === undefined ? Promise.reject(tokenError) : this.verifier.verify(token)).then(
           () => {
             event.accepted = true;
             res.setHeader('content-type', 'application/json');
@@ -161,7 +169,7 @@ export class Timeline {
   /** Presents a token to the same verifier the service uses: `{ accepted, code }`. */
   async verify(token: string): Promise<{ accepted: boolean; code: string | undefined }> {
     try {
-      await verifyJobToken(token, this.verifyOptions);
+      await this.verifier.verify(token);
       return { accepted: true, code: undefined };
     } catch (err) {
       return { accepted: false, code: err instanceof TokenRejectedError ? err.code : String(err) };
@@ -233,6 +241,7 @@ export class Timeline {
 
   async stop(): Promise<void> {
     await this.settled().catch(() => undefined);
+    await this.verifier.close();
     this.server?.closeAllConnections();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
   }
