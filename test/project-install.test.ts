@@ -250,9 +250,14 @@ function jobscope(project: Project, args: string[], extra?: Record<string, strin
 }
 
 /** `npx jobscope <command>` left running until it is ready: its workers started, and for `start` its HTTP server listening. */
-async function startRunner(project: Project, command: 'start' | 'worker', extra: Record<string, string> = {}): Promise<void> {
+async function startRunner(
+  project: Project,
+  command: 'start' | 'worker',
+  extra: Record<string, string> = {},
+  args: string[] = [],
+): Promise<void> {
   // Its own process group: npx runs the bin as a child, and after() stops the whole group.
-  const child = spawn('npx', ['--no', 'jobscope', command], {
+  const child = spawn('npx', ['--no', 'jobscope', command, ...args], {
     cwd: project.dir,
     env: project.env(extra),
     stdio: ['ignore', 'ignore', 'pipe'],
@@ -357,13 +362,18 @@ describe('jobscope installed from the packed tarball (slow: npm pack + 2 npm ins
       test('`jobscope trigger <job> --wait` runs each job on a runner started in the project', async () => {
         const p = project();
         if (kind === 'commonjs') {
-          // The newcomer's path: `npx jobscope start` with the development key it generates in .jobscope/.
-          await startRunner(p, 'start', {
-            PORT: '0',
-            HOST: '127.0.0.1',
-            JOBSCOPE_USER: 'admin',
-            JOBSCOPE_PASSWORD: 'install-test-password',
-          });
+          // The newcomer's path: `npx jobscope start --watch` with the development key it generates in .jobscope/.
+          await startRunner(
+            p,
+            'start',
+            {
+              PORT: '0',
+              HOST: '127.0.0.1',
+              JOBSCOPE_USER: 'admin',
+              JOBSCOPE_PASSWORD: 'install-test-password',
+            },
+            ['--watch'],
+          );
           assert.match(p.runnerLog, /development key/);
           assert.ok(readdirSync(path.join(p.dir, '.jobscope')).length > 0, 'the development key is in .jobscope/');
           const url = /dashboard at (http:\/\/[^\s"]+)\/dashboard/.exec(p.runnerLog)?.[1];
@@ -393,6 +403,32 @@ describe('jobscope installed from the packed tarball (slow: npm pack + 2 npm ins
         assert.equal(report.outcome, 'cancelled');
         assert.equal(report.attempts, 1, 'a RunCancelledError from require("jobscope") is final');
       });
+
+      test('application code triggers a run with createClient and waits for its result', async () => {
+        const p = project();
+        const script =
+          kind === 'module'
+            ? `import { createClient } from 'jobscope';\nconst c = createClient({ redisUrl: process.env.REDIS_URL, prefix: process.env.JOBSCOPE_PREFIX });\nconst r = await c.trigger('hello', { name: 'app' }, { wait: 30000 });\nprocess.stdout.write(JSON.stringify(r));\nawait c.close();\n`
+            : `const { createClient } = require('jobscope');\n(async () => {\n  const c = createClient({ redisUrl: process.env.REDIS_URL, prefix: process.env.JOBSCOPE_PREFIX });\n  const r = await c.trigger('hello', { name: 'app' }, { wait: 30000 });\n  process.stdout.write(JSON.stringify(r));\n  await c.close();\n})();\n`;
+        writeFileSync(path.join(p.dir, 'app.js'), script);
+        const done = ok(await run('node', ['app.js'], p.dir, p.env()), 'node app.js');
+        const report = JSON.parse(done.stdout) as { outcome: string; result: unknown; triggeredBy: string };
+        assert.equal(report.outcome, 'completed', done.stdout);
+        assert.deepEqual(report.result, { greeting: 'hello, app' });
+        assert.equal(report.triggeredBy, 'client');
+      });
+
+      if (kind === 'commonjs') {
+        test('under --watch, an edited job file is used by the next run without a restart', async () => {
+          const p = project();
+          const file = path.join(p.dir, 'jobs', 'hello.ts');
+          writeFileSync(file, readFileSync(file, 'utf8').replace('`hello, ${ctx.data.name}`', '`hi again, ${ctx.data.name}`'));
+          await until(() => /jobs reloaded/.test(p.runnerLog), COMMAND_TIMEOUT_MS, 'the runner to reload hello.ts');
+          const done = await jobscope(p, ['trigger', 'hello', '--data', '{"name":"you"}', '--wait']);
+          assert.equal(done.code, 0, done.stdout + done.stderr);
+          assert.deepEqual((JSON.parse(done.stdout) as { result: unknown }).result, { greeting: 'hi again, you' });
+        });
+      }
     });
   }
 
