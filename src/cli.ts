@@ -298,8 +298,8 @@ async function trigger(
     for (;;) {
       const report = await control.report(runId);
       if (report.state === 'completed' || report.state === 'failed') {
-        const { state, outcome, attempts, result, error } = report;
-        io.out(JSON.stringify({ runId, state, outcome, attempts, result, error }, null, 2));
+        const { state, outcome, attempts, result, error, triggeredBy, children } = report;
+        io.out(JSON.stringify({ runId, state, outcome, attempts, result, error, triggeredBy, children }, null, 2));
         return outcome === 'completed' ? 0 : 1;
       }
       if (!warned && Date.now() - started > 5000 && !(await control.hasWorkers(name))) {
