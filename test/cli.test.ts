@@ -1,6 +1,7 @@
 // The real `jobscope` bin as child processes: worker, trigger --wait, list, cancel, graceful shutdown.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
@@ -76,6 +77,8 @@ describe('jobscope CLI', () => {
     assert.equal(out.state, 'completed');
     assert.deepEqual(out.result, { sum: 42, sub: 'job:add' });
     assert.match(out.runId, /^add:\d+$/);
+    assert.equal(out.outcome, 'completed');
+    assert.equal(out.triggeredBy, `cli:${os.userInfo().username}`, 'the run records who triggered it');
   });
 
   test('trigger --wait on a failing job prints its error and exits 1', async () => {
