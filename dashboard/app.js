@@ -1,4 +1,4 @@
-/* global Node, URLSearchParams, alert */
+/* global Node, URLSearchParams, alert, ResizeObserver */
 // jobscope's pages: one small ES module, no framework, no build step. Each page is a function picked by <body data-page>.
 // Everything is built with DOM nodes and textContent (never innerHTML), so job output cannot inject markup.
 
@@ -42,7 +42,8 @@ async function api(path, options = {}) {
   return body;
 }
 
-const isAdmin = () => me.role === 'admin';
+// Admins and operators may trigger, cancel, retry and pause; viewers only look.
+const isAdmin = () => me.role === 'admin' || me.role === 'operator';
 
 function when(iso) {
   if (!iso) return '–';
@@ -254,256 +255,773 @@ function paramsForm(job, onDone) {
   return form;
 }
 
+// ---------- shared pieces of the pages ----------
+
+/** 1.23 s, 4m 05s, 2h 10m: a duration for people. */
+function dur(ms) {
+  if (ms === null || ms === undefined) return '–';
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  if (ms < 60_000) return `${(ms / 1000).toFixed(2)} s`;
+  if (ms < 3_600_000) return `${Math.floor(ms / 60_000)}m ${String(Math.round((ms % 60_000) / 1000)).padStart(2, '0')}s`;
+  if (ms < 86_400_000) return `${Math.floor(ms / 3_600_000)}h ${String(Math.round((ms % 3_600_000) / 60_000)).padStart(2, '0')}m`;
+  const hours = Math.round((ms % 86_400_000) / 3_600_000);
+  return `${Math.floor(ms / 86_400_000)}d${hours ? ` ${hours}h` : ''}`;
+}
+
+/** The browser's time zone (what `when` shows). */
+const LOCAL_TZ = Intl.DateTimeFormat().resolvedOptions().timeZone;
+
+/** A time in a given zone: "2026-12-03 02:30:00 Asia/Shanghai". */
+function inZone(iso, tz) {
+  const parts = new Intl.DateTimeFormat('en-CA', {
+    timeZone: tz,
+    hourCycle: 'h23',
+    year: 'numeric',
+    month: '2-digit',
+    day: '2-digit',
+    hour: '2-digit',
+    minute: '2-digit',
+    second: '2-digit',
+  }).formatToParts(new Date(iso));
+  const v = (t) => parts.find((p) => p.type === t)?.value ?? '';
+  return `${v('year')}-${v('month')}-${v('day')} ${v('hour')}:${v('minute')}:${v('second')} ${tz}`;
+}
+
+/** A time in a table cell: the time of day for today ("09:03:19"), the date too otherwise, and how long ago on hover. */
+function shortTime(iso) {
+  if (!iso) return h('span', { class: 'muted' }, '–');
+  const d = new Date(iso);
+  const today = d.toDateString() === new Date().toDateString();
+  const text = today
+    ? d.toLocaleTimeString(undefined, { hour12: false })
+    : d.toLocaleString(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', hour12: false });
+  return h('time', { datetime: iso, title: when(iso) }, text);
+}
+
+function jobLink(name) {
+  return h('a', { href: `job.html?name=${encodeURIComponent(name)}` }, name);
+}
+
+/** Who triggered a run: a parent run is a link to it. */
+function byText(by) {
+  if (!by) return h('span', { class: 'muted' }, '–');
+  if (by.startsWith('run:')) return ['run ', runLink(by.slice(4))];
+  return by;
+}
+
+/** A table that scrolls sideways on a narrow screen instead of overflowing the page. */
+function tableWrap(table) {
+  return h('div', { class: 'table-wrap' }, table);
+}
+
+function head(...titles) {
+  return h(
+    'thead',
+    {},
+    h(
+      'tr',
+      {},
+      titles.filter((t) => t !== null).map((t) => h('th', {}, t)),
+    ),
+  );
+}
+
+/**
+ * A part of a live page that is rebuilt only when its data changed, and not while the reader has text selected in it
+ * (the next refresh does it): refreshing never loses the scroll position or a selection.
+ */
+class Region {
+  constructor(tag = 'section', attrs = {}) {
+    this.el = h(tag, attrs);
+    this.key = undefined;
+  }
+  update(data, build) {
+    const key = JSON.stringify(data);
+    if (key === this.key) return false;
+    const selection = document.getSelection();
+    if (selection && !selection.isCollapsed && this.el.contains(selection.anchorNode)) return false;
+    this.key = key;
+    this.el.replaceChildren(...[build(data)].flat(3).filter((n) => n !== null && n !== undefined && n !== false));
+    return true;
+  }
+}
+
+/** Calls `tick` now and then every `ms` (a failed refresh shows its error in `errorEl` and keeps going). */
+function every(ms, tick, errorEl) {
+  let stopped = false;
+  const loop = async () => {
+    try {
+      await tick();
+      if (errorEl) errorEl.replaceChildren();
+    } catch (err) {
+      if (errorEl) errorEl.replaceChildren(failure(err));
+    }
+    if (!stopped) setTimeout(loop, typeof ms === 'function' ? ms() : ms);
+  };
+  loop();
+  return () => (stopped = true);
+}
+
+function pauseButton(job, after) {
+  return h(
+    'button',
+    {
+      type: 'button',
+      'data-action': job.paused ? 'resume' : 'pause',
+      onclick: async () => {
+        await api(`jobs/${encodeURIComponent(job.name)}/${job.paused ? 'resume' : 'pause'}`, { method: 'POST' }).catch((err) =>
+          alert(err.message),
+        );
+        await after();
+      },
+    },
+    job.paused ? 'Resume' : 'Pause',
+  );
+}
+
+/** Next fire times in the schedule's own time zone (a cron's tz) and in the reader's. */
+function nextFires(job, count) {
+  const tz = job.timeZone;
+  return h(
+    'ul',
+    { class: 'next' },
+    job.nextRuns
+      .slice(0, count)
+      .map((t) =>
+        h(
+          'li',
+          {},
+          tz && tz !== LOCAL_TZ
+            ? [h('span', { class: 'tz' }, inZone(t, tz)), ' · ', h('span', { class: 'muted' }, `${when(t)} ${LOCAL_TZ}`)]
+            : [time(t), ' ', h('span', { class: 'muted' }, tz ?? LOCAL_TZ)],
+        ),
+      ),
+  );
+}
+
+function scheduleCell(job) {
+  return [
+    h('span', { class: 'schedule-text' }, job.scheduleText),
+    job.scheduleWords && job.scheduleWords !== job.scheduleText ? h('div', { class: 'words' }, job.scheduleWords) : null,
+    job.nextRuns.length ? nextFires(job, 3) : null,
+  ];
+}
+
 // ---------- pages ----------
 
 async function jobsPage() {
-  const render = async () => {
-    const jobs = await api('jobs');
-    const rows = jobs.map((job) => {
-      const detail = h('tr', { class: 'detail', hidden: true }, h('td', { colspan: 7 }));
-      const toggle = async () => {
-        detail.hidden = !detail.hidden;
-        if (detail.hidden) return;
-        const cell = detail.firstChild;
-        const runs = await api(`jobs/${encodeURIComponent(job.name)}/runs?limit=10`).catch(() => []);
-        cell.replaceChildren(
-          h(
-            'div',
-            { class: 'columns' },
-            isAdmin()
-              ? h(
-                  'section',
-                  {},
-                  h('h3', {}, 'Run now'),
-                  paramsForm(job, (runId) => (location.href = `run.html?id=${encodeURIComponent(runId)}`)),
-                )
-              : null,
-            h(
-              'section',
-              {},
-              h('h3', {}, 'Recent runs'),
-              runs.length
-                ? h(
-                    'ul',
-                    { class: 'runs' },
-                    runs.map((r) =>
-                      h(
-                        'li',
-                        {},
-                        runBadge(r),
-                        ' ',
-                        runLink(r.runId),
-                        ' ',
-                        h('span', { class: 'muted' }, r.trigger, ' · ', when(r.createdAt)),
-                      ),
-                    ),
-                  )
-                : h('p', { class: 'muted' }, 'no runs yet'),
-              h('h3', {}, 'Token'),
-              h('p', {}, 'audience ', h('code', {}, job.audience.join(' ')), ' scope ', h('code', {}, job.scope.join(' ') || '(none)')),
-              h(
-                'p',
-                { class: 'muted' },
-                `attempts ${job.attempts} · concurrency ${job.concurrency} · overlap ${job.overlap}${job.timeoutMs ? ` · timeout ${job.timeoutMs / 1000}s` : ''}`,
-              ),
-            ),
-          ),
-        );
-      };
-      const actions = h(
-        'td',
-        { class: 'actions' },
-        h('button', { type: 'button', onclick: toggle, 'data-action': 'open' }, isAdmin() ? 'Run now…' : 'Details'),
+  const rows = new Map();
+  const tbody = h('tbody', {});
+  const errors = h('div', {});
+  let names = '';
+
+  const cells = (job, row) => [
+    h('td', {}, h('strong', {}, jobLink(job.name)), h('div', { class: 'muted' }, job.description)),
+    h('td', {}, scheduleCell(job)),
+    h('td', {}, job.paused ? h('span', { class: 'badge paused' }, 'paused') : h('span', { class: 'badge active-job' }, 'active')),
+    h(
+      'td',
+      {},
+      job.lastRun
+        ? [runBadge(job.lastRun), ' ', runLink(job.lastRun.runId, when(job.lastRun.finishedAt || job.lastRun.createdAt))]
+        : h('span', { class: 'muted' }, 'never'),
+    ),
+    h('td', { class: 'num ok' }, job.counts.completed ?? 0),
+    h('td', { class: 'num bad' }, job.counts.failed ?? 0),
+    h(
+      'td',
+      { class: 'actions' },
+      h('button', { type: 'button', onclick: () => toggle(row), 'data-action': 'open' }, isAdmin() ? 'Run now…' : 'Details'),
+      isAdmin() ? pauseButton(job, render) : null,
+    ),
+  ];
+
+  const toggle = async (row) => {
+    row.detail.hidden = !row.detail.hidden;
+    if (row.detail.hidden) return;
+    const job = row.job;
+    const cell = row.detail.firstChild;
+    const runs = await api(`jobs/${encodeURIComponent(job.name)}/runs?limit=10`).catch(() => []);
+    cell.replaceChildren(
+      h(
+        'div',
+        { class: 'columns' },
         isAdmin()
           ? h(
-              'button',
-              {
-                type: 'button',
-                'data-action': job.paused ? 'resume' : 'pause',
-                onclick: async () => {
-                  await api(`jobs/${encodeURIComponent(job.name)}/${job.paused ? 'resume' : 'pause'}`, { method: 'POST' });
-                  await render();
-                },
-              },
-              job.paused ? 'Resume' : 'Pause',
+              'section',
+              {},
+              h('h3', {}, 'Run now'),
+              paramsForm(job, (runId) => (location.href = `run.html?id=${encodeURIComponent(runId)}`)),
             )
           : null,
-      );
-      return [
         h(
-          'tr',
-          { 'data-job': job.name },
-          h('td', {}, h('strong', {}, job.name), h('div', { class: 'muted' }, job.description)),
-          h(
-            'td',
-            {},
-            job.scheduleText,
-            job.nextRuns.length
-              ? h(
-                  'ul',
-                  { class: 'next' },
-                  job.nextRuns.slice(0, 3).map((t) => h('li', {}, time(t))),
-                )
-              : null,
-          ),
-          h('td', {}, job.paused ? h('span', { class: 'badge paused' }, 'paused') : h('span', { class: 'badge active-job' }, 'active')),
-          h(
-            'td',
-            {},
-            job.lastRun
-              ? [runBadge(job.lastRun), ' ', runLink(job.lastRun.runId, when(job.lastRun.finishedAt || job.lastRun.createdAt))]
-              : h('span', { class: 'muted' }, 'never'),
-          ),
-          h('td', { class: 'num ok' }, job.counts.completed ?? 0),
-          h('td', { class: 'num bad' }, job.counts.failed ?? 0),
-          actions,
-        ),
-        detail,
-      ];
-    });
-    show(
-      h('h1', {}, 'Jobs'),
-      h(
-        'table',
-        { class: 'jobs' },
-        h(
-          'thead',
+          'section',
           {},
+          h('h3', {}, 'Recent runs'),
+          runs.length
+            ? h(
+                'ul',
+                { class: 'runs' },
+                runs.map((r) =>
+                  h('li', {}, runBadge(r), ' ', runLink(r.runId), ' ', h('span', { class: 'muted' }, r.trigger, ' · ', when(r.createdAt))),
+                ),
+              )
+            : h('p', { class: 'muted' }, 'no runs yet'),
+          h('p', {}, h('a', { href: `job.html?name=${encodeURIComponent(job.name)}` }, `${job.name}: charts, every run, schedule →`)),
+          h('h3', {}, 'Token'),
+          h('p', {}, 'audience ', h('code', {}, job.audience.join(' ')), ' scope ', h('code', {}, job.scope.join(' ') || '(none)')),
           h(
-            'tr',
-            {},
-            ['Job', 'Schedule (next fire times)', 'State', 'Last run', 'Succeeded', 'Failed', ''].map((t) => h('th', {}, t)),
+            'p',
+            { class: 'muted' },
+            `attempts ${job.attempts} · concurrency ${job.concurrency} · overlap ${job.overlap}${job.timeoutMs ? ` · timeout ${job.timeoutMs / 1000}s` : ''}`,
           ),
         ),
-        h('tbody', {}, rows.flat()),
-      ),
-      h(
-        'p',
-        { class: 'muted' },
-        'Succeeded/failed count the runs Redis still keeps (7 and 30 days). Everything else about a run: ',
-        h('a', { href: 'queues/' }, 'Bull Board'),
-        '.',
       ),
     );
   };
+
+  // Live: the rows' cells follow the API every 5 s; an open detail row (a form being filled in) is left alone.
+  const render = async () => {
+    const jobs = await api('jobs');
+    const now = jobs.map((j) => j.name).join('\n');
+    if (now !== names) {
+      names = now;
+      rows.clear();
+      tbody.replaceChildren();
+      for (const job of jobs) {
+        const row = {
+          job,
+          tr: h('tr', { 'data-job': job.name }),
+          detail: h('tr', { class: 'detail', hidden: true }, h('td', { colspan: 7 })),
+        };
+        rows.set(job.name, row);
+        tbody.append(row.tr, row.detail);
+      }
+    }
+    for (const job of jobs) {
+      const row = rows.get(job.name);
+      row.job = job;
+      const key = JSON.stringify(job);
+      if (row.key === key) continue;
+      row.key = key;
+      row.tr.replaceChildren(...cells(job, row));
+    }
+  };
+  show(
+    h('h1', {}, 'Jobs'),
+    errors,
+    tableWrap(
+      h('table', { class: 'jobs' }, head('Job', 'Schedule (next fire times)', 'State', 'Last run', 'Succeeded', 'Failed', ''), tbody),
+    ),
+    h(
+      'p',
+      { class: 'muted' },
+      'Refreshes every 5 s. Succeeded/failed count the runs Redis still keeps (see each job’s retention). Every run: ',
+      h('a', { href: 'runs.html' }, 'Runs'),
+      '.',
+    ),
+  );
   await render();
+  setTimeout(() => every(5000, render, errors), 5000);
+}
+
+const OUTCOME_CHOICES = ['completed', 'failed', 'timeout', 'cancelled', 'skipped', 'misfire'];
+const STATE_CHOICES = ['active', 'waiting', 'delayed', 'prioritized', 'waiting-children'];
+const TRIGGER_CHOICES = ['manual', 'api', 'schedule', 'parent', 'retry', 'misfire', 'shard'];
+
+/** datetime-local value <-> ISO (the browser's time zone). */
+function localValue(iso) {
+  if (!iso) return '';
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return '';
+  return new Date(d.getTime() - d.getTimezoneOffset() * 60_000).toISOString().slice(0, 19);
+}
+
+function runsTable(runs, opts = {}) {
+  return tableWrap(
+    h(
+      'table',
+      { class: 'runs' },
+      head(
+        'Run',
+        opts.job === false ? null : 'Job',
+        'Outcome',
+        'Trigger',
+        'Triggered by',
+        'Created',
+        'Finished',
+        'Took',
+        'Attempts',
+        'Error',
+      ),
+      h(
+        'tbody',
+        {},
+        runs.map((r) =>
+          h(
+            'tr',
+            { 'data-run': r.runId, 'data-outcome': r.outcome ?? r.state },
+            h('td', {}, runLink(r.runId, r.runId.slice(r.job.length + 1))),
+            opts.job === false ? null : h('td', {}, jobLink(r.job)),
+            h('td', {}, runBadge(r)),
+            h('td', {}, r.trigger),
+            h('td', {}, byText(r.triggeredBy)),
+            h('td', {}, shortTime(r.createdAt)),
+            h('td', {}, shortTime(r.finishedAt)),
+            h('td', { class: 'num' }, dur(r.durationMs)),
+            h('td', { class: 'num' }, r.attempts),
+            h('td', { class: 'error small' }, r.error ?? ''),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
+async function runsPage() {
+  const params = new URLSearchParams(location.search);
+  const jobs = await api('jobs');
+  const select = (name, choices, labels = {}) =>
+    h(
+      'select',
+      { name, id: `filter-${name}` },
+      h('option', { value: '' }, 'any'),
+      choices.map((c) => h('option', { value: c, selected: params.get(name) === c }, labels[c] ?? c)),
+    );
+  const field = (label, input) => h('label', { for: input.id }, h('span', {}, label), input);
+  const inputs = {
+    job: select(
+      'job',
+      jobs.map((j) => j.name),
+    ),
+    state: select('state', [...OUTCOME_CHOICES, ...STATE_CHOICES, 'finished', 'unfinished']),
+    trigger: select('trigger', TRIGGER_CHOICES),
+    by: h('input', {
+      type: 'text',
+      name: 'by',
+      id: 'filter-by',
+      value: params.get('by') ?? '',
+      placeholder: 'user:ada, cli:ops, schedule, run:<id>',
+    }),
+    from: h('input', { type: 'datetime-local', name: 'from', id: 'filter-from', step: 1, value: localValue(params.get('from')) }),
+    to: h('input', { type: 'datetime-local', name: 'to', id: 'filter-to', step: 1, value: localValue(params.get('to')) }),
+  };
+  const list = new Region('div', { id: 'runs-list' });
+  const more = h('div', { id: 'runs-more' });
+  const errors = h('div', {});
+  let next = null;
+  let pages = 1;
+
+  const query = () => {
+    const q = new URLSearchParams();
+    for (const [name, input] of Object.entries(inputs)) {
+      const value = input.value.trim();
+      if (!value) continue;
+      q.set(name, name === 'from' || name === 'to' ? new Date(value).toISOString() : value);
+    }
+    return q;
+  };
+  const first = async () => {
+    const q = query();
+    const page = await api(`runs?${q}&limit=50`);
+    // After "More" the list grows; the refresh then leaves it alone instead of cutting it back to one page.
+    if (pages > 1) return;
+    list.update(page.runs, (runs) => (runs.length ? runsTable(runs) : h('p', { class: 'muted', id: 'no-runs' }, 'No run matches.')));
+    next = page.next;
+    more.replaceChildren(...(next ? [h('button', { type: 'button', 'data-action': 'more', onclick: loadMore }, 'More')] : []));
+  };
+  const loadMore = async () => {
+    const page = await api(`runs?${query()}&limit=50&cursor=${encodeURIComponent(next)}`);
+    pages++;
+    list.el.querySelector('table.runs tbody')?.append(...runsTable(page.runs).querySelectorAll('tbody tr'));
+    next = page.next;
+    more.replaceChildren(...(next ? [h('button', { type: 'button', 'data-action': 'more', onclick: loadMore }, 'More')] : []));
+  };
+  const form = h(
+    'form',
+    {
+      class: 'filters',
+      onsubmit: async (event) => {
+        event.preventDefault();
+        history.replaceState(null, '', `runs.html${query().size ? `?${query()}` : ''}`);
+        pages = 1;
+        list.key = undefined;
+        await first().catch((err) => errors.replaceChildren(failure(err)));
+      },
+    },
+    field('job', inputs.job),
+    field('outcome / state', inputs.state),
+    field('trigger', inputs.trigger),
+    field('triggered by', inputs.by),
+    field('from', inputs.from),
+    field('to', inputs.to),
+    h('button', { type: 'submit', class: 'primary' }, 'Filter'),
+  );
+  show(
+    h('h1', {}, 'Runs'),
+    h('p', { class: 'muted' }, 'Every kept run of every job, newest first (unfinished runs on top). Refreshes every 5 s.'),
+    form,
+    errors,
+    list.el,
+    more,
+  );
+  every(5000, first, errors);
+}
+
+/** A small time chart (uPlot): one or more series over bucket start times. */
+async function chart(el, title, xs, series, unit) {
+  const { default: uPlot } = await import('./vendor/uplot/uPlot.esm.js');
+  const width = Math.max(280, el.clientWidth || 600);
+  const opts = {
+    title,
+    width,
+    height: 190,
+    scales: { x: { time: true }, y: unit === '%' ? { range: [0, 100] } : { auto: true } },
+    axes: [{}, { values: (_u, ticks) => ticks.map((v) => (v === null ? '' : unit === '%' ? `${v}%` : dur(v * 1000))), size: 60 }],
+    series: [{}, ...series.map((s) => ({ label: s.label, stroke: s.color, width: 2, points: { show: true, size: 4 }, spanGaps: false }))],
+  };
+  el.replaceChildren();
+  const plot = new uPlot(opts, [xs, ...series.map((s) => s.values)], el);
+  new ResizeObserver(() => plot.setSize({ width: Math.max(280, el.clientWidth), height: 190 })).observe(el);
+  return plot;
+}
+
+async function charts(container, name) {
+  const stats = await api(`jobs/${encodeURIComponent(name)}/stats?tz=${encodeURIComponent(LOCAL_TZ)}`);
+  const draw = async (buckets, label) => {
+    const xs = buckets.map((b) => Date.parse(b.start) / 1000);
+    const rate = h('div', { class: 'chart', id: `chart-${label}-rate` });
+    const durations = h('div', { class: 'chart', id: `chart-${label}-duration` });
+    container.append(h('div', { class: 'chart-pair', 'data-chart': label }, rate, durations));
+    await chart(
+      rate,
+      `Success rate per ${label === 'hourly' ? 'hour (48 h)' : 'day (30 days)'}`,
+      xs,
+      [
+        {
+          label: 'success %',
+          color: '#1f8a4c',
+          values: buckets.map((b) => (b.successRate === null ? null : Math.round(b.successRate * 1000) / 10)),
+        },
+      ],
+      '%',
+    );
+    await chart(
+      durations,
+      `Duration per ${label === 'hourly' ? 'hour' : 'day'}`,
+      xs,
+      [
+        { label: 'p50', color: '#2f5bd3', values: buckets.map((b) => (b.p50Ms === null ? null : b.p50Ms / 1000)) },
+        { label: 'p95', color: '#c0392b', values: buckets.map((b) => (b.p95Ms === null ? null : b.p95Ms / 1000)) },
+      ],
+      's',
+    );
+  };
+  container.replaceChildren(
+    h(
+      'p',
+      { class: 'muted', id: 'stats-summary' },
+      `From the ${stats.runs} finished run(s) Redis keeps (the last 30 days at most); days in ${stats.tz}.`,
+    ),
+  );
+  await draw(stats.hourly, 'hourly');
+  await draw(stats.daily, 'daily');
+}
+
+async function jobPage() {
+  const name = new URLSearchParams(location.search).get('name');
+  if (!name) return show(failure('no job given (job.html?name=<job>)'));
+  const top = new Region('section', { id: 'job-head' });
+  const recent = new Region('section', { id: 'job-runs' });
+  const errors = h('div', {});
+  const chartsEl = h('section', { id: 'job-charts' });
+  const formEl = h('section', { id: 'job-run-now' });
+  let job = await api(`jobs/${encodeURIComponent(name)}`);
+  const render = async () => {
+    const [fresh, runs] = await Promise.all([
+      api(`jobs/${encodeURIComponent(name)}`),
+      api(`runs?job=${encodeURIComponent(name)}&limit=20`),
+    ]);
+    job = fresh;
+    const { lastRun: _lastRun, ...stable } = job;
+    top.update({ ...stable, minute: Math.floor(Date.now() / 60_000) }, () => [
+      h(
+        'h1',
+        {},
+        job.name,
+        ' ',
+        job.paused ? h('span', { class: 'badge paused' }, 'paused') : h('span', { class: 'badge active-job' }, 'active'),
+      ),
+      job.description ? h('p', {}, job.description) : null,
+      isAdmin() ? h('p', { class: 'actions' }, pauseButton(job, render)) : null,
+      h(
+        'dl',
+        { class: 'facts' },
+        h('dt', {}, 'schedule'),
+        h('dd', { id: 'job-schedule' }, job.scheduleText, job.timeZone ? ` · time zone ${job.timeZone}` : ''),
+        job.scheduleWords ? [h('dt', {}, 'in words'), h('dd', { id: 'job-words' }, job.scheduleWords)] : null,
+        job.nextRuns.length ? [h('dt', {}, 'next fires'), h('dd', { id: 'job-next' }, nextFires(job, 5))] : null,
+        h('dt', {}, 'runs'),
+        h(
+          'dd',
+          {},
+          `attempts ${job.attempts} · concurrency ${job.concurrency} · overlap ${job.overlap} · misfire ${job.misfire}`,
+          job.timeoutMs ? ` · timeout ${dur(job.timeoutMs)}` : '',
+        ),
+        h('dt', {}, 'token'),
+        h('dd', {}, 'audience ', h('code', {}, job.audience.join(' ')), ' scope ', h('code', {}, job.scope.join(' ') || '(none)')),
+        h('dt', {}, 'kept'),
+        h('dd', { id: 'job-retention' }, keepText(job.retention)),
+      ),
+    ]);
+    recent.update(runs.runs, (list) => [
+      h('h2', {}, 'Recent runs'),
+      list.length ? runsTable(list, { job: false }) : h('p', { class: 'muted' }, 'no runs yet'),
+      h('p', {}, h('a', { href: `runs.html?job=${encodeURIComponent(name)}` }, 'every run of this job, with filters →')),
+    ]);
+  };
+  await render();
+  if (isAdmin()) {
+    formEl.replaceChildren(
+      h('h2', {}, 'Run now'),
+      paramsForm(job, (runId) => (location.href = `run.html?id=${encodeURIComponent(runId)}`)),
+    );
+  }
+  show(
+    h('p', {}, h('a', { href: './' }, '← all jobs')),
+    errors,
+    top.el,
+    h('div', { class: 'columns' }, formEl, recent.el),
+    h('h2', {}, 'Success and duration'),
+    chartsEl,
+  );
+  await charts(chartsEl, name).catch((err) => chartsEl.replaceChildren(failure(err)));
+  setTimeout(() => every(5000, render, errors), 5000);
+  setTimeout(() => every(60_000, () => charts(chartsEl, name)), 60_000);
+}
+
+function keepText(retention) {
+  const rule = (r) =>
+    [r.count !== undefined ? `${r.count} runs` : null, r.age !== undefined ? `${dur(r.age * 1000)}` : null].filter(Boolean).join(', ') ||
+    'all';
+  return `completed: ${rule(retention.completed)} · failed: ${rule(retention.failed)} · ${retention.logs} log lines per run`;
 }
 
 async function runPage() {
   const runId = new URLSearchParams(location.search).get('id');
   if (!runId) return show(failure('no run id given (run.html?id=<job>:<id>)'));
-  let timer;
+  const top = new Region('section', { id: 'run-head' });
+  const facts = new Region('section', { id: 'run-facts' });
+  const attempts = new Region('section', { id: 'run-attempts-section' });
+  const payload = new Region('section', { id: 'run-payload' });
+  const claims = new Region('section', { id: 'run-claims' });
+  const logs = h('div', { id: 'run-logs', class: 'logs', tabindex: 0 });
+  const logsTitle = h('h2', {}, 'Logs');
+  const errors = h('div', {});
+  let shownLines = [];
+  let finished = false;
+  let gone = false;
+
+  const act = async (action) => {
+    await api(`runs/${encodeURIComponent(runId)}/${action}`, { method: 'POST' }).catch((err) => alert(err.message));
+    await render();
+  };
+
+  const renderLogs = (lines) => {
+    // Appended lines are added, the rest stays (a selection in the logs survives); anything else rebuilds them.
+    const same = shownLines.length <= lines.length && shownLines.every((l, i) => l.line === lines[i].line && l.time === lines[i].time);
+    const atBottom = logs.scrollHeight - logs.scrollTop - logs.clientHeight < 8;
+    const row = (l) =>
+      h(
+        'div',
+        { class: 'log-line', 'data-attempt': l.attempt ?? '' },
+        h(
+          'time',
+          { datetime: l.time ?? '', title: l.time ?? 'not recorded' },
+          l.time
+            ? new Date(l.time).toLocaleTimeString(undefined, { hour12: false }) +
+                `.${String(new Date(l.time).getMilliseconds()).padStart(3, '0')}`
+            : '–',
+        ),
+        h('span', { class: 'att' }, l.attempt ? `#${l.attempt}` : ''),
+        h('span', { class: 'text' }, l.line),
+      );
+    if (same) logs.append(...lines.slice(shownLines.length).map(row));
+    else logs.replaceChildren(...lines.map(row));
+    if (!lines.length) logs.replaceChildren(h('div', { class: 'muted empty' }, '(no log lines yet)'));
+    shownLines = lines;
+    if (atBottom) logs.scrollTop = logs.scrollHeight;
+  };
+
   const render = async () => {
     let run;
     let live = [];
     try {
       [run, live] = await Promise.all([api(`runs/${encodeURIComponent(runId)}`), api('tokens').catch(() => [])]);
     } catch (err) {
-      show(h('h1', {}, 'Run ', h('code', {}, runId)), failure(err));
-      // An unknown run stays unknown; anything else (a restart, a network blip) is retried.
-      if (!(err instanceof ApiError && err.status === 404)) timer = setTimeout(render, 2000);
-      return;
+      if (err instanceof ApiError && err.status === 404) {
+        gone = true;
+        show(h('h1', {}, 'Run ', h('code', {}, runId)), failure(err));
+        return;
+      }
+      throw err;
     }
     const liveJtis = new Set(live.map((t) => t.jti));
-    const finished = Boolean(run.outcome) || FINISHED.has(run.state);
-    const duration =
-      run.startedAt && run.finishedAt ? `${((new Date(run.finishedAt) - new Date(run.startedAt)) / 1000).toFixed(2)} s` : null;
-    show(
+    finished = Boolean(run.outcome) || FINISHED.has(run.state);
+    top.update({ state: run.state, outcome: run.outcome, attempts: run.attempts, admin: isAdmin() }, () => [
       h('h1', {}, 'Run ', h('code', {}, run.runId), ' ', h('span', { id: 'run-state' }, runBadge(run))),
       h(
         'p',
-        {},
-        h('a', { href: './' }, '← all jobs'),
-        ' · job ',
-        h('strong', {}, run.job),
-        ' · trigger ',
-        run.trigger,
-        ' · attempts ',
-        h('span', { id: 'run-attempts' }, run.attempts),
-        run.state === 'active' ? ` (attempt ${run.attempts + 1} running)` : '',
-        run.priority ? ` · priority ${run.priority}` : '',
+        { class: 'actions' },
+        isAdmin() && run.state === 'failed'
+          ? h('button', { type: 'button', class: 'primary', 'data-action': 'retry', onclick: () => act('retry') }, 'Retry run')
+          : null,
+        isAdmin() && !finished
+          ? h('button', { type: 'button', 'data-action': 'cancel', onclick: () => act('cancel') }, 'Cancel run')
+          : null,
       ),
-      isAdmin() && !finished
-        ? h(
-            'button',
-            {
-              type: 'button',
-              'data-action': 'cancel',
-              onclick: async () => {
-                await api(`runs/${encodeURIComponent(run.runId)}/cancel`, { method: 'POST' }).catch((err) => alert(err.message));
-                await render();
-              },
-            },
-            'Cancel run',
-          )
-        : null,
-      h('h2', {}, 'Timeline'),
+    ]);
+    facts.update({ ...run, logs: undefined, logLines: undefined, attemptList: undefined, claims: undefined, progress: undefined }, () =>
       h(
         'dl',
-        { class: 'timeline' },
+        { class: 'facts' },
+        h('dt', {}, 'job'),
+        h('dd', {}, jobLink(run.job)),
+        h('dt', {}, 'trigger'),
+        h('dd', { id: 'run-trigger' }, run.trigger, run.priority ? ` · priority ${run.priority}` : ''),
+        h('dt', {}, 'triggered by'),
+        h('dd', { id: 'run-by' }, byText(run.triggeredBy)),
+        run.parent ? [h('dt', {}, 'parent run'), h('dd', { id: 'run-parent' }, runLink(run.parent))] : null,
+        run.shard ? [h('dt', {}, 'shard'), h('dd', {}, `${run.shard.index + 1} of ${run.shard.total} (index ${run.shard.index})`)] : null,
+        run.children.length
+          ? [
+              h('dt', {}, 'child runs'),
+              h(
+                'dd',
+                { id: 'run-children' },
+                h(
+                  'ul',
+                  { class: 'children' },
+                  run.children.map((c) => h('li', {}, runLink(c))),
+                ),
+              ),
+            ]
+          : null,
+        h('dt', {}, 'attempts'),
+        h('dd', { id: 'run-attempts' }, run.attempts, run.state === 'active' ? ` (attempt ${run.attempts + 1} running)` : ''),
         h('dt', {}, 'created'),
         h('dd', {}, time(run.createdAt)),
         run.dueAt ? [h('dt', {}, 'due'), h('dd', { id: 'run-due' }, time(run.dueAt))] : null,
-        h('dt', {}, 'started'),
-        h('dd', {}, time(run.startedAt)),
         h('dt', {}, 'finished'),
-        h('dd', {}, time(run.finishedAt), duration ? ` · took ${duration}` : ''),
+        h('dd', {}, time(run.finishedAt)),
       ),
+    );
+    attempts.update({ rows: run.attemptList, live: [...liveJtis].filter((j) => run.claims.some((c) => c.jti === j)) }, ({ rows }) => [
+      h('h2', {}, 'Attempts'),
+      rows.length
+        ? tableWrap(
+            h(
+              'table',
+              { class: 'attempts' },
+              head('#', 'started', 'ended', 'took', 'outcome', 'error', 'token(s)'),
+              h(
+                'tbody',
+                {},
+                rows.map((a) =>
+                  h(
+                    'tr',
+                    { 'data-attempt': a.attempt, 'data-outcome': a.outcome },
+                    h('td', { class: 'num' }, a.attempt),
+                    h('td', {}, shortTime(a.startedAt)),
+                    h('td', {}, shortTime(a.finishedAt)),
+                    h('td', { class: 'num' }, dur(a.durationMs)),
+                    h('td', {}, h('span', { class: `badge outcome-${a.outcome.replace(/\s+/g, '-')}` }, a.outcome)),
+                    h('td', { class: 'error small' }, a.error ?? ''),
+                    h(
+                      'td',
+                      { class: 'small' },
+                      a.claims.length
+                        ? a.claims.map((c) =>
+                            h(
+                              'div',
+                              {},
+                              h('code', { title: c.jti }, c.jti.slice(0, 8)),
+                              ` ${[].concat(c.aud).join(' ')} `,
+                              c.scope ? h('code', {}, c.scope) : null,
+                              liveJtis.has(c.jti) ? h('span', { class: 'badge state-active' }, 'live') : null,
+                            ),
+                          )
+                        : h('span', { class: 'muted' }, 'none'),
+                    ),
+                  ),
+                ),
+              ),
+            ),
+          )
+        : h('p', { class: 'muted' }, 'not started yet'),
+    ]);
+    payload.update({ data: run.data, result: run.result, state: run.state, error: run.error }, () => [
       h('h2', {}, 'Data'),
       h('pre', { id: 'run-data' }, JSON.stringify(run.data, null, 2)),
       run.state === 'completed' ? [h('h2', {}, 'Result'), h('pre', { id: 'run-result' }, JSON.stringify(run.result, null, 2))] : null,
       run.error ? [h('h2', {}, 'Error'), h('pre', { id: 'run-error', class: 'error' }, run.error)] : null,
-      h('h2', {}, 'Logs ', finished ? null : h('small', { class: 'muted' }, '(live)')),
-      h('pre', { id: 'run-logs', class: 'logs' }, run.logs.length ? run.logs.join('\n') : '(no log lines yet)'),
+    ]);
+    logsTitle.replaceChildren('Logs ', finished ? '' : h('small', { class: 'muted' }, '(live)'));
+    renderLogs(run.logLines ?? run.logs.map((line) => ({ line, time: null, attempt: null })));
+    claims.update({ claims: run.claims, live: run.claims.map((c) => liveJtis.has(c.jti)) }, () => [
       h('h2', {}, 'Tokens of this run'),
       h('p', { class: 'muted' }, 'The claims of the token each attempt ran with. The token itself is never stored or shown.'),
       run.claims.length
-        ? h(
-            'table',
-            { class: 'claims' },
+        ? tableWrap(
             h(
-              'thead',
-              {},
+              'table',
+              { class: 'claims' },
+              head('attempt', 'jti', 'sub', 'aud', 'scope', 'act', 'issued', 'expires', 'now'),
               h(
-                'tr',
+                'tbody',
                 {},
-                ['attempt', 'jti', 'sub', 'aud', 'scope', 'issued', 'expires', 'now'].map((t) => h('th', {}, t)),
-              ),
-            ),
-            h(
-              'tbody',
-              {},
-              run.claims.map((c) =>
-                h(
-                  'tr',
-                  {},
-                  h('td', { class: 'num' }, c.att),
-                  h('td', {}, h('code', {}, c.jti)),
-                  h('td', {}, c.sub),
-                  h('td', {}, [].concat(c.aud).join(' ')),
-                  h('td', {}, c.scope),
-                  h('td', {}, time(new Date(c.iat * 1000).toISOString())),
-                  h('td', {}, time(new Date(c.exp * 1000).toISOString())),
+                run.claims.map((c) =>
                   h(
-                    'td',
+                    'tr',
                     {},
-                    liveJtis.has(c.jti)
-                      ? h('span', { class: 'badge state-active' }, 'live')
-                      : h('span', { class: 'badge' }, 'revoked or expired'),
+                    h('td', { class: 'num' }, c.att),
+                    h('td', {}, h('code', {}, c.jti)),
+                    h('td', {}, c.sub),
+                    h('td', {}, [].concat(c.aud).join(' ')),
+                    h('td', {}, c.scope),
+                    h('td', {}, c.act ? c.act.sub : ''),
+                    h('td', {}, time(new Date(c.iat * 1000).toISOString())),
+                    h('td', {}, time(new Date(c.exp * 1000).toISOString())),
+                    h(
+                      'td',
+                      {},
+                      liveJtis.has(c.jti)
+                        ? h('span', { class: 'badge state-active' }, 'live')
+                        : h('span', { class: 'badge' }, 'revoked or expired'),
+                    ),
                   ),
                 ),
               ),
             ),
           )
         : h('p', { class: 'muted' }, 'no token yet (the run has not started)'),
-    );
-    const logs = document.getElementById('run-logs');
-    logs.scrollTop = logs.scrollHeight;
-    clearTimeout(timer);
-    // Poll while the run can still change; a finished run's page is static.
-    if (!finished) timer = setTimeout(render, 1000);
+    ]);
   };
   await render();
+  if (gone) return;
+  show(
+    h('p', {}, h('a', { href: './' }, '← all jobs'), ' · ', h('a', { href: 'runs.html' }, 'all runs')),
+    errors,
+    top.el,
+    facts.el,
+    attempts.el,
+    logsTitle,
+    logs,
+    payload.el,
+    claims.el,
+  );
+  // Live while the run can change (fast), then slowly: a retry from here or elsewhere brings it back to life.
+  setTimeout(() => every(() => (finished ? 5000 : 1000), render, errors), finished ? 5000 : 1000);
 }
 
 async function tokensPage() {
@@ -513,32 +1031,26 @@ async function tokensPage() {
       h('h1', {}, 'Live tokens'),
       h('p', { class: 'muted' }, 'Every run token that is live in Redis right now: metadata only, never the token. Refreshes every 2 s.'),
       tokens.length
-        ? h(
-            'table',
-            { class: 'tokens' },
+        ? tableWrap(
             h(
-              'thead',
-              {},
+              'table',
+              { class: 'tokens' },
+              head('job', 'run', 'attempt', 'audience', 'scope', 'jti', 'expires'),
               h(
-                'tr',
+                'tbody',
                 {},
-                ['job', 'run', 'attempt', 'audience', 'scope', 'jti', 'expires'].map((t) => h('th', {}, t)),
-              ),
-            ),
-            h(
-              'tbody',
-              {},
-              tokens.map((t) =>
-                h(
-                  'tr',
-                  {},
-                  h('td', {}, t.job),
-                  h('td', {}, runLink(t.run)),
-                  h('td', { class: 'num' }, t.att),
-                  h('td', {}, t.aud.join(' ')),
-                  h('td', {}, t.scope),
-                  h('td', {}, h('code', {}, t.jti)),
-                  h('td', {}, time(t.exp)),
+                tokens.map((t) =>
+                  h(
+                    'tr',
+                    {},
+                    h('td', {}, t.job),
+                    h('td', {}, runLink(t.run)),
+                    h('td', { class: 'num' }, t.att),
+                    h('td', {}, t.aud.join(' ')),
+                    h('td', {}, t.scope),
+                    h('td', {}, h('code', {}, t.jti)),
+                    h('td', {}, time(t.exp)),
+                  ),
                 ),
               ),
             ),
@@ -550,42 +1062,77 @@ async function tokensPage() {
 }
 
 async function workersPage() {
+  const registry = new Region('section', { id: 'worker-registry' });
+  const connections = new Region('section', { id: 'worker-connections' });
+  const errors = h('div', {});
   const render = async () => {
-    const queues = await api('workers');
-    show(
-      h('h1', {}, 'Workers'),
-      h('p', { class: 'muted' }, 'Worker connections per job queue, as Redis reports them. Refreshes every 5 s.'),
-      h(
-        'table',
-        { class: 'workers' },
-        h(
-          'thead',
-          {},
-          h(
-            'tr',
-            {},
-            ['job', 'workers', 'connections (address · connected for · idle)'].map((t) => h('th', {}, t)),
-          ),
-        ),
-        h(
-          'tbody',
-          {},
-          queues.map((q) =>
+    const [workers, queues] = await Promise.all([api('workers'), api('workers/connections')]);
+    registry.update(workers, (list) =>
+      list.length
+        ? tableWrap(
             h(
-              'tr',
-              { 'data-job': q.job },
-              h('td', {}, q.job),
-              h('td', { class: `num ${q.workers.length ? 'ok' : 'bad'}` }, q.workers.length),
+              'table',
+              { class: 'registry' },
+              head('', 'host', 'pid', 'versions', 'groups', 'jobs', 'active runs', 'started', 'last seen'),
               h(
-                'td',
+                'tbody',
                 {},
-                q.workers.length
-                  ? h(
-                      'ul',
+                list.map((w) =>
+                  h(
+                    'tr',
+                    { 'data-worker': w.id, class: w.alive ? 'alive' : 'dead' },
+                    h(
+                      'td',
                       {},
-                      q.workers.map((w) => h('li', {}, `${w.addr ?? '?'} · ${w.age}s · idle ${w.idle}s`)),
-                    )
-                  : h('span', { class: 'muted' }, 'no worker connected: start `jobscope worker`'),
+                      w.alive
+                        ? h('span', { class: 'badge state-completed' }, 'alive')
+                        : h('span', { class: 'badge dead', title: 'no heartbeat for 15 s' }, 'dead'),
+                    ),
+                    h('td', {}, w.host),
+                    h('td', { class: 'num' }, w.pid),
+                    h('td', { class: 'small' }, `jobscope ${w.versions.jobscope} · node ${w.versions.node}`),
+                    h('td', {}, w.groups.length ? w.groups.join(', ') : h('span', { class: 'muted' }, '–')),
+                    h('td', { class: 'small' }, w.jobs.join(', ')),
+                    h(
+                      'td',
+                      { class: 'small' },
+                      w.active.length ? w.active.map((id) => h('div', {}, runLink(id))) : h('span', { class: 'muted' }, 'idle'),
+                    ),
+                    h('td', {}, time(w.startedAt)),
+                    h('td', {}, time(w.lastSeen)),
+                  ),
+                ),
+              ),
+            ),
+          )
+        : h('p', { class: 'muted', id: 'no-workers' }, 'No worker has sent a heartbeat in the last day: start `jobscope worker`.'),
+    );
+    connections.update(queues, (list) =>
+      tableWrap(
+        h(
+          'table',
+          { class: 'workers' },
+          head('job', 'workers', 'connections (address · connected for · idle)'),
+          h(
+            'tbody',
+            {},
+            list.map((q) =>
+              h(
+                'tr',
+                { 'data-job': q.job },
+                h('td', {}, jobLink(q.job)),
+                h('td', { class: `num ${q.workers.length ? 'ok' : 'bad'}` }, q.workers.length),
+                h(
+                  'td',
+                  {},
+                  q.workers.length
+                    ? h(
+                        'ul',
+                        {},
+                        q.workers.map((w) => h('li', {}, `${w.addr ?? '?'} · ${w.age}s · idle ${w.idle}s`)),
+                      )
+                    : h('span', { class: 'muted' }, 'no worker connected: start `jobscope worker`'),
+                ),
               ),
             ),
           ),
@@ -593,17 +1140,30 @@ async function workersPage() {
       ),
     );
   };
-  await poll(render, 5000);
+  show(
+    h('h1', {}, 'Workers'),
+    h(
+      'p',
+      { class: 'muted' },
+      'Every worker process that sent a heartbeat in the last day; a worker silent for 15 s is marked dead. Refreshes every 5 s.',
+    ),
+    errors,
+    registry.el,
+    h('h2', {}, 'Queue connections'),
+    h('p', { class: 'muted' }, 'The worker connections of each job queue, as Redis reports them.'),
+    connections.el,
+  );
+  every(5000, render, errors);
 }
 
-const PAGES = { index: jobsPage, run: runPage, tokens: tokensPage, workers: workersPage };
+const PAGES = { index: jobsPage, runs: runsPage, job: jobPage, run: runPage, tokens: tokensPage, workers: workersPage };
 
 async function start() {
   const page = document.body.dataset.page;
   document.querySelector(`[data-nav="${page}"]`)?.classList.add('current');
   try {
     me = await api('me');
-    document.getElementById('me').textContent = `${me.user} (${me.role === 'admin' ? 'admin' : 'read-only'})`;
+    document.getElementById('me').textContent = `${me.user} (${me.role === 'viewer' ? 'read-only' : me.role})`;
     document.body.classList.add(`role-${me.role}`);
     await PAGES[page]();
   } catch (err) {

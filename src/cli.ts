@@ -32,6 +32,9 @@ const USAGE = `jobscope <command>
   pause <job> | resume <job>    stop/start a job's schedule and queue (survives restarts)
   cancel <runId>                cancel a waiting or running run, on whichever host runs it
   keys generate [--dir DIR]     write a new P-256 signing key (rotation)
+  users add <name> --role admin|operator|viewer [--groups a,b] [--password-stdin] [--replace]
+                                add a login to JOBSCOPE_USERS_FILE (scrypt hash); without --password-stdin a password is
+                                generated and printed once; --groups limits it to the jobs of those groups
 
 Configuration: environment variables (and a .env file); see README.md.`;
 
@@ -71,7 +74,7 @@ async function openRuntime({ config, logger }: Env, registry: Registry): Promise
 
 /** What list, trigger, cancel, pause and resume need: the control plane alone (one connection, no keys, nothing on disk). */
 async function openControl({ config, logger }: Env, registry: Registry): Promise<Control> {
-  const control = new Control({ redisUrl: config.redisUrl, prefix: config.prefix, registry, logger });
+  const control = new Control({ redisUrl: config.redisUrl, prefix: config.prefix, registry, logger, retention: config.retention });
   try {
     await control.ready();
   } catch (err) {
@@ -176,14 +179,15 @@ async function startServing(env: Env, mode: 'start' | 'worker' | 'server', flags
     logger.info({ jobs: served, ...(unserved.length ? { notServedHere: unserved } : {}) }, 'workers started');
   }
   if (mode !== 'worker') {
-    const admin = adminCredentials(config.user, config.password);
+    // With a users file and no JOBSCOPE_USER, the file's users are the logins: no generated admin password.
+    const admin = config.usersFile && !config.user ? undefined : adminCredentials(config.user, config.password);
     const viewer = config.viewerUser && config.viewerPassword ? { user: config.viewerUser, password: config.viewerPassword } : undefined;
-    const app = createApp({ ...runtime.serverParts(), logger, admin, viewer, introspect: config });
+    const app = createApp({ ...runtime.serverParts(), logger, admin, viewer, introspect: config, usersFile: config.usersFile });
     server = await listen(app, config.port, config.host);
     const addr = server.address() as import('node:net').AddressInfo;
     const url = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${addr.port}`;
     logger.info({ url }, `dashboard at ${url}/dashboard`);
-    if (admin.generated) {
+    if (admin?.generated) {
       // Printed once, on the terminal only: never an open dashboard, never a password in the log stream.
       io.err(
         `\n  jobscope: no JOBSCOPE_USER/JOBSCOPE_PASSWORD set; generated a login for this run:\n    user: ${admin.user}\n    password: ${admin.password}\n`,
@@ -393,6 +397,40 @@ async function jobCommand(env: Env, command: 'pause' | 'resume', name: string | 
   }
 }
 
+async function readStdin(): Promise<string> {
+  let text = '';
+  for await (const chunk of process.stdin) {
+    text += String(chunk);
+    if (text.length > 4096) throw new UsageError('--password-stdin: expected one password line');
+  }
+  return text.replace(/\r?\n$/, '');
+}
+
+async function usersCommand(
+  env: Env,
+  rest: string[],
+  flags: { role?: string; groups?: string; 'password-stdin'?: boolean; replace?: boolean },
+  io: CliIO,
+): Promise<number> {
+  const usage = 'usage: jobscope users add <name> --role admin|operator|viewer [--groups a,b] [--password-stdin] [--replace]';
+  const [sub, name, ...extra] = rest;
+  if (sub !== 'add' || !name || extra.length) throw new UsageError(usage);
+  const file = env.config.usersFile;
+  if (!file) throw new UsageError('set JOBSCOPE_USERS_FILE to the users file to write (for example JOBSCOPE_USERS_FILE=./users.json)');
+  const { ROLES, addUser } = await import('./server/users.ts');
+  const role = flags.role as (typeof ROLES)[number];
+  if (!ROLES.includes(role)) throw new UsageError(`--role must be one of ${ROLES.join(', ')}\n${usage}`);
+  const generated = !flags['password-stdin'];
+  const { randomBytes } = await import('node:crypto');
+  const password = generated ? randomBytes(18).toString('base64url') : await readStdin();
+  const groups = list_(flags.groups);
+  const done = await addUser(file, { name, role, ...(groups?.length ? { groups } : {}), password }, { replace: flags.replace });
+  io.out(`${done} user "${name}" (${role}${groups?.length ? `, groups: ${groups.join(', ')}` : ', every job'}) in ${file}`);
+  // Printed once: only the scrypt hash is kept.
+  if (generated) io.out(`password: ${password}`);
+  return 0;
+}
+
 async function cancelCommand(env: Env, runId: string | undefined, io: CliIO): Promise<number> {
   if (!runId) throw new UsageError('usage: jobscope cancel <runId>');
   const registry = await loadRegistry(env.config.jobsDir);
@@ -426,6 +464,10 @@ export async function main(argv: string[], io: CliIO = stdio): Promise<number> {
         watch: { type: 'boolean' },
         audience: { type: 'string' },
         dir: { type: 'string' },
+        role: { type: 'string' },
+        groups: { type: 'string' },
+        'password-stdin': { type: 'boolean' },
+        replace: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -459,6 +501,8 @@ export async function main(argv: string[], io: CliIO = stdio): Promise<number> {
       case 'token':
         if (rest[0] !== 'verify') throw new UsageError('usage: jobscope token verify <jwt> [--audience A]');
         return await verifyCommand(environment('warn'), rest[1], values.audience, io);
+      case 'users':
+        return await usersCommand(environment('warn'), rest, values, io);
       case 'keys': {
         if (rest[0] !== 'generate') throw new UsageError('usage: jobscope keys generate [--dir DIR]');
         const dir = path.resolve(values.dir ?? 'keys');

@@ -3,6 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseDuration } from './duration.ts';
 import { ConfigError } from './errors.ts';
+import type { KeepRule, Retention } from './interfaces.ts';
 import { redactUrl } from './redact.ts';
 
 export interface Config {
@@ -18,6 +19,8 @@ export interface Config {
   password: string | undefined;
   viewerUser: string | undefined;
   viewerPassword: string | undefined;
+  /** JOBSCOPE_USERS_FILE: more logins (admin, operator, viewer; optionally limited to job groups), scrypt-hashed. */
+  usersFile: string | undefined;
   /** PEM P-256 private key files; the last one signs, all are published in the JWKS. */
   signingKeyFiles: string[];
   jwtSecret: string | undefined;
@@ -39,6 +42,8 @@ export interface Config {
   stateDir: string;
   /** Services allowed to call POST /oauth/introspect: client id -> secret (JOBSCOPE_INTROSPECT_CLIENTS). */
   introspectClients: Record<string, string>;
+  /** Finished runs and log lines kept by default (JOBSCOPE_KEEP_COMPLETED, JOBSCOPE_KEEP_FAILED, JOBSCOPE_KEEP_LOGS). */
+  retention: Retention;
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -143,6 +148,29 @@ function lockDuration(value: string | undefined): number {
   // Locks are renewed every half duration: below a second, one slow event-loop turn would lose a healthy run.
   if (ms < 1000) throw new ConfigError(`JOBSCOPE_LOCK_DURATION: "${value}" is too short; use at least 1s (default 30s)`);
   return ms;
+}
+
+/** JOBSCOPE_KEEP_COMPLETED / _FAILED: `count,age` (`1000,7d`), or one of them (`500`, `12h`); `age` becomes seconds. */
+export function parseKeep(name: string, value: string | undefined, fallback: KeepRule): KeepRule {
+  if (value === undefined || value.trim() === '') return fallback;
+  const rule: KeepRule = {};
+  for (const part of value.split(',').map((p) => p.trim())) {
+    if (/^\d+$/.test(part) && rule.count === undefined) rule.count = Number(part);
+    else {
+      const ms = /\d(ms|s|m|h|d)$/.test(part) ? parseDuration(part) : null;
+      if (ms === null || ms < 1000 || rule.age !== undefined) {
+        throw new ConfigError(`${name}: "${value}" is not count,age (examples: 1000,7d or 500 or 12h)`);
+      }
+      rule.age = Math.ceil(ms / 1000);
+    }
+  }
+  return rule;
+}
+
+function keepLogs(value: string | undefined): number {
+  if (value === undefined || value === '') return 1000;
+  if (!/^\d+$/.test(value) || Number(value) < 1) throw new ConfigError(`JOBSCOPE_KEEP_LOGS: "${value}" is not a line count (1 or more)`);
+  return Number(value);
 }
 
 function pair(env: NodeJS.ProcessEnv, userVar: string, passVar: string): [string | undefined, string | undefined] {
@@ -258,6 +286,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd()): Config 
     password,
     viewerUser,
     viewerPassword,
+    usersFile: env.JOBSCOPE_USERS_FILE ? path.resolve(cwd, env.JOBSCOPE_USERS_FILE) : undefined,
     signingKeyFiles: keyFiles,
     jwtSecret,
     issuer: env.JOBSCOPE_ISSUER || 'jobscope',
@@ -271,5 +300,10 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd()): Config 
     logLevel,
     stateDir: path.resolve(cwd, env.JOBSCOPE_STATE_DIR || '.jobscope'),
     introspectClients: parseIntrospectClients(env.JOBSCOPE_INTROSPECT_CLIENTS),
+    retention: {
+      completed: parseKeep('JOBSCOPE_KEEP_COMPLETED', env.JOBSCOPE_KEEP_COMPLETED, { count: 1000, age: 7 * 86_400 }),
+      failed: parseKeep('JOBSCOPE_KEEP_FAILED', env.JOBSCOPE_KEEP_FAILED, { count: 5000, age: 30 * 86_400 }),
+      logs: keepLogs(env.JOBSCOPE_KEEP_LOGS),
+    },
   };
 }

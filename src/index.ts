@@ -30,3 +30,4 @@ export type {
   TriggerOptions,
 } from './interfaces.ts';
 export * from './errors.ts';
+export { ServiceRefusedError } from './http/clients.ts';

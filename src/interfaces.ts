@@ -53,7 +53,29 @@ export interface JobDefinition<Data = Record<string, unknown>, Result = unknown>
   group?: string;
   /** Where and when to POST an alert (default webhook: JOBSCOPE_ALERT_WEBHOOK; default on: all four). */
   alert?: { webhook?: string; on?: AlertEvent[] };
+  /** How many finished runs Redis keeps, and how long (default: JOBSCOPE_KEEP_COMPLETED / JOBSCOPE_KEEP_FAILED). */
+  keep?: KeepSpec;
   run(ctx: JobContext<Data>): Promise<Result> | Result;
+}
+
+/** Retention of finished runs: at most `count` runs, none older than `age` (a duration, or milliseconds). */
+export interface KeepSpec {
+  completed?: { count?: number; age?: string | number };
+  failed?: { count?: number; age?: string | number };
+}
+
+/** Retention as BullMQ takes it (`removeOnComplete`/`removeOnFail`): `age` in seconds; an absent field is no limit. */
+export interface KeepRule {
+  count?: number;
+  age?: number;
+}
+
+/** Retention defaults (JOBSCOPE_KEEP_COMPLETED, JOBSCOPE_KEEP_FAILED, JOBSCOPE_KEEP_LOGS). */
+export interface Retention {
+  completed: KeepRule;
+  failed: KeepRule;
+  /** Log lines kept per run (JOBSCOPE_KEEP_LOGS). */
+  logs: number;
 }
 
 export type AlertEvent = 'failed' | 'timeout' | 'misfire' | 'recovered';
@@ -84,6 +106,10 @@ export interface RegisteredJob {
   shards?: number | 'workers';
   group?: string;
   alert?: { webhook?: string; on: AlertEvent[] };
+  /** The job's own `keep`, checked (ages in seconds): a rule given here replaces the default for those runs. */
+  keep?: { completed?: KeepRule; failed?: KeepRule };
+  /** The environment's retention defaults (JOBSCOPE_KEEP_*), set by the control plane; absent: the built-in ones. */
+  retention?: Retention;
   audience: string[];
   scope: string[];
   /** Validates run data against `params`; returns the error list or null. */

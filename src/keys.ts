@@ -15,9 +15,29 @@ export class RedisKeys {
   get tokenPrefix(): string {
     return `${this.prefix}:token:`;
   }
-  /** The claims of every token a run was given (a list of JSON), for the Run page and for revoking a run's tokens. */
+  /**
+   * Where versions before 0.2 kept a run's claims history (a list); it now lives in the run's BullMQ hash (RUN_FIELDS.claims)
+   * and goes with the run. Read for runs started before an upgrade.
+   */
   claims(runId: string): string {
     return `${this.prefix}:claims:${runId}`;
+  }
+  /** A run's BullMQ hash from its run id (`<job>:<bullmq id>`). */
+  run(runId: string): string {
+    return `${this.prefix}:${runId}`;
+  }
+  // The run index (control/runs.ts) under `_idx`: a job name cannot start with '_', so no queue's keys can meet these.
+  /** Zset of a job's finished runs (in one state) with one attribute value: member = BullMQ id, score = finishedOn. */
+  runIndex(job: string, state: 'completed' | 'failed', attr: string, value: string): string {
+    return `${this.prefix}:_idx:${job}:${state}:${attr}:${value}`;
+  }
+  /** Set of the index keys that exist for a job and state (so they can be trimmed with BullMQ's set). */
+  runIndexKeys(job: string, state: 'completed' | 'failed'): string {
+    return `${this.prefix}:_idx:${job}:${state}`;
+  }
+  /** Hash `<job>:<state>` -> how far the index has read BullMQ's finished set (its finishedOn, ms). */
+  get runIndexMarks(): string {
+    return `${this.prefix}:_idx`;
   }
   /** Set of paused job names: pause covers queue and schedule, on every host, across restarts. */
   get paused(): string {
@@ -77,6 +97,12 @@ export const RUN_FIELDS = {
   trigger: 'jsTrigger',
   /** JSON list of the run ids this run started (ctx.trigger, then, shards). */
   children: 'jsChildren',
+  /** The claims of every token the run was given: JSON lines, oldest first (the Run page; revoking a run's tokens). */
+  claims: 'jsClaims',
+  /** Attempts that did not complete, one JSON line each: { a, start, end, outcome } (the Run page's attempt rows). */
+  attempts: 'jsAttempts',
+  /** One `<ms>,<attempt>` line per log line, in step with the run's BullMQ log list (the Run page's log times). */
+  logMeta: 'jsLogMeta',
 } as const;
 
 /** What jobscope keeps in a run's BullMQ options (`opts.jobscope`): who triggered it and where it belongs. */

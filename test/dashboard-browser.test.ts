@@ -1,7 +1,9 @@
 // The dashboard in a real headless Chromium (Debian's /usr/bin/chromium driven by playwright-core) against a real server,
 // workers and Redis on 127.0.0.1: log in, see the jobs, trigger a run with parameters from the form, watch its logs arrive
 // live, see a validation error, use the form's trigger options (run later, priority, idempotency key, overlap refusal), see
-// a timed-out run's outcome, see tokens and workers, the read-only view, Bull Board, and the refusal without a login.
+// a timed-out run's outcome, see tokens and workers, the read-only view, Bull Board, and the refusal without a login; the
+// operations console: filter the Runs list, a job's charts and schedule in words, retry a failed run from its page (attempt
+// rows, timed log lines), a dead worker marked, the Jobs page refreshing itself, pages at 400 px, the favicon.
 // Screenshots go to test-artifacts/ (the README's docs/screenshots/ are copies of these).
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -119,6 +121,16 @@ before(async () => {
         return { days: ctx.data.days };
       },
     };`,
+    'fickle.ts': `export default {
+      description: 'Fails its first attempt, succeeds when retried',
+      token: { audience: ['system'], scope: ['fickle:run'] },
+      async run(ctx) {
+        await ctx.log('attempt ' + ctx.run.attempt + ' starts');
+        if (ctx.run.attempt === 1) throw new Error('the first attempt always fails');
+        await ctx.log('attempt ' + ctx.run.attempt + ' worked');
+        return { attempt: ctx.run.attempt };
+      },
+    };`,
     'hang.ts': `export default {
       description: 'Waits for its signal: times out after 300 ms',
       token: { audience: ['system'] },
@@ -177,14 +189,16 @@ describe('dashboard in a browser', () => {
     await page.locator('tr[data-job="greet"]').waitFor();
     assert.match((await page.locator('#me').textContent()) ?? '', /admin \(admin\)/);
     const rows = await page.locator('table.jobs > tbody > tr[data-job]').evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-job')));
-    assert.deepEqual(rows, ['greet', 'hang', 'nightly-report', 'sync-dict']);
+    assert.deepEqual(rows, ['fickle', 'greet', 'hang', 'nightly-report', 'sync-dict']);
     const nightly = page.locator('tr[data-job="nightly-report"]');
     assert.match((await nightly.textContent()) ?? '', /Build the nightly report/);
     assert.match((await nightly.textContent()) ?? '', /cron 0 30 2 \* \* \* \(Asia\/Shanghai\)/);
     assert.equal(await nightly.locator('ul.next li').count(), 3, 'next fire times');
     assert.match((await page.locator('tr[data-job="sync-dict"]').textContent()) ?? '', /every 1h/);
     assert.match((await page.locator('tr[data-job="greet"]').textContent()) ?? '', /manual.*active.*never/s);
-    assert.equal(await page.locator('button[data-action="pause"]').count(), 4);
+    assert.equal(await page.locator('button[data-action="pause"]').count(), 5);
+    // The cron in words, next to the expression.
+    assert.match((await nightly.locator('.words').textContent()) ?? '', /At 02:30/);
     await shot(page, 'jobs');
     await noTokenIn(page);
   });
@@ -225,8 +239,12 @@ describe('dashboard in a browser', () => {
     await shot(page, 'run-live');
 
     await until(async () => (await state.textContent())?.trim() === 'completed', 15_000, 'the run to complete');
-    const text = (await logs.textContent()) ?? '';
+    const text = (await logs.locator('.text').allTextContents()).join('\n');
     assert.match(text, /line 1: HELLO ADA\nline 2: HELLO ADA\nline 3: HELLO ADA/);
+    // Each line with the time it was logged and its attempt.
+    const times = await logs.locator('.log-line time').evaluateAll((els) => els.map((e) => e.getAttribute('datetime')));
+    assert.ok(times.length >= 4 && times.every((t) => t && !Number.isNaN(Date.parse(t))), JSON.stringify(times));
+    assert.deepEqual(new Set(await logs.locator('.log-line .att').allTextContents()), new Set(['#1']));
     assert.match(text, /token \[redacted/, 'the token the job logged was scrubbed');
     assert.deepEqual(JSON.parse((await page.locator('#run-result').textContent()) ?? ''), { greeted: 'Ada', times: 3 });
     assert.deepEqual(JSON.parse((await page.locator('#run-data').textContent()) ?? ''), { name: 'Ada', times: 3, loud: true });
@@ -373,6 +391,212 @@ describe('dashboard in a browser', () => {
     assert.equal(await page.title(), 'jobscope (read-only)');
   });
 
+  test('the Runs page lists every job’s runs and filters them by outcome, job, trigger and who triggered', async () => {
+    // A few more runs to filter: another timeout, a manual run by the admin through the API, a run by a CLI user.
+    const { runId: timedOut } = await runtime.queues.enqueue('hang', {}, { trigger: 'manual', by: 'user:admin' });
+    const { runId: fromCli } = await runtime.queues.enqueue('sync-dict', {}, { trigger: 'api', by: 'cli:ops' });
+    await waitForRun(runtime, timedOut);
+    await waitForRun(runtime, fromCli);
+    const page = await open(ADMIN);
+    await page.goto(`${srv.url}/dashboard/runs.html`);
+    const rows = page.locator('table.runs tbody tr');
+    await rows.first().waitFor();
+    assert.ok((await rows.count()) >= 4, 'runs of several jobs');
+    const jobsListed = new Set(await rows.locator('td:nth-child(2)').allTextContents());
+    assert.ok(jobsListed.has('hang') && jobsListed.has('greet') && jobsListed.has('sync-dict'), [...jobsListed].join(','));
+    await shot(page, 'runs');
+
+    const filter = async (values: Record<string, string>) => {
+      for (const [name, value] of Object.entries(values)) {
+        const input = page.locator(`form.filters [name="${name}"]`);
+        if ((await input.evaluate((el) => el.tagName)) === 'SELECT') await input.selectOption(value);
+        else await input.fill(value);
+      }
+      const before = await page.locator('#runs-list').innerHTML();
+      await page.locator('form.filters button[type="submit"]').click();
+      await until(async () => (await page.locator('#runs-list').innerHTML()) !== before, 5000, 'the filtered list');
+    };
+    await filter({ state: 'timeout' });
+    assert.match(page.url(), /runs\.html\?state=timeout$/);
+    const outcomes = await rows.evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-outcome')));
+    assert.ok(outcomes.length >= 2 && outcomes.every((o) => o === 'timeout'), outcomes.join(','));
+    assert.ok(await page.locator(`tr[data-run="${timedOut}"]`).count(), 'the new timeout is listed');
+
+    await filter({ state: '', job: 'sync-dict', by: 'cli:ops' });
+    assert.deepEqual(await rows.evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-run'))), [fromCli]);
+    await filter({ job: '', by: '', trigger: 'manual', state: 'completed' });
+    const manual = await rows.evaluateAll((trs) => trs.map((tr) => [tr.children[3].textContent, tr.getAttribute('data-outcome')]));
+    assert.ok(manual.length >= 1 && manual.every(([t, o]) => t === 'manual' && o === 'completed'), JSON.stringify(manual));
+    await filter({ trigger: '', state: '', by: 'user:nobody' });
+    await page.locator('#no-runs').waitFor();
+    await shot(page, 'runs-filtered');
+    await noTokenIn(page);
+  });
+
+  test('a job’s page: success-rate and duration charts per hour and per day, cron in words, next fires in its time zone, pause and resume', async () => {
+    const page = await open(ADMIN);
+    await page.goto(`${srv.url}/dashboard/`);
+    await page.locator('tr[data-job="greet"] a[href="job.html?name=greet"]').click();
+    await page.waitForURL(/job\.html\?name=greet$/);
+    for (const chart of ['hourly-rate', 'hourly-duration', 'daily-rate', 'daily-duration']) {
+      await page.locator(`#chart-${chart} canvas`).waitFor();
+    }
+    assert.match((await page.locator('#stats-summary').textContent()) ?? '', /From the [1-9]\d* finished run/);
+    assert.match((await page.locator('#chart-hourly-rate').textContent()) ?? '', /Success rate per hour/);
+    assert.ok(await page.locator('#job-runs table.runs tbody tr').count(), 'recent runs');
+    assert.ok(await page.locator('form.run-form[data-job="greet"]').count(), 'the Run-now form');
+    await shot(page, 'job');
+
+    await page.goto(`${srv.url}/dashboard/job.html?name=nightly-report`);
+    assert.match((await page.locator('#job-words').textContent()) ?? '', /At 02:30/);
+    assert.match((await page.locator('#job-schedule').textContent()) ?? '', /time zone Asia\/Shanghai/);
+    const fires = await page.locator('#job-next li').allTextContents();
+    assert.equal(fires.length, 5);
+    for (const f of fires) assert.match(f, /\d{4}-\d\d-\d\d 02:30:00 Asia\/Shanghai/);
+    await page.locator('#job-head button[data-action="pause"]').click();
+    await page.locator('#job-head .badge.paused').waitFor();
+    assert.equal(await runtime.queues.isPaused('nightly-report'), true);
+    await page.locator('#job-head button[data-action="resume"]').click();
+    await page.locator('#job-head .badge.active-job').waitFor();
+    assert.equal(await runtime.queues.isPaused('nightly-report'), false);
+    await page.locator('#chart-daily-rate canvas').waitFor();
+  });
+
+  test('the Run page of a failed run: one row per attempt, Retry, and the retried attempt arriving live with timed log lines', async () => {
+    const { runId } = await runtime.queues.enqueue('fickle', {}, { trigger: 'manual', by: 'user:admin' });
+    await waitForRun(runtime, runId);
+    const page = await open(ADMIN);
+    await page.goto(`${srv.url}/dashboard/run.html?id=${encodeURIComponent(runId)}`);
+    await until(async () => (await page.locator('#run-state').textContent())?.trim() === 'failed', 5000, 'the failed run');
+    const attempts = page.locator('table.attempts tbody tr');
+    assert.equal(await attempts.count(), 1);
+    assert.match((await attempts.first().textContent()) ?? '', /failed.*the first attempt always fails.*system/s);
+    assert.match((await page.locator('#run-by').textContent()) ?? '', /user:admin/);
+    // The reader selects a log line: the refreshes that follow leave the selection alone.
+    await page.locator('#run-logs .text').first().selectText();
+    await new Promise((r) => setTimeout(r, 1200));
+    assert.equal(await page.evaluate(() => document.getSelection()?.toString()), 'attempt 1 starts');
+
+    await page.locator('button[data-action="retry"]').click();
+    await until(
+      async () => (await page.locator('#run-state').textContent())?.trim() === 'completed',
+      15_000,
+      'the retried run to complete',
+    );
+    await until(async () => (await attempts.count()) === 2, 5000, 'the second attempt row');
+    const cells = await attempts.evaluateAll((trs) => trs.map((tr) => [tr.getAttribute('data-attempt'), tr.getAttribute('data-outcome')]));
+    assert.deepEqual(cells, [
+      ['1', 'failed'],
+      ['2', 'completed'],
+    ]);
+    await until(async () => (await page.locator('#run-logs .log-line').count()) >= 4, 5000, 'the second attempt’s log lines');
+    const lines = await page
+      .locator('#run-logs .log-line')
+      .evaluateAll((els) =>
+        els.map((e) => [
+          e.querySelector('.att')?.textContent,
+          e.querySelector('.text')?.textContent,
+          e.querySelector('time')?.getAttribute('datetime'),
+        ]),
+      );
+    const byText = new Map(lines.map(([att, text, t]) => [text, { att, t }]));
+    assert.equal(byText.get('attempt 1 starts')?.att, '#1');
+    assert.equal(byText.get('attempt 2 worked')?.att, '#2');
+    assert.match(byText.get('attempt 2 worked')?.t ?? '', /^\d{4}-\d\d-\d\dT/);
+    assert.ok(
+      lines.some(([, text]) => text === 'retried by user:admin'),
+      'who retried is logged on the run',
+    );
+    assert.equal(await page.locator('button[data-action="retry"]').count(), 0, 'a completed run has no Retry button');
+    await shot(page, 'run-retried');
+    await noTokenIn(page);
+  });
+
+  test('a child run links to its parent and the parent to its children', async () => {
+    const { runId: parent } = await runtime.queues.enqueue('sync-dict', {}, { trigger: 'manual', by: 'user:admin' });
+    await waitForRun(runtime, parent);
+    const { runId: child } = await runtime.queues.enqueue(
+      'greet',
+      { name: 'child', times: 1 },
+      { trigger: 'parent', by: `run:${parent}`, parent },
+    );
+    const page = await open(ADMIN);
+    await page.goto(`${srv.url}/dashboard/run.html?id=${encodeURIComponent(child)}`);
+    await page.locator('#run-parent a').waitFor();
+    assert.equal(await page.locator('#run-parent a').getAttribute('href'), `run.html?id=${encodeURIComponent(parent)}`);
+    assert.match((await page.locator('#run-by').textContent()) ?? '', new RegExp(`run ${parent}`));
+    await page.locator('#run-parent a').click();
+    await page.locator('#run-children a').waitFor();
+    assert.equal(await page.locator('#run-children a').getAttribute('href'), `run.html?id=${encodeURIComponent(child)}`);
+    await waitForRun(runtime, child);
+  });
+
+  test('the Workers page lists the worker processes from their heartbeats and marks a dead one', async () => {
+    const lastSeen = new Date(Date.now() - 5 * 60_000).toISOString();
+    const dead = {
+      id: 'gone-host:4242:deadbeef',
+      host: 'gone-host',
+      pid: 4242,
+      versions: { jobscope: '0.1.0', node: 'v20.20.2' },
+      groups: ['reports'],
+      jobs: ['nightly-report'],
+      active: [],
+      startedAt: new Date(Date.now() - 3600_000).toISOString(),
+      lastSeen,
+    };
+    await runtime.redis.hset('ui:workers', dead.id, JSON.stringify(dead));
+    const page = await open(ADMIN);
+    await page.goto(`${srv.url}/dashboard/workers.html`);
+    const row = page.locator(`tr[data-worker="${dead.id}"]`);
+    await row.waitFor();
+    assert.match((await row.getAttribute('class')) ?? '', /\bdead\b/);
+    assert.equal((await row.locator('.badge').textContent())?.trim(), 'dead');
+    assert.match((await row.textContent()) ?? '', /gone-host.*4242.*reports.*nightly-report/s);
+    const alive = page.locator('table.registry tr.alive');
+    assert.equal(await alive.count(), 1, 'this process');
+    assert.match((await alive.textContent()) ?? '', new RegExp(`${process.pid}.*jobscope .*node v20`, 's'));
+    await shot(page, 'workers');
+    await runtime.redis.hdel('ui:workers', dead.id);
+  });
+
+  test('the Jobs page refreshes by itself', async () => {
+    const page = await open(ADMIN);
+    await page.goto(`${srv.url}/dashboard/`);
+    const cell = page.locator('tr[data-job="sync-dict"] td.num.ok');
+    await cell.waitFor();
+    const before = Number(await cell.textContent());
+    const { runId } = await runtime.queues.enqueue('sync-dict', {}, { trigger: 'api' });
+    await waitForRun(runtime, runId);
+    await until(async () => Number(await cell.textContent()) === before + 1, 12_000, 'the new count without a reload');
+  });
+
+  test('every page fits a 400 px wide screen, and carries the favicon', async () => {
+    const page = await open(ADMIN);
+    await page.setViewportSize({ width: 400, height: 800 });
+    const { runId } = await runtime.queues.enqueue('greet', { name: 'narrow', times: 1 }, { trigger: 'manual' });
+    await waitForRun(runtime, runId);
+    const pages: [string, string][] = [
+      ['', 'table.jobs'],
+      ['runs.html', 'table.runs'],
+      ['job.html?name=greet', '#chart-daily-rate canvas'],
+      [`run.html?id=${encodeURIComponent(runId)}`, 'table.attempts'],
+      ['workers.html', 'table.registry'],
+      ['tokens.html', 'h1'],
+    ];
+    for (const [path, ready] of pages) {
+      await page.goto(`${srv.url}/dashboard/${path}`);
+      await page.locator(ready).first().waitFor();
+      const width = await page.evaluate(() => document.documentElement.scrollWidth);
+      assert.ok(width <= 400, `${path || 'index'} is ${width} px wide`);
+      assert.equal(await page.locator('link[rel="icon"]').getAttribute('href'), 'favicon.svg');
+      if (path === '') await shot(page, 'jobs-400px');
+      if (path.startsWith('run.html')) await shot(page, 'run-400px');
+    }
+    const icon = await page.goto(`${srv.url}/dashboard/favicon.svg`);
+    assert.equal(icon?.status(), 200);
+    assert.match(icon?.headers()['content-type'] ?? '', /image\/svg\+xml/);
+  });
+
   test('Bull Board opens behind the same login, lists the job queues and needs nothing from outside', async () => {
     const page = await open(ADMIN);
     const res = await page.goto(`${srv.url}/dashboard/queues/`);
@@ -385,6 +609,132 @@ describe('dashboard in a browser', () => {
     await page.getByText('HELLO ADA').or(page.getByText('"Ada"')).first().waitFor();
     await shot(page, 'bull-board');
     await noTokenIn(page);
+    assert.deepEqual(problems, [], 'no CSP violations or script errors on any page');
+  });
+});
+
+describe('requests from another origin, while logged in', () => {
+  test('a page on another origin auto-submitting text/plain forms (and a no-cors fetch) to the API is refused: nothing enqueued, nothing paused', async () => {
+    const { createServer } = await import('node:http');
+    // The attacker's pages, on 127.0.0.1 with another port: same site for the browser (Sec-Fetch-Site: same-site), another origin.
+    // The run form's body is valid JSON for a lenient server: {"data":{},"trigger":"manual","key":"="}.
+    const attack: Record<string, string> = {
+      '/runs.html': `<!doctype html><form method="post" enctype="text/plain" action="${srv.url}/api/jobs/sync-dict/runs">
+        <input type="hidden" name='{"data":{},"trigger":"manual","key":"' value='"}'></form>
+        <script>fetch(${JSON.stringify(`${srv.url}/api/jobs/sync-dict/runs`)}, { method: 'POST', mode: 'no-cors', credentials: 'include',
+          headers: { 'content-type': 'text/plain' }, body: '{"data":{}}' }).catch(() => {}).finally(() => document.forms[0].submit());</script>`,
+      '/pause.html': `<!doctype html><form method="post" enctype="text/plain" action="${srv.url}/api/jobs/sync-dict/pause">
+        <input type="hidden" name="x" value="y"></form><script>document.forms[0].submit()</script>`,
+      '/read.html': `<!doctype html><script>location.href = ${JSON.stringify(`${srv.url}/api/jobs`)}</script>`,
+      '/board.html': `<!doctype html><form method="post" enctype="text/plain" action="${srv.url}/dashboard/queues/api/queues/sync-dict/add">
+        <input type="hidden" name='{"name":"x","data":{},"pad":"' value='"}'></form><script>document.forms[0].submit()</script>`,
+    };
+    const evil = createServer((req, res) => {
+      const page = attack[req.url ?? ''];
+      res.writeHead(page ? 200 : 404, { 'content-type': 'text/html' }).end(page ?? '');
+    });
+    await new Promise<void>((resolve) => evil.listen(0, '127.0.0.1', resolve));
+    const evilUrl = `http://127.0.0.1:${(evil.address() as import('node:net').AddressInfo).port}`;
+    try {
+      const queue = runtime.queues.queue('sync-dict');
+      // The runs of sync-dict by id, but those its schedule makes (repeat:...): a run the attack created would be a new id.
+      const ids = async () =>
+        (await queue.getJobs(['waiting', 'active', 'delayed', 'completed', 'failed', 'prioritized', 'waiting-children']))
+          .map((j) => j.id!)
+          .filter((id) => !id.startsWith('repeat:'))
+          .sort();
+      const before = await ids();
+      const page = await open(ADMIN);
+      // Logged in: the browser has answered jobscope's Basic challenge, and answers it by itself from any page (read.html).
+      assert.equal((await page.goto(`${srv.url}/dashboard/`))?.status(), 200);
+      // Every POST the attacker's pages make to jobscope, with how it ended: the answer, or why the browser dropped it.
+      const posts: { request: import('playwright-core').Request; status?: number; body?: string; failure?: string }[] = [];
+      const ended = () => posts.filter((p) => p.status !== undefined || p.failure !== undefined).length;
+      page.context().on('request', (request) => {
+        if (request.url().startsWith(srv.url) && request.method() === 'POST') posts.push({ request });
+      });
+      page.context().on('requestfinished', async (request) => {
+        const post = posts.find((p) => p.request === request);
+        const response = await request.response();
+        // The body now: once the page navigates on, it is gone.
+        if (post) [post.body, post.status] = [await response?.text().catch(() => undefined), response?.status()];
+      });
+      page.context().on('requestfailed', (request) => {
+        const post = posts.find((p) => p.request === request);
+        if (post) post.failure = request.failure()?.errorText ?? 'failed';
+      });
+      for (const [name, expected] of [
+        ['/runs.html', 2],
+        ['/pause.html', 3],
+        ['/board.html', 4],
+      ] as const) {
+        await page.goto(`${evilUrl}${name}`);
+        await until(() => ended() >= expected, 10_000, `the requests of ${name}`);
+      }
+      // The control: from the attacker's page the browser still reaches jobscope logged in, so only the guard stops the POSTs.
+      const read = page.waitForResponse((r) => r.url() === `${srv.url}/api/jobs` && r.status() !== 401);
+      await page.goto(`${evilUrl}/read.html`);
+      const readAnswer = await read;
+      assert.equal(readAnswer.status(), 200);
+      assert.match(await readAnswer.text(), /"name":"sync-dict"/);
+      assert.deepEqual(
+        posts.map((p) => [p.request.resourceType(), new URL(p.request.url()).pathname]),
+        [
+          ['fetch', '/api/jobs/sync-dict/runs'],
+          ['document', '/api/jobs/sync-dict/runs'],
+          ['document', '/api/jobs/sync-dict/pause'],
+          ['document', '/dashboard/queues/api/queues/sync-dict/add'],
+        ],
+      );
+      for (const { request, status, body: text, failure } of posts) {
+        assert.equal((await request.allHeaders()).origin, evilUrl);
+        if (request.resourceType() === 'document') {
+          assert.equal(status, 403, request.url());
+          const body = JSON.parse(text ?? '{}');
+          assert.equal(body.error, 'cross_site');
+          // What the browser said about where the request came from, as the server read it.
+          assert.match(body.message, /Sec-Fetch-Site: same-site/);
+        } else {
+          // The no-cors fetch: the server's 403 reaches the browser, which then withholds it from the other origin
+          // (Cross-Origin-Resource-Policy: same-origin); either way the page learns nothing and nothing happened.
+          assert.ok(status === 403 || /ERR_BLOCKED_BY_RESPONSE/.test(failure ?? ''), `${status} ${failure}`);
+        }
+      }
+      assert.deepEqual(await ids(), before, 'nothing enqueued');
+      assert.equal(await runtime.queues.isPaused('sync-dict'), false, 'not paused');
+      assert.ok(await queue.getJobScheduler('sync-dict'), 'the schedule is still there');
+    } finally {
+      evil.closeAllConnections();
+      await new Promise<void>((resolve) => evil.close(() => resolve()));
+    }
+  });
+
+  test('Bull Board renders with system fonts: no web-font link, no font loaded, nothing asked of another site', async () => {
+    const page = await open(ADMIN);
+    const outside: string[] = [];
+    page.context().on('request', (r) => {
+      if (new URL(r.url()).hostname !== '127.0.0.1') outside.push(r.url());
+    });
+    const res = await page.goto(`${srv.url}/dashboard/queues/`);
+    assert.equal(res?.status(), 200);
+    const csp = res?.headers()['content-security-policy'] ?? '';
+    assert.doesNotMatch(csp, /fonts\.googleapis|fonts\.gstatic/);
+    assert.match(csp, /font-src 'self' data:/);
+    await page.getByText('sync-dict').first().waitFor();
+    assert.equal(await page.locator('link[href*="fonts.googleapis"], link[href*="fonts.gstatic"]').count(), 0);
+    assert.doesNotMatch(await res!.text(), /fonts\.googleapis/, 'the served page has no link to it either');
+    const fonts = await page.evaluate(async () => {
+      await document.fonts.ready;
+      return { faces: document.fonts.size, family: getComputedStyle(document.body).fontFamily };
+    });
+    assert.equal(fonts.faces, 0, 'no web font in the document');
+    assert.match(fonts.family, /system-ui/, fonts.family);
+    // A change from Bull Board's own page passes the guard (same origin), as its buttons' requests do.
+    const paused = await page.evaluate(async () => (await fetch('api/queues/sync-dict/pause', { method: 'PUT' })).status);
+    assert.equal(paused, 200);
+    assert.equal(await runtime.queues.isPaused('sync-dict'), true);
+    assert.equal(await page.evaluate(async () => (await fetch('api/queues/sync-dict/resume', { method: 'PUT' })).status), 200);
+    assert.deepEqual(outside, [], 'no request left 127.0.0.1');
     assert.deepEqual(problems, [], 'no CSP violations or script errors on any page');
   });
 });

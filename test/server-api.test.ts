@@ -413,8 +413,8 @@ describe('jobs', () => {
     assert.equal(await runtime.queues.queue('hello').getJobCountByTypes('waiting', 'active', 'completed', 'failed'), before);
   });
 
-  test('GET /api/workers lists the connected workers per job', async () => {
-    const res = await srv.request('/api/workers', { auth: VIEWER });
+  test('GET /api/workers/connections lists the connected workers per job', async () => {
+    const res = await srv.request('/api/workers/connections', { auth: VIEWER });
     assert.equal(res.status, 200);
     const byJob = new Map((res.body as { job: string; workers: unknown[] }[]).map((q) => [q.job, q.workers]));
     assert.equal(byJob.get('hello')?.length, 1);

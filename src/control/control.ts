@@ -5,7 +5,8 @@
 import { QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { RunWaitTimeoutError } from '../errors.ts';
-import type { LiveToken, RunReport, TokenClaims, TriggerOptions } from '../interfaces.ts';
+import cronstrue from 'cronstrue';
+import type { LiveToken, Retention, RunReport, TokenClaims, TriggerOptions } from '../interfaces.ts';
 import type { Registry } from '../jobs/registry.ts';
 import { describeSchedule } from '../jobs/schedule.ts';
 import type { Logger } from '../log.ts';
@@ -13,7 +14,21 @@ import { redactUrl } from '../redact.ts';
 import { listWorkers, type WorkerStatus } from '../runtime/heartbeat.ts';
 import { connect } from '../runtime/redis.ts';
 import { TokenStore } from '../token/store.ts';
-import { parseRunId, Queues, type CancelResult, type EnqueueResult, type JobSummary } from './queues.ts';
+import { RUN_FIELDS } from '../keys.ts';
+import { applyRetention, DEFAULT_RETENTION, parseRunId, Queues, type CancelResult, type EnqueueResult, type JobSummary } from './queues.ts';
+import {
+  appendRunLine,
+  attemptRows,
+  logLines,
+  rowAt,
+  RunIndex,
+  RunQueryError,
+  type AttemptRow,
+  type JobStats,
+  type LogLine,
+  type RunPage,
+  type RunQuery,
+} from './runs.ts';
 import { pauseJob, resumeJob, syncSchedules, type SyncReport } from './schedules.ts';
 
 export interface ControlOptions {
@@ -23,6 +38,8 @@ export interface ControlOptions {
   logger?: Logger;
   /** A connection to share (the worker host's); by default the control plane opens and closes its own. */
   connection?: Redis;
+  /** Retention defaults (JOBSCOPE_KEEP_*) for the runs this control plane enqueues; default: the built-in ones. */
+  retention?: Retention;
 }
 
 /** A job as GET /api/jobs lists it: DESIGN.md's fields, plus what the Jobs page shows. */
@@ -40,7 +57,35 @@ export interface JobView extends JobSummary {
   audience: string[];
   scope: string[];
   lastRun: Pick<RunReport, 'runId' | 'state' | 'outcome' | 'trigger' | 'createdAt' | 'finishedAt'> | null;
+  /** The schedule in words ("At 02:30, every day"); null without a schedule. */
+  scheduleWords: string | null;
+  /** The schedule's time zone (cron `tz`); null: the server's. */
+  timeZone: string | null;
+  /** Finished runs kept: { count, age (seconds) } for each end, and log lines per run. */
+  retention: { completed: { count?: number; age?: number }; failed: { count?: number; age?: number }; logs: number };
 }
+
+/** The Run page's view: the run with its claims, one row per attempt (with that attempt's claims), timed log lines. */
+export interface RunDetail extends RunView {
+  attemptList: (AttemptRow & { claims: TokenClaims[] })[];
+  logLines: LogLine[];
+}
+
+/** The schedule in words: cronstrue for a cron (seconds included), the short description otherwise. */
+export function scheduleWords(schedule: RegisteredJobSchedule): string | null {
+  if (!schedule) return null;
+  if ('cron' in schedule) {
+    try {
+      return cronstrue.toString(schedule.cron, { use24HourTimeFormat: true, verbose: false });
+    } catch {
+      return null;
+    }
+  }
+  return describeSchedule(schedule);
+}
+
+type RegisteredJobSchedule = RunReportSchedule | undefined;
+type RunReportSchedule = NonNullable<ReturnType<Registry['get']>['schedule']>;
 
 /** A run as GET /api/runs/:runId reports it: the RunReport plus the claims of each attempt's token(s). */
 export interface RunView extends RunReport {
@@ -53,7 +98,7 @@ export interface QueueWorkers {
   workers: { name: string | null; addr: string | null; age: number; idle: number }[];
 }
 
-const CLAIM_FIELDS = ['iss', 'sub', 'aud', 'scope', 'jti', 'iat', 'nbf', 'exp', 'run', 'att'] as const;
+const CLAIM_FIELDS = ['iss', 'sub', 'aud', 'scope', 'jti', 'iat', 'nbf', 'exp', 'run', 'att', 'act'] as const;
 
 /** Only the known claim fields survive, whatever was stored. */
 function pickClaims(text: string): TokenClaims | null {
@@ -73,6 +118,8 @@ export class Control {
   readonly redis: Redis;
   readonly queues: Queues;
   readonly tokens: TokenStore;
+  /** The run history across jobs (GET /api/runs) and a job's statistics. */
+  readonly runIndex: RunIndex;
   private readonly redisUrl: string;
   private readonly ownsConnection: boolean;
   /** One QueueEvents (a blocking connection of its own) per job whose runs someone waits for. */
@@ -86,6 +133,8 @@ export class Control {
     this.redis = opts.connection ?? connect(opts.redisUrl);
     this.tokens = new TokenStore(this.redis, opts.prefix);
     this.queues = new Queues(opts.registry, this.redis, opts.prefix, this.tokens);
+    applyRetention(opts.registry, opts.retention);
+    this.runIndex = new RunIndex(this.redis, this.queues.keys, opts.registry);
   }
 
   /** Resolves when Redis answers; rejects with a clear message after `timeoutMs`. */
@@ -206,6 +255,13 @@ export class Control {
       timeoutMs: job.timeoutMs ?? null,
       audience: job.audience,
       scope: job.scope,
+      scheduleWords: scheduleWords(job.schedule),
+      timeZone: job.schedule && 'cron' in job.schedule ? (job.schedule.tz ?? null) : null,
+      retention: {
+        completed: job.keep?.completed ?? (job.retention ?? DEFAULT_RETENTION).completed,
+        failed: job.keep?.failed ?? (job.retention ?? DEFAULT_RETENTION).failed,
+        logs: (job.retention ?? DEFAULT_RETENTION).logs,
+      },
       lastRun: last
         ? {
             runId: last.runId,
@@ -246,6 +302,80 @@ export class Control {
   /** The worker processes that sent a heartbeat in the last day: alive, or dead since (the executor registry). */
   liveWorkers(): Promise<WorkerStatus[]> {
     return listWorkers(this.redis, this.queues.keys);
+  }
+
+  /** Runs across jobs, newest first, filtered, a page at a time (see runs.ts). */
+  listRuns(query: RunQuery): Promise<RunPage> {
+    return this.runIndex.query(query);
+  }
+
+  /** Success rate and duration percentiles of a job per hour and per day (`tz`: the days' time zone). */
+  jobStats(name: string, tz = 'UTC'): Promise<JobStats> {
+    this.registry.get(name);
+    try {
+      new Intl.DateTimeFormat('en-US', { timeZone: tz });
+    } catch {
+      return Promise.reject(new RunQueryError(`tz: "${tz}" is not an IANA time zone`));
+    }
+    return this.runIndex.stats(name, tz);
+  }
+
+  /** A run as the Run page shows it: the report and claims, plus each attempt and each log line's time and attempt. */
+  async runDetail(runId: string): Promise<RunDetail> {
+    const view = await this.run(runId);
+    const { job, id } = parseRunId(view.runId);
+    const [recorded, meta, processedOn, finishedOn, attemptsMade, stacktrace] = await this.redis.hmget(
+      this.queues.keys.bullJob(job, id),
+      RUN_FIELDS.attempts,
+      RUN_FIELDS.logMeta,
+      'processedOn',
+      'finishedOn',
+      'atm',
+      'stacktrace',
+    );
+    let stacks: string[] = [];
+    try {
+      stacks = stacktrace ? (JSON.parse(stacktrace) as string[]) : [];
+    } catch {
+      stacks = [];
+    }
+    const rows = attemptRows(
+      view.state,
+      {
+        recorded,
+        processedOn: processedOn ? Number(processedOn) : null,
+        finishedOn: finishedOn ? Number(finishedOn) : null,
+        attemptsMade: Number(attemptsMade ?? 0),
+        stacktrace: stacks,
+      },
+      view.outcome,
+    );
+    // A token belongs to the attempt it names (att), else to the attempt that had started when it was issued.
+    const claimsOf = new Map<AttemptRow, TokenClaims[]>(rows.map((r) => [r, []]));
+    for (const c of view.claims) {
+      const row = rows.find((r) => r.attempt === c.att && r.outcome !== 'handed back') ?? rowAt(rows, c.iat * 1000 + 999);
+      if (row) claimsOf.get(row)?.push(c);
+    }
+    return {
+      ...view,
+      attemptList: rows.map((row) => ({ ...row, claims: claimsOf.get(row) ?? [] })),
+      logLines: logLines(view.logs, meta, rows),
+    };
+  }
+
+  /**
+   * Runs a failed run again (BullMQ's retry: the same run, its attempts go on from where they were). Resolves with
+   * false when the run has not failed (only a failed run can be retried).
+   */
+  async retry(runId: string, by?: string): Promise<{ retried: boolean; state: string }> {
+    const job = await this.queues.getJob(runId);
+    const state = await job.getState();
+    if (state !== 'failed') return { retried: false, state };
+    await job.retry('failed');
+    if (by && (await job.log(`retried by ${by}`).catch(() => -1)) >= 0) {
+      await appendRunLine(this.redis, this.queues.keys.run(runId), RUN_FIELDS.logMeta, `${Date.now()},0`, job.opts.keepLogs ?? 0);
+    }
+    return { retried: true, state: 'waiting' };
   }
 
   /** Does any worker serve this job right now? */

@@ -1,9 +1,11 @@
 // The got clients a handler calls other services with. One base instance per service is extended once per process; a
 // beforeRequest hook reads the run's current token for that service from the scope, so every request (retries included)
 // carries the token of the run it was made in, minted for that service alone, and a request made outside any run fails
-// instead of going out unauthenticated.
-import got, { type BeforeRequestHook, type Got } from 'got';
+// instead of going out unauthenticated. A beforeError hook turns a refusal into an error that says what the service said
+// (ServiceRefusedError, still a got HTTPError), without the token.
+import got, { HTTPError, type BeforeErrorHook, type BeforeRequestHook, type Got, type RequestError, type Response } from 'got';
 import { ScopeError, UnknownServiceError } from '../errors.ts';
+import { REDACTED, maskTokens, redactTokens } from '../redact.ts';
 import { currentScope } from '../token/scope.ts';
 
 export interface ClientOptions {
@@ -43,6 +45,151 @@ function attachToken(tokenHeader: string | undefined): BeforeRequestHook {
   };
 }
 
+/** What a service said about why it refused a call: a stable reason code, its words, the scope a route needs. */
+export interface RefusalReason {
+  code?: string;
+  description?: string;
+  scope?: string;
+}
+
+/**
+ * A call made with a run's token answered with an error status, and what the service said about it: from the RFC 6750
+ * `WWW-Authenticate: Bearer error=..., error_description=..., scope=...` header and a JSON body `{ error, message }` (what
+ * jobscope's verifier sends; `error_description` too). Still a got HTTPError (`response`, `code`, `options`, `timings`), so
+ * `instanceof HTTPError` and `err.response.statusCode` keep working; the message, `reason` and the request headers kept on
+ * the error carry no token.
+ *
+ *   service "system" refused the run's token: insufficient_scope (token lacks scope: dict:write; the route needs scope
+ *   dict:write) [403 Forbidden: POST http://system:4000/sys/dict/refresh]
+ */
+export class ServiceRefusedError extends HTTPError {
+  name = 'ServiceRefusedError';
+  /** The `ctx.service()` name, or undefined for `ctx.http`. */
+  readonly service: string | undefined;
+  readonly status: number;
+  readonly reason: RefusalReason;
+
+  constructor(response: Response, service: string | undefined, reason: RefusalReason, tokens: string[]) {
+    super(response);
+    this.service = service;
+    this.status = response.statusCode;
+    this.reason = reason;
+    this.message = refusalMessage(response, service, reason, tokens);
+    this.stack = `${this.name}: ${this.message}\n${(this.stack ?? '')
+      .split('\n')
+      .filter((l) => /^\s+at /.test(l))
+      .join('\n')}`;
+  }
+}
+
+const MAX_DESCRIPTION = 300;
+const CODE = /^[A-Za-z][A-Za-z0-9_.:-]{0,63}$/;
+
+/** A service's words, made safe for a run's error: no token (by value and by shape), no control characters, bounded. */
+function said(value: unknown, tokens: string[], max = MAX_DESCRIPTION): string | undefined {
+  if (typeof value !== 'string') return undefined;
+  const text = maskTokens(redactTokens(value.slice(0, 4 * max), tokens))
+    // eslint-disable-next-line no-control-regex
+    .replace(/[\u0000-\u001f\u007f]+/g, ' ')
+    .trim();
+  if (!text) return undefined;
+  return text.length > max ? `${text.slice(0, max)}...` : text;
+}
+
+/** The auth-params of a Bearer challenge: `Bearer realm="x", error="invalid_token", error_description="revoked"`. */
+export function bearerParams(header: string | undefined): Record<string, string> {
+  const params: Record<string, string> = {};
+  const at = header ? header.search(/\bBearer\b/i) : -1;
+  if (!header || at < 0) return params;
+  const rest = header.slice(at + 6, at + 6 + 2000);
+  for (const m of rest.matchAll(/([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]+))/g)) {
+    const key = m[1].toLowerCase();
+    if (!(key in params)) params[key] = (m[2] ?? m[3] ?? '').replace(/\\(.)/g, '$1');
+  }
+  return params;
+}
+
+function jsonOf(body: unknown): Record<string, unknown> | undefined {
+  let value = body;
+  if (Buffer.isBuffer(value)) value = value.length <= 65_536 ? value.toString('utf8') : undefined;
+  if (typeof value === 'string') {
+    try {
+      value = value.length <= 65_536 ? JSON.parse(value) : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+  return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
+}
+
+/** What the response says about the refusal: the body's `error`/`message` first, then the Bearer challenge. */
+export function refusalReason(response: Response, tokens: string[]): RefusalReason {
+  const challenge = response.headers['www-authenticate'];
+  const params = bearerParams(Array.isArray(challenge) ? challenge.join(', ') : challenge);
+  const body = jsonOf(response.body);
+  const bodyCode = said(body?.error, tokens, 64);
+  const headerDescription = said(params.error_description, tokens);
+  // jobscope's verifier puts its reason code in error_description; other servers put words there.
+  const code = [bodyCode, headerDescription, said(params.error, tokens, 64)].find((c) => c !== undefined && CODE.test(c));
+  const description =
+    said(body?.message, tokens) ??
+    said(body?.error_description, tokens) ??
+    (headerDescription !== code ? headerDescription : undefined) ??
+    (bodyCode !== code ? bodyCode : undefined);
+  const scope = said(params.scope, tokens, 200);
+  return { ...(code ? { code } : {}), ...(description ? { description } : {}), ...(scope ? { scope } : {}) };
+}
+
+function refusalMessage(response: Response, service: string | undefined, reason: RefusalReason, tokens: string[]): string {
+  const status = `${response.statusCode}${response.statusMessage ? ` ${response.statusMessage}` : ''}`;
+  let where = '(unknown URL)';
+  try {
+    const url = new URL(response.url || response.requestUrl.toString());
+    // Without query string or credentials: the path says enough, and a query may hold what the job never meant to show.
+    where = `${url.origin}${url.pathname}`;
+  } catch {
+    // keep the placeholder
+  }
+  const who = service !== undefined ? `service "${service}"` : where.replace(/^(\w+:\/\/[^/]+).*$/, '$1');
+  const tokenRefused =
+    (response.statusCode === 401 || response.statusCode === 403) && (reason.code !== undefined || 'www-authenticate' in response.headers);
+  const unavailable = response.statusCode === 503 && (reason.code === 'unavailable' || reason.code === 'temporarily_unavailable');
+  const verb = tokenRefused ? "refused the run's token" : unavailable ? "could not check the run's token" : `answered ${status}`;
+  const needs = reason.scope ? `the route needs scope ${reason.scope}` : undefined;
+  const words = [reason.description, needs].filter(Boolean).join('; ');
+  const detail = reason.code ? `: ${reason.code}${words ? ` (${words})` : ''}` : words ? `: ${words}` : '';
+  const method = response.request?.options?.method ?? '';
+  const target = `${method} ${where}`.trim();
+  return redactTokens(`${who} ${verb}${detail} [${tokenRefused || unavailable ? `${status}: ` : ''}${target}]`, tokens);
+}
+
+interface ErrorOptions {
+  context?: RunContext;
+  headers?: Record<string, string | string[] | undefined>;
+}
+
+/**
+ * The hook: an HTTP error becomes a ServiceRefusedError naming the service and its reason; the run's token is taken out
+ * of the request headers the error keeps (err.options.headers), so logging the whole error cannot leak it either.
+ */
+function explainRefusal(tokenHeader: string | undefined): BeforeErrorHook {
+  const headerNames = ['authorization', ...(tokenHeader ? [tokenHeader.toLowerCase()] : [])];
+  return (error: RequestError) => {
+    const options = error.options as unknown as ErrorOptions | undefined;
+    const tokens: string[] = [];
+    const headers = options?.headers;
+    for (const name of headerNames) {
+      const value = headers?.[name];
+      if (typeof value !== 'string') continue;
+      tokens.push(value.replace(/^Bearer\s+/i, ''));
+      headers![name] = name === 'authorization' ? `Bearer ${REDACTED}` : REDACTED;
+    }
+    if (!(error instanceof HTTPError) || error instanceof ServiceRefusedError) return error;
+    const service = options?.context?.jobscopeAudience;
+    return new ServiceRefusedError(error.response as Response, service, refusalReason(error.response as Response, tokens), tokens);
+  };
+}
+
 export class ServiceClients {
   private readonly bases = new Map<string, Got>();
   private readonly plain: Got;
@@ -53,7 +200,7 @@ export class ServiceClients {
       timeout: { connect: 5000, request: opts.requestTimeoutMs ?? 30_000 },
       // Retries stay idempotent-only (got's default methods); 401/403 are not retried: a fresh try would carry the same token.
       retry: { limit: 2, statusCodes: [408, 429, 500, 502, 503, 504] },
-      hooks: { beforeRequest: [attachToken(opts.tokenHeader)] },
+      hooks: { beforeRequest: [attachToken(opts.tokenHeader)], beforeError: [explainRefusal(opts.tokenHeader)] },
     });
     this.plain = base;
     for (const [name, url] of Object.entries(opts.services)) this.bases.set(name, base.extend({ prefixUrl: url }));

@@ -4,7 +4,7 @@ import type { FromSchema, JSONSchema } from 'json-schema-to-ts';
 import addFormatsModule from 'ajv-formats';
 import { parseDuration } from '../duration.ts';
 import { JobDefinitionError } from '../errors.ts';
-import type { AlertEvent, JobDefinition, ParamsIssue, RegisteredJob, ThenStep } from '../interfaces.ts';
+import type { AlertEvent, JobDefinition, KeepRule, ParamsIssue, RegisteredJob, ThenStep } from '../interfaces.ts';
 import { cronProblem, everyMs } from './schedule.ts';
 
 /** The data type a params schema describes. */
@@ -42,6 +42,7 @@ const KNOWN_KEYS = [
   'shards',
   'group',
   'alert',
+  'keep',
   'run',
 ] as const;
 
@@ -230,6 +231,32 @@ export function registerDefinition(name: string, file: string, raw: unknown): Re
     }
     alert = { webhook: a.webhook as string | undefined, on: (a.on as AlertEvent[] | undefined) ?? [...ALERT_EVENTS] };
   }
+  let keep: RegisteredJob['keep'];
+  if (def.keep !== undefined) {
+    const k = def.keep as unknown as Record<string, unknown>;
+    if (!isPlainObject(k)) fail('keep', "must be { completed?: { count?: 1000, age?: '7d' }, failed?: { count?: 5000, age?: '30d' } }");
+    const extra = Object.keys(k).filter((f) => f !== 'completed' && f !== 'failed');
+    if (extra.length) fail(`keep.${extra[0]}`, 'unknown field; allowed: completed, failed');
+    keep = {};
+    for (const which of ['completed', 'failed'] as const) {
+      const rule = k[which] as Record<string, unknown> | undefined;
+      if (rule === undefined) continue;
+      if (!isPlainObject(rule)) fail(`keep.${which}`, "must be { count?: 1000, age?: '7d' }");
+      const more = Object.keys(rule).filter((f) => f !== 'count' && f !== 'age');
+      if (more.length) fail(`keep.${which}.${more[0]}`, 'unknown field; allowed: count, age');
+      const out: KeepRule = {};
+      if (rule.count !== undefined) {
+        if (!Number.isInteger(rule.count) || (rule.count as number) < 0) fail(`keep.${which}.count`, 'must be an integer >= 0 (runs kept)');
+        out.count = rule.count as number;
+      }
+      if (rule.age !== undefined) {
+        const ms = parseDuration(rule.age);
+        if (ms === null || ms < 1000) fail(`keep.${which}.age`, `"${String(rule.age)}" is not a duration of 1s or more ('12h', '7d')`);
+        out.age = Math.ceil(ms! / 1000);
+      }
+      keep[which] = out;
+    }
+  }
   let misfireGraceMs = DEFAULT_MISFIRE_GRACE_MS;
   if (def.misfireGrace !== undefined) {
     const ms = parseDuration(def.misfireGrace);
@@ -256,6 +283,7 @@ export function registerDefinition(name: string, file: string, raw: unknown): Re
     shards,
     group: def.group,
     alert,
+    ...(keep ? { keep } : {}),
     audience: audience as string[],
     scope: (scope as string[] | undefined) ?? [],
     validate,

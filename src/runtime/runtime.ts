@@ -3,7 +3,7 @@
 import type { Redis } from 'ioredis';
 import type { Config } from '../config.ts';
 import { Control } from '../control/control.ts';
-import type { Queues } from '../control/queues.ts';
+import { applyRetention, type Queues } from '../control/queues.ts';
 import { ServiceClients } from '../http/clients.ts';
 import { publishRegistry } from '../jobs/published.ts';
 import { loadJobs, type Registry } from '../jobs/registry.ts';
@@ -15,6 +15,7 @@ import { connect } from './redis.ts';
 import { Alerts } from '../control/alerts.ts';
 import { JobFilesError } from '../errors.ts';
 import { workflowProblems } from '../jobs/workflow.ts';
+import { AttemptRecorder } from './attempts.ts';
 import { Heartbeat } from './heartbeat.ts';
 import { Workers } from './worker.ts';
 
@@ -34,6 +35,7 @@ export type RuntimeConfig = Pick<
   | 'alertWebhook'
   | 'publicUrl'
   | 'stateDir'
+  | 'retention'
 >;
 
 /**
@@ -52,6 +54,7 @@ export class Runtime {
   workers: Workers | undefined;
   readonly alerts: Alerts;
   private heartbeat: Heartbeat | undefined;
+  private recorder: AttemptRecorder | undefined;
   private readonly tokenRedis: Redis;
   private subscriber: Redis | undefined;
 
@@ -62,7 +65,7 @@ export class Runtime {
     this.config = config;
     this.registry = registry;
     this.logger = logger;
-    this.control = new Control({ redisUrl: config.redisUrl, prefix: config.prefix, registry, logger });
+    this.control = new Control({ redisUrl: config.redisUrl, prefix: config.prefix, registry, logger, retention: config.retention });
     // Token registrations and revocations of many concurrent runs share round trips (see notes/BASELINE.md).
     this.tokenRedis = connect(config.redisUrl, { enableAutoPipelining: true });
     this.keys = keys ?? loadKeys(config);
@@ -134,6 +137,9 @@ export class Runtime {
       only: served,
     });
     await this.workers.start();
+    // Per-attempt rows and log line times for the Run page, from the workers' events (in the run's own hash).
+    this.recorder = new AttemptRecorder(this.redis, this.control.queues.keys);
+    this.recorder.watch(this.workers);
     this.alerts.startDelivery(this.redis, this.config.prefix);
     const workers = this.workers;
     this.heartbeat = new Heartbeat(this.redis, this.control.queues.keys, { jobs: () => workers.jobs, groups: groups ?? [] }, () =>
@@ -152,7 +158,9 @@ export class Runtime {
     const failed = new Set(errors.map((e) => e.file));
     const kept = [...this.registry.jobs.values()].filter((j) => failed.has(j.file) && !jobs.some((n) => n.name === j.name));
     this.registry.replace([...jobs.filter((j) => !failed.has(j.file)), ...kept]);
+    applyRetention(this.registry, this.config.retention);
     if (this.workers) await this.workers.serve(this.servedJobs(opts.only, opts.groups).filter((n) => this.registry.has(n)));
+    if (this.workers) this.recorder?.attach(this.workers);
     await this.publish(opts.ownsSchedules);
     if (opts.ownsSchedules) await this.syncSchedules();
     return { jobs: this.registry.names, errors };

@@ -1,6 +1,7 @@
 // The HTTP server: JWKS and health (open), then everything else behind Basic auth: the JSON API, /metrics, jobscope's
 // pages at /dashboard and Bull Board at /dashboard/queues. It asks the control plane (control/control.ts) everything;
-// only Bull Board is handed the queues themselves.
+// only Bull Board is handed the queues themselves. Every change (API or Bull Board) passes the mutation guard first
+// (mutations.ts: same-origin, JSON, bounded) and leaves one `audit` log line naming the user.
 import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
@@ -11,11 +12,13 @@ import type { Alerts } from '../control/alerts.ts';
 import type { Control } from '../control/control.ts';
 import type { Workers } from '../runtime/worker.ts';
 import { apiRouter } from './api.ts';
-import { LoginLimiter, authenticate, type Credentials } from './auth.ts';
+import { LoginLimiter, allJobsOnly, authenticate, jobAccess, type Credentials } from './auth.ts';
 import { BOARD_PATH, createBoards } from './bullboard.ts';
 import { dashboardPages } from './dashboard.ts';
 import { introspection, type IntrospectConfig } from './introspect.ts';
 import { Metrics } from './metrics.ts';
+import { MUTATING, jsonBody, mutationGuard } from './mutations.ts';
+import { UsersFile } from './users.ts';
 
 export { adminCredentials, roleOf, type Credentials, type Role } from './auth.ts';
 
@@ -30,8 +33,11 @@ export interface ServerOptions {
   logger: Logger;
   /** POST /oauth/introspect (RFC 7662) for the clients of JOBSCOPE_INTROSPECT_CLIENTS; absent: no such route. */
   introspect?: IntrospectConfig;
-  admin: Credentials;
+  /** JOBSCOPE_USER/JOBSCOPE_PASSWORD (or generated ones). At least one of admin, viewer and usersFile is required. */
+  admin?: Credentials;
   viewer?: Credentials;
+  /** JOBSCOPE_USERS_FILE: more logins with roles and job groups (users.ts), re-read when it changes. */
+  usersFile?: string;
   /** Largest accepted JSON body (default 100kb); larger ones get 413. */
   bodyLimit?: string;
   /** Failed logins allowed per client address and window before 429 (default 10 per minute). */
@@ -75,14 +81,92 @@ function requestLog(logger: Logger): RequestHandler {
   };
 }
 
+/** Bull Board's routes about a whole queue (`/api/queues/:queue/<action>`); others are about one run of it. */
+const QUEUE_ACTIONS = [
+  'add',
+  'retry',
+  'promote',
+  'clean',
+  'pause',
+  'resume',
+  'concurrency',
+  'rate-limit',
+  'empty',
+  'obliterate',
+  'job-schedulers',
+];
+
+/** What a mutating request did, for the audit line: the action and the job or run it was about. */
+export function describeAction(where: 'api' | 'board', method: string, path: string): { action: string; job?: string; run?: string } {
+  const parts = path.split('/').filter(Boolean).map(safeDecode);
+  if (where === 'api') {
+    // /jobs/:name/runs -> trigger, /jobs/:name/pause, /runs/:runId/cancel, /runs/:runId/retry, ...
+    const [kind, id, verb] = parts;
+    if (kind === 'jobs' && id) return { action: verb === 'runs' ? 'trigger' : (verb ?? method.toLowerCase()), job: id };
+    if (kind === 'runs' && id) return { action: verb ?? method.toLowerCase(), job: id.split(':')[0], run: id };
+    return { action: `${method.toLowerCase()} ${parts.join('/')}` };
+  }
+  // Bull Board: /api/queues/:queue/<action>, /api/queues/:queue/:jobId/<action>, /api/queues/pause (every queue).
+  const [, , queue, ...rest] = parts;
+  if (parts[0] !== 'api' || parts[1] !== 'queues' || !queue) return { action: `board ${method.toLowerCase()} ${parts.join('/')}` };
+  if (rest.length === 0) return { action: `board ${queue} all` };
+  if (QUEUE_ACTIONS.includes(rest[0])) return { action: `board ${rest.join(' ')}`, job: queue };
+  return { action: `board ${rest.slice(1).join(' ') || method.toLowerCase()}`, job: queue, run: `${queue}:${rest[0]}` };
+}
+
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}
+
+/**
+ * One `audit` log line per change a logged-in user asked for, whatever the answer: user, role, action, job, run (a new
+ * run's id is read from the answer), status. After `authenticate`, so the user is known; the request line stays as well.
+ */
+function audit(logger: Logger, where: 'api' | 'board'): RequestHandler {
+  return (req, res, next) => {
+    if (!MUTATING.has(req.method)) return next();
+    const what = describeAction(where, req.method, req.path);
+    let answer: unknown;
+    const json = res.json.bind(res);
+    res.json = (body: unknown) => {
+      answer = body;
+      return json(body);
+    };
+    res.on('finish', () => {
+      const a = answer as { runId?: unknown; job?: { id?: unknown } } | undefined;
+      const created =
+        typeof a?.runId === 'string' ? a.runId : what.job && a?.job?.id !== undefined ? `${what.job}:${String(a.job.id)}` : undefined;
+      const run = what.run ?? created;
+      logger.info(
+        {
+          audit: true,
+          reqId: req.requestId,
+          user: req.user,
+          role: req.role,
+          action: what.action,
+          job: what.job,
+          run,
+          status: res.statusCode,
+        },
+        'audit',
+      );
+    });
+    next();
+  };
+}
+
 function security(): RequestHandler {
   return helmet({
     contentSecurityPolicy: {
       directives: {
         'script-src': ["'self'"],
-        // Bull Board's UI uses inline styles and (when online) IBM Plex from Google Fonts.
-        'style-src': ["'self'", "'unsafe-inline'", 'https://fonts.googleapis.com'],
-        'font-src': ["'self'", 'data:', 'https://fonts.gstatic.com'],
+        // Bull Board's UI uses inline styles; its web-font link is removed (bullboard.ts): system fonts, nothing third-party.
+        'style-src': ["'self'", "'unsafe-inline'"],
+        'font-src': ["'self'", 'data:'],
         'img-src': ["'self'", 'data:'],
         'worker-src': ["'self'", 'blob:'],
         // jobscope is often served over plain HTTP on an internal address: upgrading would break it.
@@ -117,23 +201,32 @@ export function createApp(opts: ServerOptions): express.Express {
   // Services authenticate as introspection clients (their own Basic credentials), not with the dashboard login.
   if (opts.introspect) app.use('/oauth/introspect', introspection(opts.introspect, opts));
 
+  if (!opts.admin && !opts.viewer && !opts.usersFile) throw new Error('createApp: no login configured (admin, viewer or usersFile)');
+  // Names from the environment cannot also be in the file: one name, one password, one role.
+  const reserved = [opts.admin?.user, opts.viewer?.user].filter((u): u is string => u !== undefined);
   const auth = authenticate({
     admin: opts.admin,
     viewer: opts.viewer,
+    users: opts.usersFile ? new UsersFile(opts.usersFile, { reserved, logger }) : undefined,
     limiter: new LoginLimiter(opts.loginLimit?.max ?? 10, opts.loginLimit?.windowMs ?? 60_000),
     logger,
   });
+  const guard = mutationGuard(logger);
+  const body = jsonBody(bodyLimit);
 
   const metrics = new Metrics(control);
   if (opts.workers) metrics.observe(opts.workers);
   if (opts.alerts) metrics.observeAlerts(opts.alerts);
-  app.get('/metrics', auth, async (_req, res) => {
+  // Metrics name every job: not for logins limited to some groups.
+  app.get('/metrics', auth, allJobsOnly, async (_req, res) => {
     res.set('Content-Type', metrics.registry.contentType).send(await metrics.text());
   });
 
-  app.use('/api', auth, apiRouter(control, bodyLimit));
+  // The guard reads headers only, so it runs before the login (no scrypt, no limiter for refused requests); the body is
+  // parsed after it (nothing is read for an unknown client), once, with the depth limit: the routes' own parsers skip it.
+  app.use('/api', guard, auth, audit(logger, 'api'), body, jobAccess(control.registry), apiRouter(control, bodyLimit));
 
-  app.use(BOARD_PATH, auth, createBoards(control.queues, bodyLimit).router);
+  app.use(BOARD_PATH, guard, auth, audit(logger, 'board'), body, createBoards(control.queues, bodyLimit).router);
   app.get('/', (_req, res) => res.redirect('/dashboard/'));
   app.use('/dashboard', auth, (req, res, next) => {
     // '/dashboard' -> '/dashboard/' so the pages' relative links resolve inside it.
@@ -149,6 +242,8 @@ export function createApp(opts: ServerOptions): express.Express {
     const e = err as { type?: string; status?: number; message?: string; issues?: unknown; blocking?: unknown };
     if (e.type === 'entity.too.large') return void res.status(413).json({ error: 'too_large', message: `body larger than ${bodyLimit}` });
     if (e.type === 'entity.parse.failed') return void res.status(400).json({ error: 'bad_json', message: 'body is not valid JSON' });
+    if (e.type === 'entity.too.deep') return void res.status(400).json({ error: 'too_deep', message: e.message });
+    if (e.status === 415) return void res.status(415).json({ error: 'unsupported_media_type', message: e.message ?? 'unsupported body' });
     if (err instanceof JobscopeError && STATUS_OF[err.code]) {
       return void res.status(STATUS_OF[err.code]).json({
         error: err.code,

@@ -1,10 +1,14 @@
-// Basic auth for the dashboard, the API and /metrics: an admin login, an optional read-only viewer login, constant-time
-// comparison, and failed logins rate-limited per client address so a password cannot be guessed at line speed.
+// Basic auth for the dashboard, the API and /metrics: the environment's admin and read-only viewer, the users file
+// (users.ts: admin, operator or viewer, optionally limited to job groups), constant-time comparison, and failed logins
+// rate-limited per client address so a password cannot be guessed at line speed. Then what each role and group may do.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { IncomingHttpHeaders } from 'node:http';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import type { Logger } from '../log.ts';
+import type { Registry } from '../jobs/registry.ts';
+import type { Login, Role, UsersFile } from './users.ts';
 
-export type Role = 'admin' | 'viewer';
+export type { Login, Role } from './users.ts';
 
 export interface Credentials {
   user: string;
@@ -17,6 +21,8 @@ declare global {
     interface Request {
       role?: Role;
       user?: string;
+      /** The job groups this login is limited to; absent: every job. */
+      groups?: readonly string[];
       requestId?: string;
     }
   }
@@ -47,11 +53,15 @@ export function basicCredentials(header: string | undefined): Credentials | null
   return { user: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
 }
 
-export function roleOf(header: string | undefined, admin: Credentials, viewer?: Credentials): Role | null {
+/** The environment's logins: admin (JOBSCOPE_USER) and viewer (JOBSCOPE_VIEWER_USER); null when neither matches. */
+export function roleOf(header: string | undefined, admin: Credentials | undefined, viewer?: Credentials): 'admin' | 'viewer' | null {
   const given = basicCredentials(header);
-  if (!given) return null;
+  return given ? envRole(given, admin, viewer) : null;
+}
+
+function envRole(given: Credentials, admin: Credentials | undefined, viewer: Credentials | undefined): 'admin' | 'viewer' | null {
   // Both comparisons always run: which login matched must not show in the timing either.
-  const isAdmin = same(given.user, admin.user) && same(given.password, admin.password);
+  const isAdmin = admin !== undefined && same(given.user, admin.user) && same(given.password, admin.password);
   const isViewer = viewer !== undefined && same(given.user, viewer.user) && same(given.password, viewer.password);
   return isAdmin ? 'admin' : isViewer ? 'viewer' : null;
 }
@@ -87,19 +97,34 @@ export class LoginLimiter {
 }
 
 export interface AuthOptions {
-  admin: Credentials;
+  admin?: Credentials;
   viewer?: Credentials;
+  /** JOBSCOPE_USERS_FILE's users, beside the environment's two. */
+  users?: UsersFile;
   limiter: LoginLimiter;
   logger: Logger;
 }
 
+/** The login of a request, by its headers object: how Bull Board's visibility guard (which sees only headers) knows who asks. */
+const loginsByHeaders = new WeakMap<IncomingHttpHeaders, Login>();
+
+export function loginOf(headers: IncomingHttpHeaders): Login | undefined {
+  return loginsByHeaders.get(headers);
+}
+
+async function identify(given: Credentials, opts: AuthOptions): Promise<Login | null> {
+  const role = envRole(given, opts.admin, opts.viewer);
+  if (role) return { user: given.user, role };
+  return opts.users ? opts.users.login(given.user, given.password) : null;
+}
+
 /**
- * Requires a valid login; sets `req.role` and `req.user`. A request without credentials is simply asked for them (the
- * browser's first request always is one); wrong credentials count towards the per-address limit, and a blocked address
- * gets 429 with Retry-After even with the right password, so guessing cannot continue once the limit is hit.
+ * Requires a valid login; sets `req.user`, `req.role` and `req.groups`. A request without credentials is simply asked for
+ * them (the browser's first request always is one); wrong credentials count towards the per-address limit, and a blocked
+ * address gets 429 with Retry-After even with the right password, so guessing cannot continue once the limit is hit.
  */
 export function authenticate(opts: AuthOptions): RequestHandler {
-  return (req: Request, res: Response, next: NextFunction) => {
+  return async (req: Request, res: Response, next: NextFunction) => {
     const client = req.socket.remoteAddress ?? 'unknown';
     const wait = opts.limiter.retryAfter(client);
     if (wait > 0) {
@@ -109,8 +134,9 @@ export function authenticate(opts: AuthOptions): RequestHandler {
         .json({ error: 'too_many_attempts', message: `too many failed logins from this address; retry in ${wait} s` });
       return;
     }
-    const role = roleOf(req.headers.authorization, opts.admin, opts.viewer);
-    if (!role) {
+    const given = basicCredentials(req.headers.authorization);
+    const login = given ? await identify(given, opts) : null;
+    if (!login) {
       if (req.headers.authorization) {
         opts.limiter.fail(client);
         opts.logger.warn({ reqId: req.requestId, client, path: req.path }, 'failed login');
@@ -121,17 +147,78 @@ export function authenticate(opts: AuthOptions): RequestHandler {
         .json({ error: 'unauthorized', message: 'log in with the dashboard credentials' });
       return;
     }
-    req.role = role;
-    req.user = role === 'admin' ? opts.admin.user : opts.viewer!.user;
+    req.user = login.user;
+    req.role = login.role;
+    if (login.groups) req.groups = login.groups;
+    loginsByHeaders.set(req.headers, login);
     next();
   };
 }
 
-/** After `authenticate`: refuses read-only users. */
+/** May this login see (and, if its role changes things, act on) this job? Limited logins see only their groups' jobs. */
+export function seesJob(login: { groups?: readonly string[] }, job: { group?: string } | undefined): boolean {
+  if (!login.groups) return true;
+  return job?.group !== undefined && login.groups.includes(job.group);
+}
+
+/** The jobs a request's login may see, or undefined for every job (a login without groups). */
+export function visibleJobs(req: Request, registry: Registry): string[] | undefined {
+  if (!req.groups) return undefined;
+  return registry.names.filter((name) => seesJob(req, registry.get(name)));
+}
+
+const refuse = (res: Response, message: string) => void res.status(403).json({ error: 'forbidden', message });
+
+/** After `authenticate`: operators and admins (triggers, cancels, retries, pause and resume). */
+export const operatorOnly: RequestHandler = (req, res, next) => {
+  if (req.role !== 'admin' && req.role !== 'operator') return refuse(res, 'read-only user: this action needs an operator or admin login');
+  next();
+};
+
+/** After `authenticate`: admins only (settings; never needed for running jobs). */
 export const adminOnly: RequestHandler = (req, res, next) => {
   if (req.role !== 'admin') {
-    res.status(403).json({ error: 'forbidden', message: 'read-only user: this action needs the admin login' });
-    return;
+    return refuse(res, req.role === 'operator' ? 'this action needs an admin login' : 'read-only user: this action needs the admin login');
   }
   next();
 };
+
+/** After `authenticate`: logins that see every job (e.g. /metrics, which names them all). */
+export const allJobsOnly: RequestHandler = (req, res, next) => {
+  if (req.groups) return refuse(res, `this login sees only the jobs of ${req.groups.join(', ')}; this page covers every job`);
+  next();
+};
+
+/**
+ * In front of the JSON API, for logins limited to job groups: a route about one job (`/jobs/:name...`, `?job=`) or one run
+ * (`/runs/:runId...`, the job is the part before the first ':') answers 404 unless the job is in one of the login's groups,
+ * as if it did not exist (a 403 would confirm the name). Lists are filtered by the routes themselves (`visibleJobs`).
+ */
+export function jobAccess(registry: Registry): RequestHandler {
+  return (req, res, next) => {
+    if (!req.groups) return next();
+    const visible = (name: string) => registry.has(name) && seesJob(req, registry.get(name));
+    const seen = () => registry.names.filter(visible).join(', ') || '(none)';
+    const [, kind, raw] = req.path.split('/');
+    let id: string | undefined;
+    try {
+      id = raw ? decodeURIComponent(raw) : undefined;
+    } catch {
+      return next(); // a malformed path: the router answers 400
+    }
+    const jobOfRun = id?.includes(':') ? id.slice(0, id.indexOf(':')) : id;
+    if (kind === 'jobs' && id !== undefined && !visible(id)) {
+      return void res.status(404).json({ error: 'ERR_UNKNOWN_JOB', message: `unknown job "${id}"; jobs you can see: ${seen()}` });
+    }
+    if (kind === 'runs' && id !== undefined && !visible(jobOfRun!)) {
+      return void res.status(404).json({ error: 'ERR_UNKNOWN_RUN', message: `unknown run "${id}" (run ids look like <job>:<id>)` });
+    }
+    const asked = ([] as unknown[]).concat(req.query.job ?? []).flatMap((v) => String(v).split(','));
+    for (const name of asked) {
+      if (name && !visible(name)) {
+        return void res.status(404).json({ error: 'ERR_UNKNOWN_JOB', message: `unknown job "${name}"; jobs you can see: ${seen()}` });
+      }
+    }
+    next();
+  };
+}

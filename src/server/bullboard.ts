@@ -1,5 +1,8 @@
 // Bull Board under /dashboard/queues. Bull Board has no auth and its own routes would add any payload to a queue, so:
-// - the caller mounts it behind `authenticate`; viewers get a second board built in readOnlyMode (real enforcement);
+// - the caller mounts it behind the mutation guard (mutations.ts: no cross-site requests, JSON bodies only) and
+//   `authenticate`; viewers get a second board built in readOnlyMode (real enforcement); operators get the full board but
+//   not its settings (global concurrency, rate limit) nor obliterate, which stay with admins;
+// - a login limited to job groups sees only its groups' queues (Bull Board's visibility guard: other queues answer 404);
 // - adds ("Add job", "Duplicate"), data edits and retries are checked against the job's params before Bull Board sees them,
 //   answering 400 with the schema errors, and the adapter's addJob goes through Queues.enqueue (validation, overlap rules,
 //   jobscope's job options, trigger name 'manual') in case a route reaches it some other way;
@@ -7,7 +10,8 @@
 // - schedules are code: its scheduler edit and remove are refused (409 ERR_SCHEDULE_IS_CODE, naming the job file), and so
 //   are edits of the run a scheduler holds for its next fire (data, delay, priority, promote); "Run now" of a scheduler
 //   goes through Queues.enqueue as a manual trigger, and "Promote all" leaves the scheduler's next fire where it is;
-// - everything it displays (data, result, progress, name, logs) passes through the token mask.
+// - everything it displays (data, result, progress, name, logs) passes through the token mask;
+// - its page loads no web font from Google (the CSP allows none): the UI falls back to system-ui and the platform's monospace.
 import path from 'node:path';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
@@ -19,6 +23,8 @@ import type { ParamsIssue, RegisteredJob } from '../interfaces.ts';
 import { maskTokens, maskValue } from '../redact.ts';
 import type { Queues } from '../control/queues.ts';
 import { pauseJob, resumeJob } from '../control/schedules.ts';
+import { loginOf, seesJob } from './auth.ts';
+import { jsonBody } from './mutations.ts';
 
 export const BOARD_PATH = '/dashboard/queues';
 
@@ -63,6 +69,12 @@ class JobscopeQueueAdapter extends BullMQAdapter {
     });
     this.queues = queues;
     this.jobName = job.name;
+    // Bull Board asks this for every route about this queue, its list of queues, and pause/resume all.
+    this.setVisibilityGuard((req) => {
+      const login = loginOf(req.headers);
+      const current = queues.registry.has(this.jobName) ? queues.registry.get(this.jobName) : undefined;
+      return login !== undefined && seesJob(login, current);
+    });
     for (const field of ['data', 'returnValue', 'progress'] as const) this.setFormatter(field, maskValue);
     // Bull Board hands the name formatter the whole job.
     this.setFormatter('name', (job: { name?: unknown }) => maskTokens(String(job.name ?? '')));
@@ -121,10 +133,22 @@ function refuse(res: Response, status: number, code: string, message: string, is
  */
 function guard(queues: Queues): Router {
   const router = express.Router();
+  // A queue the login cannot see is left to Bull Board, which answers 404 for it: no validation errors about it either.
   const jobOf = (req: Request): RegisteredJob | undefined => {
     const name = String(req.params.queueName);
-    return queues.registry.has(name) ? queues.registry.get(name) : undefined;
+    const job = queues.registry.has(name) ? queues.registry.get(name) : undefined;
+    return job && seesJob(req, job) ? job : undefined;
   };
+
+  // Settings and destruction are an admin's: what the job file sets (concurrency, rate limit), and obliterate (the queue
+  // and every run of it gone). Operators run jobs; they do not reconfigure them.
+  const adminsOnly: RequestHandler = (req, res, next) => {
+    if (req.role === 'admin') return next();
+    refuse(res, 403, 'forbidden', 'this action needs an admin login: operators run jobs, admins change their settings');
+  };
+  router.put('/api/queues/:queueName/concurrency', adminsOnly);
+  router.put('/api/queues/:queueName/rate-limit', adminsOnly);
+  router.put('/api/queues/:queueName/obliterate', adminsOnly);
   const checkData =
     (pick: (body: Record<string, unknown>) => unknown): RequestHandler =>
     (req, res, next) => {
@@ -232,19 +256,58 @@ export function createBoards(queues: Queues, bodyLimit: string): Boards {
         },
       },
     });
-    return serverAdapter.getRouter() as RequestHandler;
+    serverAdapter.setErrorHandler(boardError);
+    const app = serverAdapter.getRouter() as express.Express;
+    withoutWebFonts(app);
+    return app as RequestHandler;
   };
-  const admin = build(false);
-  const viewer = build(true);
+  const full = build(false);
+  const readOnly = build(true);
   const checks = guard(queues);
-  const json = express.json({ limit: bodyLimit });
+  const json = jsonBody(bodyLimit);
   return {
     router: (req, res, next) => {
-      if (req.role !== 'admin') return viewer(req, res, next);
+      if (req.role !== 'admin' && req.role !== 'operator') return readOnly(req, res, next);
       json(req, res, (err?: unknown) => {
         if (err) return next(err);
-        checks(req, res, (err2?: unknown) => (err2 ? next(err2) : admin(req, res, next)));
+        checks(req, res, (err2?: unknown) => (err2 ? next(err2) : full(req, res, next)));
       });
     },
   };
+}
+
+/**
+ * Bull Board's error handler answers 500 for anything thrown, BullMQ's refusals of a job in the wrong state included
+ * ("Job 3 is not in the delayed state" when promoting a completed run). Those are the caller's mistake or a race with a
+ * worker, not a server fault: BullMQ marks them with a negative `code` (-1 no such job, -5 no such parent: 404; wrong
+ * state, lock, pending or failed children: 409).
+ */
+function boardError(error: Error & { statusCode?: number; code?: unknown }): { status: BoardStatus; body: Record<string, unknown> } {
+  const fromBullMQ = typeof error.code === 'number' && error.code < 0 ? (error.code === -1 || error.code === -5 ? 404 : 409) : undefined;
+  // Bull Board's own errors carry their status (statusCode), as its handler expects; anything else is a fault of ours: 500.
+  const status = (error.statusCode ?? fromBullMQ ?? 500) as BoardStatus;
+  const key = fromBullMQ === 404 ? 'ERRORS.JOB_NOT_FOUND' : fromBullMQ === 409 ? 'ERR_JOB_STATE' : 'ERRORS.INTERNAL_SERVER_ERROR';
+  return { status, body: { error: { key }, code: key, message: error.message } };
+}
+
+/** The statuses Bull Board's adapter passes on (its HTTPStatus). */
+type BoardStatus = 400 | 403 | 404 | 405 | 409 | 500;
+
+type Render = (file: string, options: object, callback: (err: Error | null, html?: string) => void) => void;
+
+/** Bull Board's page links IBM Plex from fonts.googleapis.com: drop that link, so the page asks nothing of another site. */
+const WEB_FONT_LINK = /<link\b[^>]*\bhref="https:\/\/fonts\.(?:googleapis|gstatic)\.com\/[^"]*"[^>]*>\s*/g;
+
+export function stripWebFonts(html: string): string {
+  return html.replace(WEB_FONT_LINK, '');
+}
+
+function withoutWebFonts(app: express.Express): void {
+  const engines = (app as unknown as { engines: Record<string, Render | undefined> }).engines;
+  const render = engines['.ejs'];
+  // Bull Board renders its page with EJS; if a new version stops doing so, fail at start rather than serve the font link.
+  if (!render) throw new Error("Bull Board's page is no longer rendered with EJS: check how it loads web fonts (src/server/bullboard.ts)");
+  app.engine('ejs', (file, options, callback) =>
+    render(file, options, (err, html) => (err || html === undefined ? callback(err) : callback(null, stripWebFonts(html)))),
+  );
 }

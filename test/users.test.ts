@@ -1,0 +1,416 @@
+// Users and roles: JOBSCOPE_USERS_FILE (scrypt hashes; admin, operator, viewer; optional job groups) beside the environment's
+// admin and viewer, `jobscope users add`, what each role may do on the API and on Bull Board, what a login limited to job
+// groups sees and may touch, the file re-read while the server runs, and one audit line per change naming the user. Real
+// Redis, real HTTP on 127.0.0.1, the real CLI in a child process.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { after, before, describe, test } from 'node:test';
+import type { Runtime } from '../src/runtime/runtime.ts';
+import { createApp } from '../src/server/app.ts';
+import { addUser, hashPassword, parseUsers, verifyPassword, type UserEntry } from '../src/server/users.ts';
+import { startRedis, type TestRedis } from './helpers/redis.ts';
+import { ROOT, jobsDir, removeDir, testRuntime, type LogCapture } from './helpers/runtime.ts';
+import { ADMIN, TestServer, VIEWER } from './helpers/server.ts';
+import { until, waitForRun } from './helpers/wait.ts';
+
+let redis: TestRedis;
+let dir: string;
+let tmp: string;
+let usersFile: string;
+let runtime: Runtime;
+let logs: LogCapture;
+let srv: TestServer;
+
+const PW = {
+  ops: 'ops-password-0001',
+  billingOps: 'billing-ops-password',
+  billingAdmin: 'billing-admin-password',
+  auditor: 'auditor-password-01',
+  boss: 'boss-password-000001',
+};
+const OPS = { user: 'ops', password: PW.ops };
+const BILLING_OPS = { user: 'billing-ops', password: PW.billingOps };
+const BILLING_ADMIN = { user: 'billing-admin', password: PW.billingAdmin };
+const AUDITOR = { user: 'auditor', password: PW.auditor };
+const BOSS = { user: 'boss', password: PW.boss };
+
+before(async () => {
+  redis = await startRedis();
+  dir = jobsDir({
+    'billing-sync.ts': `export default { group: 'billing', token: { audience: ['svc'] }, async run() { return 'billed'; } };`,
+    'billing-slow.ts': `export default { group: 'billing', token: { audience: ['svc'] },
+      async run(ctx) { await new Promise((resolve, reject) => { const t = setTimeout(resolve, 5000);
+        ctx.signal.addEventListener('abort', () => { clearTimeout(t); reject(ctx.signal.reason); }); }); } };`,
+    'hr-export.ts': `export default { group: 'hr', token: { audience: ['svc'] }, async run() { return 'exported'; } };`,
+    'plain.ts': `export default { token: { audience: ['svc'] }, async run() { return 'plain'; } };`,
+  });
+  tmp = mkdtempSync(path.join(os.tmpdir(), 'jobscope-users-'));
+  usersFile = path.join(tmp, 'users.json');
+  await addUser(usersFile, { name: 'ops', role: 'operator', password: PW.ops });
+  await addUser(usersFile, { name: 'billing-ops', role: 'operator', groups: ['billing'], password: PW.billingOps });
+  await addUser(usersFile, { name: 'billing-admin', role: 'admin', groups: ['billing'], password: PW.billingAdmin });
+  await addUser(usersFile, { name: 'auditor', role: 'viewer', groups: ['hr', 'legal'], password: PW.auditor });
+  await addUser(usersFile, { name: 'boss', role: 'admin', password: PW.boss });
+  ({ runtime, logs } = await testRuntime({ redisUrl: redis.url, jobsDir: dir, env: { JOBSCOPE_PREFIX: 'usr' } }));
+  await runtime.startWorkers(['billing-sync', 'billing-slow', 'hr-export', 'plain']);
+  // Refused logins are part of these tests (removed users, a deleted file): the login limiter is not the subject here.
+  srv = await TestServer.start(runtime, { usersFile, loginLimit: { max: 1000, windowMs: 60_000 } });
+});
+
+after(async () => {
+  await srv?.close();
+  await runtime?.close();
+  await redis?.destroy();
+  removeDir(dir);
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+/** The real CLI (src/cli.ts's main) in a child process with this environment and stdin. */
+function cli(args: string[], env: Record<string, string>, stdin = ''): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const entry = pathToFileURL(path.join(ROOT, 'src/cli.ts')).href;
+  const code = `const { main } = await import(${JSON.stringify(entry)}); process.exitCode = await main(process.argv.slice(1));`;
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code, ...args], {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH ?? '', ...env },
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`jobscope ${args.join(' ')} did not finish\n${stderr}`));
+    }, 30_000);
+    child.on('exit', (exit) => {
+      clearTimeout(timer);
+      resolve({ code: exit, stdout, stderr });
+    });
+    child.stdin.end(stdin);
+  });
+}
+
+const entries = (): UserEntry[] => (JSON.parse(readFileSync(usersFile, 'utf8')) as { users: UserEntry[] }).users;
+const auditLines = () =>
+  logs.lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'audit') as Record<string, unknown>[];
+
+describe('the users file', () => {
+  test('passwords are scrypt hashes (PHC strings), salted, checked in constant time; the file is 0600 and holds no password', async () => {
+    const hash = await hashPassword('correct horse battery');
+    assert.match(hash, /^\$scrypt\$ln=15,r=8,p=1\$[A-Za-z0-9+/]{22}\$[A-Za-z0-9+/]{43}$/);
+    assert.notEqual(hash, await hashPassword('correct horse battery'), 'a fresh salt each time');
+    assert.equal(await verifyPassword('correct horse battery', hash), true);
+    assert.equal(await verifyPassword('correct horse batterY', hash), false);
+    assert.equal(
+      await verifyPassword('x', '$scrypt$ln=30,r=8,p=1$AAAAAAAAAAAAAAAAAAAAAA$' + 'A'.repeat(43)),
+      false,
+      'absurd costs refused',
+    );
+    const text = readFileSync(usersFile, 'utf8');
+    for (const pw of Object.values(PW)) assert.ok(!text.includes(pw), 'a password in the file');
+    assert.equal(statSync(usersFile).mode & 0o777, 0o600);
+    assert.deepEqual(
+      entries().map((u) => [u.name, u.role, u.groups]),
+      [
+        ['ops', 'operator', undefined],
+        ['billing-ops', 'operator', ['billing']],
+        ['billing-admin', 'admin', ['billing']],
+        ['auditor', 'viewer', ['hr', 'legal']],
+        ['boss', 'admin', undefined],
+      ],
+    );
+  });
+
+  test('a bad file is refused with the file, the entry and the fix', async () => {
+    const good = entries()[0];
+    const bad =
+      (users: unknown, reserved: string[] = []) =>
+      () =>
+        parseUsers(JSON.stringify({ users }), '/etc/users.json', reserved);
+    const cases: [() => unknown, RegExp][] = [
+      [() => parseUsers('{', '/etc/users.json'), /\/etc\/users\.json: not valid JSON/],
+      [() => parseUsers('[]', '/etc/users.json'), /expected \{ "users": \[/],
+      [bad([{ ...good, role: 'root' }]), /users\[0\] \("ops"\): "role" must be one of admin, operator, viewer/],
+      [bad([good, good]), /users\[1\] \("ops"\) is listed twice/],
+      [bad([{ ...good, name: 'a:b' }]), /users\[0\]: "name" must be/],
+      [bad([{ ...good, groups: [] }]), /"groups" must be a non-empty list/],
+      [bad([{ ...good, groups: ['ok', 'not ok'] }]), /"groups" must be/],
+      [bad([{ ...good, hash: 'plaintext-password' }]), /"hash" is not a scrypt hash .*jobscope users add/],
+      [bad([{ ...good, group: 'billing' }]), /unknown field "group"/],
+      [bad([good], ['ops']), /also a login from the environment/],
+    ];
+    for (const [parse, message] of cases) assert.throws(parse, message);
+    // At start-up: a missing file, or a name that is also the environment's admin, stops the server.
+    assert.throws(
+      () => createApp({ ...runtime.serverParts(), logger: runtime.logger, admin: ADMIN, usersFile: path.join(tmp, 'missing.json') }),
+      /no such file \(create it with: jobscope users add <name> --role admin\)/,
+    );
+    assert.throws(
+      () => createApp({ ...runtime.serverParts(), logger: runtime.logger, admin: { user: 'ops', password: 'x' }, usersFile }),
+      /"ops"\) is also a login from the environment/,
+    );
+  });
+
+  test('the environment logins keep working beside the file; every login gets its role', async () => {
+    const me = async (auth: { user: string; password: string }) => (await srv.request('/api/me', { auth })).body;
+    assert.deepEqual(await me(ADMIN), { user: 'admin', role: 'admin' });
+    assert.deepEqual(await me(VIEWER), { user: 'viewer', role: 'viewer' });
+    assert.equal((await me(OPS)).role, 'operator');
+    assert.equal((await me(BOSS)).role, 'admin');
+    assert.equal((await me(AUDITOR)).role, 'viewer');
+    for (const auth of [
+      { user: 'ops', password: PW.boss },
+      { user: 'nobody', password: PW.ops },
+      { user: 'ops', password: '' },
+    ]) {
+      assert.equal((await srv.request('/api/jobs', { auth })).status, 401, auth.user);
+    }
+  });
+
+  test('/api/me names the groups of a limited login', async () => {
+    assert.deepEqual((await srv.request('/api/me', { auth: AUDITOR })).body, { user: 'auditor', role: 'viewer', groups: ['hr', 'legal'] });
+    assert.deepEqual((await srv.request('/api/me', { auth: OPS })).body, { user: 'ops', role: 'operator' });
+  });
+});
+
+describe('roles', () => {
+  test('operators trigger, pause, resume and cancel through the API; viewers from the file get 403', async () => {
+    const trigger = await srv.request('/api/jobs/plain/runs', { method: 'POST', auth: OPS, json: { data: {} } });
+    assert.equal(trigger.status, 202, trigger.text);
+    assert.equal((await waitForRun(runtime, trigger.body.runId)).triggeredBy, 'user:ops');
+    assert.equal((await srv.request('/api/jobs/plain/pause', { method: 'POST', auth: OPS })).status, 200);
+    assert.equal(await runtime.queues.isPaused('plain'), true);
+    assert.equal((await srv.request('/api/jobs/plain/resume', { method: 'POST', auth: OPS })).status, 200);
+    const slow = await srv.request('/api/jobs/billing-slow/runs', { method: 'POST', auth: OPS, json: { data: {} } });
+    await until(async () => (await runtime.queues.report(slow.body.runId)).state === 'active', 5000, 'billing-slow active');
+    const cancel = await srv.request(`/api/runs/${slow.body.runId}/cancel`, { method: 'POST', auth: OPS });
+    assert.equal(cancel.status, 200, cancel.text);
+    await waitForRun(runtime, slow.body.runId);
+    const viewer = await srv.request('/api/jobs/hr-export/runs', { method: 'POST', auth: AUDITOR, json: { data: {} } });
+    assert.equal(viewer.status, 403);
+    assert.match(viewer.body.message, /read-only user: this action needs an operator or admin login/);
+  });
+
+  test('operators use the full Bull Board but not its settings (concurrency, rate limit) nor obliterate; admins may', async () => {
+    const board = '/dashboard/queues/api/queues';
+    const queues = await srv.request(board, { auth: OPS });
+    assert.equal(queues.body.queues.find((q: { name: string }) => q.name === 'plain').readOnlyMode, false);
+    const add = await srv.request(`${board}/plain/add`, { method: 'POST', auth: OPS, json: { name: 'x', data: {} } });
+    assert.equal(add.status, 200, add.text);
+    await waitForRun(runtime, `plain:${add.body.job.id}`);
+    assert.equal((await srv.request(`${board}/plain/pause`, { method: 'PUT', auth: OPS })).status, 200);
+    assert.equal(await runtime.queues.isPaused('plain'), true);
+    assert.equal((await srv.request(`${board}/plain/resume`, { method: 'PUT', auth: OPS })).status, 200);
+    for (const [route, json] of [
+      ['concurrency', { concurrency: 7 }],
+      ['rate-limit', { max: 1, duration: 1000 }],
+      ['obliterate', {}],
+    ] as const) {
+      const res = await srv.request(`${board}/plain/${route}`, { method: 'PUT', auth: OPS, json });
+      assert.equal(res.status, 403, route);
+      assert.equal(res.body.code, 'forbidden');
+      assert.match(res.body.message, /needs an admin login/);
+    }
+    assert.notEqual(await runtime.queues.queue('plain').getGlobalConcurrency(), 7);
+    assert.ok(await runtime.queues.queue('plain').getJob(add.body.job.id), 'not obliterated');
+    const admin = await srv.request(`${board}/plain/concurrency`, { method: 'PUT', auth: BOSS, json: { concurrency: 7 } });
+    assert.equal(admin.status, 200, admin.text);
+    assert.equal(await runtime.queues.queue('plain').getGlobalConcurrency(), 7);
+    await runtime.queues.queue('plain').setGlobalConcurrency(1);
+    // Viewers from the file get the read-only board.
+    const viewerBoard = await srv.request(board, { auth: AUDITOR });
+    assert.ok(viewerBoard.body.queues.every((q: { readOnlyMode: boolean }) => q.readOnlyMode));
+  });
+});
+
+describe('job groups', () => {
+  test('a login limited to a group acts only on its jobs: others answer 404 on the API, as if they did not exist', async () => {
+    const ok = await srv.request('/api/jobs/billing-sync/runs', { method: 'POST', auth: BILLING_ADMIN, json: { data: {} } });
+    assert.equal(ok.status, 202, ok.text);
+    await waitForRun(runtime, ok.body.runId);
+    const { runId: hrRun } = await runtime.queues.enqueue('hr-export', {}, { trigger: 'api' });
+    await waitForRun(runtime, hrRun);
+    const before = await runtime.queues.queue('hr-export').getJobCounts();
+    for (const [method, p] of [
+      ['POST', '/api/jobs/hr-export/runs'],
+      ['POST', '/api/jobs/plain/runs'], // no group: only logins without groups see it
+      ['POST', '/api/jobs/hr-export/pause'],
+      ['GET', '/api/jobs/hr-export'],
+      ['GET', '/api/jobs/hr-export/runs'],
+      ['GET', '/api/jobs/nope'],
+      ['GET', '/api/runs?job=hr-export'],
+      ['GET', `/api/runs/${hrRun}`],
+      ['GET', `/api/runs/${encodeURIComponent(hrRun)}`],
+      ['POST', `/api/runs/${hrRun}/cancel`],
+    ]) {
+      const res = await srv.request(p, { method, auth: BILLING_ADMIN, ...(method === 'POST' ? { json: { data: {} } } : {}) });
+      assert.equal(res.status, 404, `${method} ${p}: ${res.text}`);
+      assert.match(res.body.error, /^ERR_UNKNOWN_(JOB|RUN)$/);
+      assert.doesNotMatch(res.text, /hr-export"; jobs you can see: .*hr-export|plain,/, 'never lists jobs it cannot see');
+    }
+    const unknown = await srv.request('/api/jobs/hr-export', { auth: BILLING_ADMIN });
+    assert.equal(unknown.body.message, 'unknown job "hr-export"; jobs you can see: billing-slow, billing-sync');
+    assert.deepEqual(await runtime.queues.queue('hr-export').getJobCounts(), before, 'nothing enqueued');
+    assert.equal(await runtime.queues.isPaused('hr-export'), false);
+    assert.equal((await srv.request('/api/jobs/billing-sync', { auth: BILLING_ADMIN })).status, 200);
+    assert.equal((await srv.request(`/api/runs/${ok.body.runId}`, { auth: BILLING_ADMIN })).status, 200);
+    // A viewer limited to hr sees hr-export and nothing else.
+    assert.equal((await srv.request('/api/jobs/hr-export', { auth: AUDITOR })).status, 200);
+    assert.equal((await srv.request(`/api/runs/${hrRun}`, { auth: AUDITOR })).status, 200);
+    assert.equal((await srv.request('/api/jobs/billing-sync', { auth: AUDITOR })).status, 404);
+    // /metrics names every job: refused to limited logins.
+    assert.equal((await srv.request('/metrics', { auth: AUDITOR })).status, 403);
+    assert.equal((await srv.request('/metrics', { auth: OPS })).status, 200);
+  });
+
+  test('lists show a limited login only its jobs', async () => {
+    const names = async (auth: { user: string; password: string }) =>
+      ((await srv.request('/api/jobs', { auth })).body as { name: string }[]).map((j) => j.name).sort();
+    assert.deepEqual(await names(BILLING_OPS), ['billing-slow', 'billing-sync']);
+    assert.deepEqual(await names(AUDITOR), ['hr-export']);
+    assert.deepEqual(await names(OPS), ['billing-slow', 'billing-sync', 'hr-export', 'plain']);
+    const slow = await runtime.queues.enqueue('billing-slow', {}, { trigger: 'api' });
+    await until(async () => (await runtime.tokens.list()).some((t) => t.run === slow.runId), 5000, 'a live token');
+    assert.deepEqual((await srv.request('/api/tokens', { auth: AUDITOR })).body, [], 'tokens of other groups are hidden');
+    assert.ok((await srv.request('/api/tokens', { auth: BILLING_OPS })).body.some((t: { run: string }) => t.run === slow.runId));
+    await runtime.cancel(slow.runId);
+  });
+
+  test("on Bull Board a limited login sees only its groups' queues; the others answer 404; pause all pauses only its own", async () => {
+    const board = '/dashboard/queues/api/queues';
+    const list = await srv.request(board, { auth: BILLING_OPS });
+    assert.deepEqual(list.body.queues.map((q: { name: string }) => q.name).sort(), ['billing-slow', 'billing-sync']);
+    const before = await runtime.queues.queue('hr-export').getJobCounts();
+    for (const [method, p, json] of [
+      ['POST', `${board}/hr-export/add`, { name: 'x', data: {} }],
+      ['POST', `${board}/plain/add`, { name: 'x', data: {} }],
+      ['PUT', `${board}/hr-export/pause`, undefined],
+      ['PUT', `${board}/hr-export/retry/failed`, undefined],
+      ['GET', `${board}/hr-export/1`, undefined],
+    ] as const) {
+      const res = await srv.request(p, { method, auth: BILLING_OPS, ...(json ? { json } : {}) });
+      assert.equal(res.status, 404, `${method} ${p}: ${res.text}`);
+    }
+    assert.deepEqual(await runtime.queues.queue('hr-export').getJobCounts(), before);
+    assert.equal((await srv.request(`${board}/pause`, { method: 'PUT', auth: BILLING_OPS })).status, 200);
+    assert.equal(await runtime.queues.isPaused('billing-sync'), true);
+    assert.equal(await runtime.queues.isPaused('hr-export'), false, 'pause all stopped at the groups of the login');
+    assert.equal(await runtime.queues.isPaused('plain'), false);
+    assert.equal((await srv.request(`${board}/resume`, { method: 'PUT', auth: BILLING_OPS })).status, 200);
+    assert.equal(await runtime.queues.isPaused('billing-sync'), false);
+    const viewer = await srv.request(board, { auth: AUDITOR });
+    assert.deepEqual(
+      viewer.body.queues.map((q: { name: string }) => q.name),
+      ['hr-export'],
+    );
+  });
+});
+
+describe('jobscope users add, and the file re-read while the server runs', () => {
+  const env = () => ({ JOBSCOPE_USERS_FILE: usersFile, LOG_LEVEL: 'silent' });
+
+  test('a generated password is printed once and works at once; --replace changes the role; removal and bad files', async () => {
+    const added = await cli(['users', 'add', 'late', '--role', 'operator', '--groups', 'hr,billing'], env());
+    assert.equal(added.code, 0, added.stderr);
+    const password = /^password: (\S+)$/m.exec(added.stdout)?.[1];
+    assert.ok(password && password.length >= 20, added.stdout);
+    assert.match(added.stdout, /^added user "late" \(operator, groups: hr, billing\) in .*users\.json$/m);
+    assert.ok(!readFileSync(usersFile, 'utf8').includes(password));
+    const late = { user: 'late', password };
+    // Re-read within about a second, without a restart.
+    await until(async () => (await srv.request('/api/me', { auth: late })).status === 200, 5000, 'the new user');
+    assert.equal((await srv.request('/api/me', { auth: late })).body.role, 'operator');
+
+    const again = await cli(['users', 'add', 'late', '--role', 'viewer'], env());
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /user "late" already exists in .*; add --replace/);
+    const replaced = await cli(['users', 'add', 'late', '--role', 'viewer', '--password-stdin', '--replace'], env(), `${password}\n`);
+    assert.equal(replaced.code, 0, replaced.stderr);
+    assert.doesNotMatch(replaced.stdout, /password:/, 'a password from stdin is not printed');
+    assert.match(replaced.stdout, /^replaced user "late" \(viewer, every job\)/m);
+    // A remembered login is forgotten when the file changes: the new role shows at once.
+    await until(async () => (await srv.request('/api/me', { auth: late })).body.role === 'viewer', 5000, 'the new role');
+
+    // A broken file keeps the last good one (and says so in the log); a removed entry can no longer log in.
+    const good = readFileSync(usersFile, 'utf8');
+    const goodUsers = (JSON.parse(good) as { users: UserEntry[] }).users;
+    writeFileSync(usersFile, good.slice(0, good.length / 2)); // half-written
+    // (The file is looked at when someone from it logs in.)
+    await until(
+      async () => (await srv.request('/api/me', { auth: late })).status === 200 && logs.text.includes('users file not reloaded'),
+      5000,
+      'the reload error',
+    );
+    assert.equal((await srv.request('/api/me', { auth: late })).status, 200);
+    writeFileSync(usersFile, JSON.stringify({ users: goodUsers.filter((u) => u.name !== 'late') }));
+    await until(async () => (await srv.request('/api/me', { auth: late })).status === 401, 5000, 'the removed user refused');
+    // The file gone: its users are out, the environment's admin is not.
+    writeFileSync(usersFile, good);
+    await until(async () => (await srv.request('/api/me', { auth: late })).status === 200, 5000, 'restored');
+    unlinkSync(usersFile);
+    await until(async () => (await srv.request('/api/me', { auth: late })).status === 401, 5000, 'file users out');
+    assert.equal((await srv.request('/api/me', { auth: OPS })).status, 401);
+    assert.equal((await srv.request('/api/me', { auth: ADMIN })).status, 200);
+    writeFileSync(usersFile, JSON.stringify({ users: goodUsers.filter((u) => u.name !== 'late') }), { mode: 0o600 });
+    await until(async () => (await srv.request('/api/me', { auth: OPS })).status === 200, 5000, 'file back');
+  });
+
+  test('the command refuses what it cannot do, with the fix', async () => {
+    const noFile = await cli(['users', 'add', 'x', '--role', 'viewer'], { LOG_LEVEL: 'silent' });
+    assert.equal(noFile.code, 2);
+    assert.match(noFile.stderr, /set JOBSCOPE_USERS_FILE/);
+    const badRole = await cli(['users', 'add', 'x', '--role', 'root'], env());
+    assert.equal(badRole.code, 2);
+    assert.match(badRole.stderr, /--role must be one of admin, operator, viewer/);
+    const badName = await cli(['users', 'add', 'x:y', '--role', 'viewer'], env());
+    assert.equal(badName.code, 1);
+    assert.match(badName.stderr, /not a login name/);
+    const short = await cli(['users', 'add', 'x', '--role', 'viewer', '--password-stdin'], env(), 'short\n');
+    assert.equal(short.code, 1);
+    assert.match(short.stderr, /at least 12 characters/);
+    const badGroups = await cli(['users', 'add', 'x', '--role', 'viewer', '--groups', 'a b'], env());
+    assert.equal(badGroups.code, 1);
+    assert.ok(!entries().some((u) => u.name === 'x'), 'nothing written');
+    const usage = await cli(['users', 'remove', 'x'], env());
+    assert.equal(usage.code, 2);
+    assert.match(usage.stderr, /usage: jobscope users add <name> --role admin\|operator\|viewer/);
+  });
+});
+
+describe('audit', () => {
+  test('every change through the API or Bull Board leaves one audit line: user, role, action, job, run, status', async () => {
+    const from = auditLines().length;
+    const trigger = await srv.request('/api/jobs/billing-sync/runs', { method: 'POST', auth: BOSS, json: { data: {} } });
+    await waitForRun(runtime, trigger.body.runId);
+    await srv.request('/api/jobs/billing-sync/pause', { method: 'POST', auth: BOSS });
+    await srv.request('/api/jobs/billing-sync/resume', { method: 'POST', auth: BOSS });
+    await srv.request(`/api/runs/${trigger.body.runId}/cancel`, { method: 'POST', auth: BOSS });
+    const add = await srv.request('/dashboard/queues/api/queues/billing-sync/add', {
+      method: 'POST',
+      auth: BILLING_OPS,
+      json: { name: 'x', data: {} },
+    });
+    await waitForRun(runtime, `billing-sync:${add.body.job.id}`);
+    await srv.request(`/dashboard/queues/api/queues/billing-sync/${add.body.job.id}/retry`, { method: 'PUT', auth: BILLING_OPS });
+    await srv.request('/api/jobs/hr-export/runs', { method: 'POST', auth: AUDITOR, json: { data: {} } });
+    const lines = auditLines().slice(from);
+    const pick = (l: Record<string, unknown>) => [l.user, l.role, l.action, l.job, l.run, l.status];
+    assert.deepEqual(lines.map(pick), [
+      ['boss', 'admin', 'trigger', 'billing-sync', trigger.body.runId, 202],
+      ['boss', 'admin', 'pause', 'billing-sync', undefined, 200],
+      ['boss', 'admin', 'resume', 'billing-sync', undefined, 200],
+      ['boss', 'admin', 'cancel', 'billing-sync', trigger.body.runId, 409],
+      ['billing-ops', 'operator', 'board add', 'billing-sync', `billing-sync:${add.body.job.id}`, 200],
+      ['billing-ops', 'operator', 'board retry', 'billing-sync', `billing-sync:${add.body.job.id}`, 204],
+      ['auditor', 'viewer', 'trigger', 'hr-export', undefined, 403],
+    ]);
+    assert.ok(lines.every((l) => typeof l.reqId === 'string' && l.audit === true));
+    // Reads are not audited.
+    await srv.request('/api/jobs', { auth: BOSS });
+    assert.equal(auditLines().length, from + lines.length);
+  });
+});
