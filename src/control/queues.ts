@@ -5,24 +5,42 @@ import { Queue, type Job, type JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { parseDuration } from '../duration.ts';
 import { OverlapSkippedError, ParamsError, RunFinishedError, TriggerOptionsError, UnknownRunError } from '../errors.ts';
-import type { RegisteredJob, RunOutcome, RunReport, RunState, Trigger, TriggerOptions } from '../interfaces.ts';
+import type { KeepRule, RegisteredJob, Retention, RunOutcome, RunReport, RunState, Trigger, TriggerOptions } from '../interfaces.ts';
 import type { Registry } from '../jobs/registry.ts';
 import { nextRuns } from '../jobs/schedule.ts';
 import { RedisKeys, RUN_FIELDS, type RunMeta } from '../keys.ts';
 import type { TokenStore } from '../token/store.ts';
 import { OverlapRules } from './overlap.ts';
 
-/** How long finished runs are kept for the API and dashboard. */
-const KEEP_COMPLETED = { age: 7 * 24 * 3600, count: 1000 };
-const KEEP_FAILED = { age: 30 * 24 * 3600, count: 5000 };
+/** How many finished runs are kept for the API and dashboard, and how long, unless the environment or the job says otherwise. */
+export const DEFAULT_RETENTION: Retention = {
+  completed: { count: 1000, age: 7 * 24 * 3600 },
+  failed: { count: 5000, age: 30 * 24 * 3600 },
+  logs: 1000,
+};
+
+/** Sets the environment's retention defaults on every job of the registry (jobOptions reads them from the job). */
+export function applyRetention(registry: Registry, retention: Retention | undefined): void {
+  if (!retention) return;
+  for (const job of registry.jobs.values()) job.retention = retention;
+}
+
+/** A retention rule as BullMQ's removeOnComplete/removeOnFail: no limit at all keeps every run. */
+function keepJobs(rule: KeepRule): JobsOptions['removeOnComplete'] {
+  if (rule.age !== undefined) return { age: rule.age, ...(rule.count !== undefined ? { count: rule.count } : {}) };
+  if (rule.count !== undefined) return { count: rule.count };
+  return false;
+}
 
 export function jobOptions(job: RegisteredJob): JobsOptions {
+  const defaults = job.retention ?? DEFAULT_RETENTION;
   return {
     attempts: job.attempts,
     ...(job.backoff ? { backoff: job.backoff } : {}),
-    removeOnComplete: KEEP_COMPLETED,
-    removeOnFail: KEEP_FAILED,
-    keepLogs: 1000,
+    // A rule in the job's own `keep` replaces the default rule for those runs.
+    removeOnComplete: keepJobs(job.keep?.completed ?? defaults.completed),
+    removeOnFail: keepJobs(job.keep?.failed ?? defaults.failed),
+    keepLogs: defaults.logs,
   };
 }
 

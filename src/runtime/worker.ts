@@ -6,9 +6,9 @@
 //   registered while its execution holds the run's BullMQ lock; a lost lock aborts the execution here;
 // - a run still active at the shutdown deadline is handed back to the queue without consuming an attempt;
 // - an aborted handler that ignores its signal keeps its slot until it settles or `runawayGraceMs` has passed.
-import { EventEmitter, setMaxListeners } from 'node:events';
+import { EventEmitter } from 'node:events';
 import { inspect } from 'node:util';
-import { DelayedError, UnrecoverableError, WaitingChildrenError, Worker, type Job, type Queue } from 'bullmq';
+import { DelayedError, MetricsTime, UnrecoverableError, WaitingChildrenError, Worker, type Job, type Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import {
   ChildRunError,
@@ -29,7 +29,7 @@ import { RunTokenLease } from '../token/lease.ts';
 import { tokenLifetime, type TokenMinter } from '../token/mint.ts';
 import { redactTokens, redactValue } from '../redact.ts';
 import { runInScope, type RunScope } from '../token/scope.ts';
-import type { Alerts } from '../control/alerts.ts';
+import type { Alerts, FinishedRun } from '../control/alerts.ts';
 import type { Control } from '../control/control.ts';
 import { jobOptions, metaOf, OUTCOME_OF_ERROR, parseRunId, runIdOf, type Queues } from '../control/queues.ts';
 import { listWorkers } from './heartbeat.ts';
@@ -77,6 +77,14 @@ class ShutdownError extends Error {
     this.name = 'ShutdownError';
   }
 }
+
+/** One execution of a run in this process: abort() ends it (see attempt()). */
+interface Execution {
+  abort(reason: Error): void;
+}
+
+/** How long an idle worker's BZPOPMIN blocks (BullMQ's `drainDelay`, seconds; its cap on Redis is 10). */
+const IDLE_WAIT_S = 10;
 
 /** How long a replace run waits before it looks again whether the runs it replaced have stopped. */
 const REPLACE_RECHECK_MS = 250;
@@ -147,6 +155,51 @@ function outcomeOfError(reason: unknown): RunOutcome {
   return (reason instanceof Error && OUTCOME_OF_ERROR[reason.name]) || 'failed';
 }
 
+/**
+ * Hands final outcomes to the alerts, at most one call in flight per job. Each call reads and writes the job's last
+ * outcome in Redis (two commands, on the control connection, per run); a 'completed' that follows a 'completed' still
+ * waiting its turn would read 'completed' and write it again, so it is folded into it. Failures, timeouts and the other
+ * outcomes are each passed on, in order.
+ */
+class OutcomeFeed {
+  private readonly alerts: Alerts;
+  private readonly perJob = new Map<string, { busy: boolean; queue: FinishedRun[]; last: string }>();
+  constructor(alerts: Alerts) {
+    this.alerts = alerts;
+  }
+  push(run: FinishedRun): void {
+    let state = this.perJob.get(run.job.name);
+    if (!state) this.perJob.set(run.job.name, (state = { busy: false, queue: [], last: '' }));
+    if (state.busy && run.outcome === 'completed' && (state.queue.at(-1)?.outcome ?? state.last) === 'completed') return;
+    state.queue.push(run);
+    this.next(run.job.name, state);
+  }
+  private next(job: string, state: { busy: boolean; queue: FinishedRun[]; last: string }): void {
+    if (state.busy) return;
+    const run = state.queue.shift();
+    if (!run) return void this.perJob.delete(job);
+    state.busy = true;
+    state.last = run.outcome;
+    void this.alerts.finished(run).finally(() => {
+      state.busy = false;
+      this.next(job, state);
+    });
+  }
+}
+
+type RunLog = Pick<Logger, 'info' | 'warn' | 'error' | 'debug'>;
+
+/** The run's logger: a child with the run's bindings, built on the first line that is actually logged (most are not). */
+function runLog(logger: Logger, bindings: Record<string, unknown>): RunLog {
+  let child: Logger | undefined;
+  const get = () => (child ??= logger.child(bindings));
+  const at = (level: 'info' | 'warn' | 'error' | 'debug') =>
+    ((...args: unknown[]) => {
+      if (logger.isLevelEnabled(level)) (get()[level] as (...a: unknown[]) => void)(...args);
+    }) as Logger['info'];
+  return { info: at('info'), warn: at('warn'), error: at('error'), debug: at('debug') };
+}
+
 /** `ctx.token`: the scope's current tokens (re-mints included). Prints and serialises as claims only. */
 class ScopedToken implements RunToken {
   readonly #scope: RunScope;
@@ -178,18 +231,23 @@ export class Workers extends EventEmitter<RunEvents> {
   private readonly deps: WorkerDeps;
   private readonly shutdown = new AbortController();
   /** This process's executions by run id: a lost lock aborts the one it belongs to. */
-  private readonly executions = new Map<string, AbortController>();
+  private readonly executions = new Map<string, Execution>();
+  /** Every execution in progress here (a run id can have an older one still settling): shutdown aborts them all. */
+  private readonly live = new Set<Execution>();
   /** The definition each worker runs (a reload replaces a worker whose definition changed). */
   private readonly definitions = new Map<string, RegisteredJob>();
   /** Workers replaced by a reload, finishing their runs. */
   private readonly retiring = new Set<Worker>();
   private served: string[] = [];
+  private readonly outcomes: OutcomeFeed | undefined;
 
   constructor(deps: WorkerDeps) {
     super();
     this.deps = deps;
-    // Every active run listens for shutdown: with high concurrency that is more than the default 10 listeners.
-    setMaxListeners(0, this.shutdown.signal);
+    this.outcomes = deps.alerts && new OutcomeFeed(deps.alerts);
+    this.shutdown.signal.addEventListener('abort', () => {
+      for (const execution of this.live) execution.abort(new ShutdownError());
+    });
   }
 
   async start(): Promise<void> {
@@ -254,6 +312,13 @@ export class Workers extends EventEmitter<RunEvents> {
       concurrency: job.concurrencyPerWorker,
       lockDuration: lockDurationMs,
       stalledInterval: lockDurationMs,
+      // Per-minute completed/failed counts for Bull Board's metrics tab.
+      metrics: { maxDataPoints: MetricsTime.ONE_WEEK },
+      // An idle worker waits for work in one BZPOPMIN, then looks for due delayed runs (one script call): two commands per
+      // wait. A new run wakes the wait at once (BullMQ's marker), and a delayed one bounds it, so waiting longer costs
+      // no latency; 10 s is the longest wait BullMQ allows on Redis. A process serving 200 jobs then sends ~40 commands/s
+      // while idle instead of ~80 (notes in BENCHMARKS.md).
+      drainDelay: IDLE_WAIT_S,
     });
     worker.on('error', (err) => logger.error({ job: name, err: err.message }, 'worker error'));
     worker.on('lockRenewalFailed', (ids) => {
@@ -279,12 +344,12 @@ export class Workers extends EventEmitter<RunEvents> {
       triggeredBy: meta.by ?? (origin === 'schedule' ? 'schedule' : 'api'),
       ...(meta.parent ? { parent: meta.parent } : {}),
     };
-    const log = logger.child({ job: job.name, run: run.id, attempt });
+    const log = runLog(logger, { job: job.name, run: run.id, attempt });
     const started = Date.now();
     const end = (outcome: RunOutcome, final = false, error: string | null = null) => {
       const durationMs = Date.now() - started;
       this.emit('run:end', { job: job.name, runId: run.id, attempt, outcome, durationMs });
-      if (final) void this.deps.alerts?.finished({ job, runId: run.id, outcome, error, attempts: attempt, durationMs });
+      if (final) this.outcomes?.push({ job, runId: run.id, outcome, error, attempts: attempt, durationMs });
     };
     /** Ends the run without running it (skipped, misfire, bad data): recorded with its outcome, never retried. */
     const refuse = async (reason: Error): Promise<never> => {
@@ -318,17 +383,6 @@ export class Workers extends EventEmitter<RunEvents> {
 
     if (job.shards !== undefined && !meta.shard) return this.broadcast(job, bullJob, lock, run, log, end);
 
-    const controller = new AbortController();
-    const { signal } = controller;
-    const abort = (reason: Error) => controller.abort(reason);
-    const onCancel = () => abort(new RunCancelledError(String(bullSignal?.reason ?? 'cancelled')));
-    const onShutdown = () => abort(new ShutdownError());
-    bullSignal?.addEventListener('abort', onCancel, { once: true });
-    this.shutdown.signal.addEventListener('abort', onShutdown, { once: true });
-    this.executions.set(run.id, controller);
-    const timer = job.timeoutMs ? setTimeout(() => abort(new RunTimeoutError(job.timeoutMs!)), job.timeoutMs) : undefined;
-
-    let scope: RunScope | undefined;
     const lease = new RunTokenLease(
       minter,
       {
@@ -348,12 +402,32 @@ export class Workers extends EventEmitter<RunEvents> {
       },
       lock ? { key: this.deps.queues.keys.bullLock(job.name, bullJob.id!), token: lock } : undefined,
     );
-    // The tokens die the moment the run is aborted, even while a handler that ignores its signal goes on running.
-    const closeScope = () => {
-      if (scope) scope.open = false;
-      lease.close().catch((err: Error) => log.error({ err: err.message }, 'could not revoke the run token; it dies at its expiry'));
+    // Every way a run is aborted (timeout, cancel, shutdown, lost lock) goes through abort(): it aborts ctx.signal, closes the
+    // scope and revokes the tokens at once (even while a handler that ignores its signal goes on running), and ends the
+    // wait for the handler. Called directly rather than through event listeners: one AbortController per run, no more.
+    const controller = new AbortController();
+    const { signal } = controller;
+    let scope: RunScope | undefined;
+    let stopWaiting: (reason: unknown) => void = () => {};
+    const aborted = new Promise<never>((_, reject) => (stopWaiting = reject));
+    aborted.catch(() => undefined);
+    const execution: Execution = {
+      abort: (reason: Error) => {
+        if (signal.aborted) return;
+        controller.abort(reason);
+        if (scope) scope.open = false;
+        lease.close().catch((err: Error) => log.error({ err: err.message }, 'could not revoke the run token; it dies at its expiry'));
+        stopWaiting(reason);
+      },
     };
-    signal.addEventListener('abort', closeScope, { once: true });
+    const abort = execution.abort;
+    const onCancel = () => abort(new RunCancelledError(String(bullSignal?.reason ?? 'cancelled')));
+    bullSignal?.addEventListener('abort', onCancel, { once: true });
+    this.executions.set(run.id, execution);
+    this.live.add(execution);
+    const timer = job.timeoutMs ? setTimeout(() => abort(new RunTimeoutError(job.timeoutMs!)), job.timeoutMs) : undefined;
+
+    if (this.shutdown.signal.aborted) abort(new ShutdownError());
 
     this.emit('run:start', { job: job.name, runId: run.id, attempt });
     log.info({ trigger: run.trigger }, 'run started');
@@ -363,7 +437,7 @@ export class Workers extends EventEmitter<RunEvents> {
       scope = { run, signal, tokens: lease, open: !signal.aborted };
       const ctx = this.context(job, scope, data, bullJob, lease.raws, clients, meta);
       handler = runInScope(scope, async () => job.definition.run(ctx));
-      const result = redactValue(await Promise.race([handler, untilAborted(signal)]), lease.raws);
+      const result = redactValue(await Promise.race([handler, aborted]), lease.raws);
       log.info({ ms: Date.now() - started }, 'run completed');
       await this.startThen(job, run, result, bullJob, log);
       end('completed', true);
@@ -383,16 +457,15 @@ export class Workers extends EventEmitter<RunEvents> {
       if (scope) scope.open = false;
       clearTimeout(timer);
       bullSignal?.removeEventListener('abort', onCancel);
-      this.shutdown.signal.removeEventListener('abort', onShutdown);
-      signal.removeEventListener('abort', closeScope);
-      if (this.executions.get(run.id) === controller) this.executions.delete(run.id);
+      this.live.delete(execution);
+      if (this.executions.get(run.id) === execution) this.executions.delete(run.id);
       // Revoke even when the handler is still running in the background (it ignored the abort): its calls now fail.
       await lease.close().catch((err: Error) => log.error({ err: err.message }, 'could not revoke the run token; it dies at its expiry'));
     }
   }
 
   /** Starts the jobs of `then` after a success. A step whose data does not fit its job is logged on this run, not started. */
-  private async startThen(job: RegisteredJob, run: RunInfo, result: unknown, bullJob: Job, log: Logger): Promise<void> {
+  private async startThen(job: RegisteredJob, run: RunInfo, result: unknown, bullJob: Job, log: RunLog): Promise<void> {
     for (const [i, step] of job.then.entries()) {
       let data: unknown;
       try {
@@ -427,7 +500,7 @@ export class Workers extends EventEmitter<RunEvents> {
     bullJob: Job,
     lock: string | undefined,
     run: RunInfo,
-    log: Logger,
+    log: RunLog,
     end: (outcome: RunOutcome, final?: boolean, error?: string | null) => void,
   ): Promise<unknown> {
     const { queues } = this.deps;
@@ -520,7 +593,7 @@ export class Workers extends EventEmitter<RunEvents> {
   }
 
   /** Waits for an aborted handler to settle, at most the runaway grace; past it, reports a runaway. */
-  private async settle(handler: Promise<unknown>, job: RegisteredJob, run: RunInfo, log: Logger): Promise<void> {
+  private async settle(handler: Promise<unknown>, job: RegisteredJob, run: RunInfo, log: RunLog): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
     const graceOver = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), this.deps.runawayGraceMs)));
     const settled = handler.then(
@@ -548,7 +621,7 @@ export class Workers extends EventEmitter<RunEvents> {
   private async handBack(
     bullJob: Job,
     lock: string | undefined,
-    log: Logger,
+    log: RunLog,
     run: RunInfo,
     reason: 'shutdown' | 'lock-lost' | 'replace',
     untilMs?: number,

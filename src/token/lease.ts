@@ -8,6 +8,9 @@ import type { MintedToken, MintRequest, TokenMinter } from './mint.ts';
 import type { RunTokens } from './scope.ts';
 import type { ExecutionLock } from './store.ts';
 
+/** What a lease logs with (the run's logger). */
+export type LeaseLog = Pick<Logger, 'info' | 'error'>;
+
 export interface LeaseHooks {
   /** A token became live (first, first for an audience, or re-minted). */
   minted?(token: MintedToken): void;
@@ -32,7 +35,7 @@ export class RunTokenLease implements RunTokens {
   private readonly minter: TokenMinter;
   private readonly request: MintRequest;
   private readonly lock: Omit<ExecutionLock, 'first'> | undefined;
-  private readonly log: Logger;
+  private readonly log: LeaseLog;
   private readonly hooks: LeaseHooks;
   private readonly live = new Set<string>();
   private readonly slots = new Map<string, Slot>();
@@ -41,7 +44,7 @@ export class RunTokenLease implements RunTokens {
   readonly audiences: string[];
   private closed = false;
 
-  constructor(minter: TokenMinter, request: MintRequest, log: Logger, hooks: LeaseHooks = {}, lock?: Omit<ExecutionLock, 'first'>) {
+  constructor(minter: TokenMinter, request: MintRequest, log: LeaseLog, hooks: LeaseHooks = {}, lock?: Omit<ExecutionLock, 'first'>) {
     this.minter = minter;
     this.request = request;
     this.audiences = request.audience;

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import type { TokenClaims } from '../interfaces.ts';
 import { currentJwks, KeyPublisher } from './jwks.ts';
 import type { KeyStore, PublicJwk } from './keys.ts';
-import { signToken } from './signer.ts';
+import { Signer, signToken } from './signer.ts';
 import type { ExecutionLock, TokenStore } from './store.ts';
 
 /** Extra lifetime beyond the job's timeout, so a run that ends right at its timeout still has a valid token for cleanup calls. */
@@ -36,11 +36,15 @@ export class TokenMinter {
   readonly issuer: string;
   /** Keeps the signing key in the served JWKS while its tokens may be live, even after a rotation removes its file. */
   private readonly publisher: KeyPublisher;
+  private readonly signer: Signer;
+  /** Mints between signing and registration: while there are any, the next signature may go to the signing thread. */
+  private minting = 0;
   constructor(keys: KeyStore, store: TokenStore, issuer: string) {
     this.keys = keys;
     this.store = store;
     this.issuer = issuer;
     this.publisher = new KeyPublisher(store.redis, store.prefix, keys.current);
+    this.signer = new Signer(keys.current);
   }
 
   /** What `GET /.well-known/jwks.json` serves: configured keys plus retired keys whose tokens may still be live. */
@@ -77,10 +81,22 @@ export class TokenMinter {
    * exp. With `lock`, only while that execution holds its run (else LockLostError); see TokenStore.register.
    */
   async mint(req: MintRequest, lock?: ExecutionLock): Promise<MintedToken> {
-    const token = this.sign(req);
-    const expMs = token.claims.exp * 1000;
-    await Promise.all([this.store.register(token.claims, expMs, lock), this.publisher.ensure(expMs)]);
-    return token;
+    const claims = this.claims(req);
+    const signed = this.signer.sign(claims, this.minting > 0);
+    this.minting++;
+    try {
+      const token = { raw: typeof signed === 'string' ? signed : await signed, claims };
+      const expMs = claims.exp * 1000;
+      await Promise.all([this.store.register(claims, expMs, lock), this.publisher.ensure(expMs)]);
+      return token;
+    } finally {
+      this.minting--;
+    }
+  }
+
+  /** Stops the signing thread, if one was started. */
+  close(): Promise<void> {
+    return this.signer.close();
   }
 
   revoke(jti: string): Promise<void> {

@@ -1,14 +1,15 @@
 // Liveness of tokens in Redis: one key per live token, `<prefix>:token:<jti>`, TTL in milliseconds (SET PX), DEL to revoke.
-// The value is non-secret metadata for `GET /api/tokens`. Each run also keeps the claims of every token it was given in
-// `<prefix>:claims:<runId>` (for the dashboard's Run page). The raw token is never written anywhere.
+// The value is non-secret metadata for `GET /api/tokens`. Each run also keeps the claims of every token it was given in a
+// field of its own BullMQ hash (RUN_FIELDS.claims, for the Run page and for revoking a run's tokens), so the history goes
+// when retention removes the run. The raw token is never written anywhere.
 import type { Redis } from 'ioredis';
 import { LockLostError } from '../errors.ts';
 import type { LiveToken, TokenClaims } from '../interfaces.ts';
-import { RedisKeys } from '../keys.ts';
+import { RedisKeys, RUN_FIELDS } from '../keys.ts';
 import { scanTargets } from '../runtime/redis.ts';
 
-/** Claims histories are kept as long as failed runs are. */
-const CLAIMS_KEEP_MS = 30 * 24 * 3600 * 1000;
+/** A history written where no run hash exists (a run removed meanwhile): kept this long past its token, then gone. */
+const ORPHAN_HISTORY_GRACE_MS = 60_000;
 
 // Registration and the claims history in one command: every Redis command costs the worker's main thread and Redis
 // real CPU per run (notes/BASELINE.md), so three become one. The same command keeps one live execution per run:
@@ -16,34 +17,68 @@ const CLAIMS_KEEP_MS = 30 * 24 * 3600 * 1000;
 //   execution that lost its run to another worker (stalled past its lock, then woke up) cannot mint a live token;
 // - a new execution's first token first revokes every earlier token of the run (ARGV[6] = '1'): a crashed or stalled
 //   execution's token is refused from the moment the run is re-run.
-// KEYS: [1] token key, [2] claims list, [3] lock key. ARGV: [1] meta, [2] ttl ms, [3] claims, [4] history keep ms,
-// [5] lock token, [6] revoke earlier, [7] token key prefix. Returns 1, or 0 when the lock is not held.
+// The history is a field of the run's BullMQ hash (JSON lines), so it dies with the run. Should that hash not exist (or
+// carry an expiry), the field gets one: nothing written here outlives its run by more than a token's lifetime.
+// KEYS: [1] token key, [2] run hash, [3] lock key. ARGV: [1] meta, [2] ttl ms, [3] claims, [4] orphan keep ms,
+// [5] lock token, [6] revoke earlier, [7] token key prefix, [8] history field. Returns 1, or 0 when the lock is not held.
 const REGISTER = `if ARGV[5] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[5] then return 0 end
-if ARGV[6] == '1' then
-  for _, c in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+local history = redis.call('HGET', KEYS[2], ARGV[8])
+if ARGV[6] == '1' and history then
+  for c in string.gmatch(history, '[^\\n]+') do
     local ok, t = pcall(cjson.decode, c)
     if ok and type(t) == 'table' and type(t.jti) == 'string' then redis.call('DEL', ARGV[7] .. t.jti) end
   end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('RPUSH', KEYS[2], ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
+local pttl = redis.call('PTTL', KEYS[2])
+redis.call('HSET', KEYS[2], ARGV[8], history and (history .. '\\n' .. ARGV[3]) or ARGV[3])
+if pttl ~= -1 and pttl < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[2], ARGV[4]) end
 return 1`;
 
-interface WithRegister {
-  jobscopeRegister(
-    tokenKey: string,
-    claimsKey: string,
-    lockKey: string,
-    meta: string,
-    ttlMs: number,
-    claims: string,
-    keepMs: number,
-    lockToken: string,
-    revokeEarlier: string,
-    tokenPrefix: string,
-  ): Promise<number>;
+/** KEYS and ARGV of one REGISTER call. */
+const REGISTER_KEYS = 3;
+
+// Registrations and revocations of concurrent runs share one command: everything a tick of the event loop asks for is sent
+// as one call of this script (revocations first, then each registration exactly as REGISTER does it, its own lock check
+// included), instead of one command per token. Each caller's promise settles only once Redis has run the whole call, so a
+// token is live when its registration resolves and dead when its revocation resolves, never before.
+// KEYS: the keys to delete, then REGISTER's keys of each registration. ARGV: [1] how many keys to delete, [2] REGISTER's
+// ARGV count, then REGISTER's ARGV of each registration. Returns REGISTER's answer for each registration, in order.
+const APPLY = `local function register(KEYS, ARGV)
+${REGISTER}
+end
+local deletes, per = tonumber(ARGV[1]), tonumber(ARGV[2])
+for s = 1, deletes, 500 do redis.call('DEL', unpack(KEYS, s, math.min(s + 499, deletes))) end
+local out = {}
+local k, a = deletes + 1, 3
+while k <= #KEYS do
+  out[#out + 1] = register({ unpack(KEYS, k, k + ${REGISTER_KEYS} - 1) }, { unpack(ARGV, a, a + per - 1) })
+  k, a = k + ${REGISTER_KEYS}, a + per
+end
+return out`;
+
+interface WithApply {
+  jobscopeApply(numKeys: number, ...keysThenArgs: (string | number)[]): Promise<number[]>;
 }
+
+/** At most this many registrations go in one call (Redis runs a script without interruption). */
+const MAX_BATCH = 256;
+
+interface Pending<T> {
+  resolve(value: T): void;
+  reject(err: unknown): void;
+}
+
+/** What one tick of the event loop asked of the store, sent as one APPLY call. */
+interface Batch {
+  deletes: string[];
+  revoked: Pending<void>[];
+  registerKeys: string[];
+  registerArgs: (string | number)[];
+  registered: Pending<number>[];
+}
+
+const emptyBatch = (): Batch => ({ deletes: [], revoked: [], registerKeys: [], registerArgs: [], registered: [] });
 
 /** The execution a token is registered for: its BullMQ lock, and whether it is the execution's first token. */
 export interface ExecutionLock {
@@ -61,7 +96,44 @@ export class TokenStore {
     this.redis = redis;
     this.prefix = prefix;
     this.keys = new RedisKeys(prefix);
-    if (!('jobscopeRegister' in redis)) redis.defineCommand('jobscopeRegister', { numberOfKeys: 3, lua: REGISTER });
+    if (!('jobscopeApply' in redis)) redis.defineCommand('jobscopeApply', { lua: APPLY });
+  }
+
+  private batch: Batch | undefined;
+
+  /** Adds to this tick's batch; the batch goes out once the current tick's work is done (or when it is full). */
+  private enqueue(fill: (batch: Batch) => void): void {
+    if (!this.batch) {
+      this.batch = emptyBatch();
+      process.nextTick(() => this.flush());
+    }
+    fill(this.batch);
+    if (this.batch.registered.length >= MAX_BATCH) this.flush();
+  }
+
+  private flush(): void {
+    const batch = this.batch;
+    if (!batch) return;
+    this.batch = undefined;
+    const per = batch.registerArgs.length / Math.max(1, batch.registered.length);
+    (this.redis as unknown as WithApply)
+      .jobscopeApply(
+        batch.deletes.length + batch.registerKeys.length,
+        ...batch.deletes,
+        ...batch.registerKeys,
+        batch.deletes.length,
+        per,
+        ...batch.registerArgs,
+      )
+      .then(
+        (answers) => {
+          for (const p of batch.revoked) p.resolve();
+          batch.registered.forEach((p, i) => p.resolve(Number(answers[i])));
+        },
+        (err: unknown) => {
+          for (const p of [...batch.revoked, ...batch.registered]) p.reject(err);
+        },
+      );
   }
 
   /**
@@ -79,17 +151,23 @@ export class TokenStore {
       exp: new Date(claims.exp * 1000).toISOString(),
     };
     const tokenKey = this.keys.token(claims.jti);
-    const registered = await (this.redis as unknown as WithRegister).jobscopeRegister(
-      tokenKey,
-      this.keys.claims(claims.run),
-      lock?.key ?? tokenKey,
+    const keys = [tokenKey, this.keys.run(claims.run), lock?.key ?? tokenKey];
+    const args = [
       JSON.stringify(meta),
       ttl,
       JSON.stringify(claims),
-      CLAIMS_KEEP_MS,
+      ttl + ORPHAN_HISTORY_GRACE_MS,
       lock?.token ?? '',
       lock?.first ? '1' : '0',
       this.keys.tokenPrefix,
+      RUN_FIELDS.claims,
+    ];
+    const registered = await new Promise<number>((resolve, reject) =>
+      this.enqueue((batch) => {
+        batch.registerKeys.push(...keys);
+        batch.registerArgs.push(...args);
+        batch.registered.push({ resolve, reject });
+      }),
     );
     if (registered !== 1) throw new LockLostError(claims.run);
   }
@@ -101,12 +179,23 @@ export class TokenStore {
   }
 
   /** The claims of every token a run was given (raw JSON strings, oldest first). */
-  history(runId: string): Promise<string[]> {
-    return this.redis.lrange(this.keys.claims(runId), 0, -1);
+  async history(runId: string): Promise<string[]> {
+    // Runs started before the history moved into the run's hash still have the old list (it expires by itself).
+    const [field, legacy] = await Promise.all([
+      this.redis.hget(this.keys.run(runId), RUN_FIELDS.claims),
+      this.redis.lrange(this.keys.claims(runId), 0, -1),
+    ]);
+    return [...legacy, ...(field ? field.split('\n').filter(Boolean) : [])];
   }
 
-  async revoke(jti: string): Promise<void> {
-    await this.redis.del(this.keys.token(jti));
+  /** Resolves once the token is dead in Redis (sent with the other registrations and revocations of this tick). */
+  revoke(jti: string): Promise<void> {
+    return new Promise<void>((resolve, reject) =>
+      this.enqueue((batch) => {
+        batch.deletes.push(this.keys.token(jti));
+        batch.revoked.push({ resolve, reject });
+      }),
+    );
   }
 
   async isLive(jti: string): Promise<boolean> {
