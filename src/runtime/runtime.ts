@@ -194,6 +194,6 @@ export class Runtime {
     await this.heartbeat?.stop();
     await this.alerts.close();
     this.subscriber?.disconnect();
-    await Promise.all([this.tokenRedis.quit().catch(() => undefined), this.control.close()]);
+    await Promise.all([this.tokenRedis.quit().catch(() => undefined), this.control.close(), this.minter.close()]);
   }
 }
