@@ -3,19 +3,18 @@
 // groups sees and may touch, the file re-read while the server runs, and one audit line per change naming the user. Real
 // Redis, real HTTP on 127.0.0.1, the real CLI in a child process.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import type { Runtime } from '../src/runtime/runtime.ts';
 import { createApp } from '../src/server/app.ts';
 import { addUser, hashPassword, parseUsers, verifyPassword, type UserEntry } from '../src/server/users.ts';
 import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { ROOT, jobsDir, removeDir, testRuntime, type LogCapture } from './helpers/runtime.ts';
+import { jobsDir, removeDir, testRuntime, type LogCapture } from './helpers/runtime.ts';
 import { ADMIN, TestServer, VIEWER } from './helpers/server.ts';
 import { until, waitForRun } from './helpers/wait.ts';
+import { runCli, type CliResult } from './helpers/cli.ts';
 
 let redis: TestRedis;
 let dir: string;
@@ -69,29 +68,9 @@ after(async () => {
   rmSync(tmp, { recursive: true, force: true });
 });
 
-/** The real CLI (src/cli.ts's main) in a child process with this environment and stdin. */
-function cli(args: string[], env: Record<string, string>, stdin = ''): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const entry = pathToFileURL(path.join(ROOT, 'src/cli.ts')).href;
-  const code = `const { main } = await import(${JSON.stringify(entry)}); process.exitCode = await main(process.argv.slice(1));`;
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code, ...args], {
-      cwd: ROOT,
-      env: { PATH: process.env.PATH ?? '', ...env },
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`jobscope ${args.join(' ')} did not finish\n${stderr}`));
-    }, 30_000);
-    child.on('exit', (exit) => {
-      clearTimeout(timer);
-      resolve({ code: exit, stdout, stderr });
-    });
-    child.stdin.end(stdin);
-  });
+/** The real bin in a child process with this environment (and PATH) and stdin. */
+function cli(args: string[], env: Record<string, string>, stdin = ''): Promise<CliResult> {
+  return runCli(args, { PATH: process.env.PATH ?? '', ...env }, 30_000, stdin);
 }
 
 const entries = (): UserEntry[] => (JSON.parse(readFileSync(usersFile, 'utf8')) as { users: UserEntry[] }).users;

@@ -11,8 +11,8 @@ export interface CliResult {
   stderr: string;
 }
 
-/** `env` is the child's whole environment (nothing is inherited unless passed). */
-export function runCli(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 30_000): Promise<CliResult> {
+/** `env` is the child's whole environment (nothing is inherited unless passed); `stdin` is written to its standard input. */
+export function runCli(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 30_000, stdin = ''): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [BIN, ...args], { env, cwd: ROOT });
     let stdout = '';
@@ -27,5 +27,6 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 30_00
       clearTimeout(timer);
       resolve({ code, stdout, stderr });
     });
+    child.stdin.end(stdin);
   });
 }
