@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig, readDotEnv, type Config } from './config.ts';
-import { JobFilesError, JobscopeError, OverlapSkippedError } from './errors.ts';
+import { JobFilesError, JobscopeError, OverlapSkippedError, RunWaitTimeoutError } from './errors.ts';
 import { watchJobs, type JobsWatcher } from './jobs/watch.ts';
 import { loadRegistry, type Registry } from './jobs/registry.ts';
 import { describeSchedule } from './jobs/schedule.ts';
@@ -297,26 +297,30 @@ async function trigger(
     const { parseDuration } = await import('./duration.ts');
     const limit = flags.timeout ? parseDuration(flags.timeout) : null;
     if (flags.timeout && limit === null) throw new UsageError(`--timeout "${flags.timeout}" is not a duration (example: 5m)`);
-    const started = Date.now();
-    let warned = false;
-    for (;;) {
-      const report = await control.report(runId);
-      if (report.state === 'completed' || report.state === 'failed') {
-        const { state, outcome, attempts, result, error, triggeredBy, children } = report;
-        io.out(JSON.stringify({ runId, state, outcome, attempts, result, error, triggeredBy, children }, null, 2));
-        return outcome === 'completed' ? 0 : 1;
-      }
-      if (!warned && Date.now() - started > 5000 && !(await control.hasWorkers(name))) {
-        io.err(
-          `jobscope: ${runId} is ${report.state}, and no worker is connected for "${name}": start one with \`jobscope worker\` or \`jobscope start\``,
-        );
-        warned = true;
-      }
-      if (limit !== null && Date.now() - started > limit) {
-        io.out(JSON.stringify({ runId, state: report.state, error: `still ${report.state} after ${flags.timeout}` }, null, 2));
-        return 1;
-      }
-      await new Promise((r) => setTimeout(r, 100));
+    // Waits through BullMQ's QueueEvents (Control.waitForRun); after 5 s it says so if no worker serves the job.
+    const warn = setTimeout(() => {
+      void control.hasWorkers(name).then(
+        async (serving) => {
+          if (serving) return;
+          const { state } = await control.report(runId);
+          io.err(
+            `jobscope: ${runId} is ${state}, and no worker is connected for "${name}": start one with \`jobscope worker\` or \`jobscope start\``,
+          );
+        },
+        () => undefined,
+      );
+    }, 5000);
+    try {
+      const report = await control.waitForRun(runId, limit ?? undefined);
+      const { state, outcome, attempts, result, error, triggeredBy, children } = report;
+      io.out(JSON.stringify({ runId, state, outcome, attempts, result, error, triggeredBy, children }, null, 2));
+      return outcome === 'completed' ? 0 : 1;
+    } catch (err) {
+      if (!(err instanceof RunWaitTimeoutError)) throw err;
+      io.out(JSON.stringify({ runId, state: err.state, error: `still ${err.state} after ${flags.timeout}` }, null, 2));
+      return 1;
+    } finally {
+      clearTimeout(warn);
     }
   } finally {
     await control.close();

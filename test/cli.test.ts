@@ -81,6 +81,19 @@ describe('jobscope CLI', () => {
     assert.equal(out.triggeredBy, `cli:${os.userInfo().username}`, 'the run records who triggered it');
   });
 
+  test('trigger --wait --timeout: with no worker for the job, it says so after 5 s and gives up at the timeout with exit 1', async () => {
+    // Another prefix: the worker of this file serves nothing there.
+    const { code, stdout, stderr } = await runCli(['trigger', 'add', '--data', '{"a":1,"b":1}', '--wait', '--timeout', '6s'], {
+      ...env(),
+      JOBSCOPE_PREFIX: 'cli-idle',
+    });
+    assert.equal(code, 1);
+    const out = JSON.parse(stdout);
+    assert.equal(out.state, 'waiting');
+    assert.equal(out.error, 'still waiting after 6s');
+    assert.match(stderr, /add:\d+ is waiting, and no worker is connected for "add": start one with `jobscope worker`/);
+  });
+
   test('trigger --wait on a failing job prints its error and exits 1', async () => {
     const { code, stdout } = await cli(['trigger', 'fail', '--wait']);
     assert.equal(code, 1);
