@@ -378,9 +378,14 @@ export class Control {
     return { retried: true, state: 'waiting' };
   }
 
+  /** How many live worker processes serve this job (their heartbeats list it): what `shards: 'workers'` broadcasts to. */
+  async workersServing(job: string): Promise<number> {
+    return (await this.liveWorkers()).filter((w) => w.alive && w.jobs.includes(job)).length;
+  }
+
   /** Does any worker serve this job right now? */
   async hasWorkers(job: string): Promise<boolean> {
-    return (await this.queues.queue(job).getWorkers()).length > 0;
+    return (await this.workersServing(job)) > 0;
   }
 
   async close(): Promise<void> {

@@ -32,7 +32,6 @@ import { runInScope, type RunScope } from '../token/scope.ts';
 import type { Alerts, FinishedRun } from '../control/alerts.ts';
 import type { Control } from '../control/control.ts';
 import { jobOptions, metaOf, OUTCOME_OF_ERROR, parseRunId, runIdOf, type Queues } from '../control/queues.ts';
-import { listWorkers } from './heartbeat.ts';
 
 export type { RunOutcome } from '../interfaces.ts';
 
@@ -506,7 +505,7 @@ export class Workers extends EventEmitter<RunEvents> {
     const { queues } = this.deps;
     const deps = await bullJob.getDependenciesCount();
     if (Object.values(deps).every((n) => !n)) {
-      const total = job.shards === 'workers' ? await this.liveWorkersServing(job.name) : job.shards!;
+      const total = job.shards === 'workers' ? await this.deps.control.workersServing(job.name) : job.shards!;
       if (total < 1) {
         const err = new UnrecoverableError(`shards: 'workers': no live worker serves ${job.name}`);
         end('failed', true, err.message);
@@ -544,11 +543,6 @@ export class Workers extends EventEmitter<RunEvents> {
     for (const [key, value] of Object.entries(values)) results[indexOf(key)] = value;
     end('completed', true);
     return results;
-  }
-
-  private async liveWorkersServing(job: string): Promise<number> {
-    const workers = await listWorkers(this.deps.connection, this.deps.queues.keys);
-    return workers.filter((w) => w.alive && w.jobs.includes(job)).length;
   }
 
   /** Runs active in this process (for the heartbeat). */
