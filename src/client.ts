@@ -10,6 +10,7 @@ import { publishedRegistry } from './jobs/published.ts';
 import { loadRegistry, Registry } from './jobs/registry.ts';
 import { RedisKeys } from './keys.ts';
 import { connect } from './runtime/redis.ts';
+import type { Logger } from './log.ts';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- any definition, whatever its data and result types
 type AnyDefinition = JobDefinition<any, any>;
@@ -28,6 +29,8 @@ export interface ClientOptions<J extends JobMap = JobMap> {
   jobs?: J | string;
   /** Who triggers, as runs record it (`triggeredBy: 'client:<as>'`) and their tokens carry it (`act`); default 'client'. */
   as?: string;
+  /** Where Redis connection errors go (a pino-like logger); default: nowhere (calls fail with the error instead). */
+  logger?: Pick<Logger, 'warn' | 'error'>;
 }
 
 export interface ClientTriggerOptions extends Pick<TriggerOptions, 'delay' | 'at' | 'priority' | 'key'> {
@@ -78,7 +81,7 @@ export function createClient<J extends JobMap = JobMap>(opts: ClientOptions<J> =
   // Opened on first use, so building a client never throws or blocks; a job published after that is found on a retry.
   const control = async (job?: string): Promise<Control> => {
     opened ??= registryFor(opts, redisUrl, prefix).then(async (registry) => {
-      const c = new Control({ redisUrl, prefix, registry });
+      const c = new Control({ redisUrl, prefix, registry, logger: opts.logger });
       await c.ready();
       return c;
     });

@@ -31,6 +31,8 @@ export interface Config {
   shutdownTimeoutMs: number;
   /** BullMQ's lock on an active run and its stalled-run check: a worker silent this long loses the run to another. */
   lockDurationMs: number;
+  /** How many times in a row a run's worker may die (crash, freeze past its lock) before the run fails for good. */
+  maxStalls: number;
   /** How long a run that ignored its abort (timeout, cancel) keeps its concurrency slot before it is reported a runaway. */
   runawayGraceMs: number;
   /** JOBSCOPE_ALERT_WEBHOOK: where alerts go for jobs without their own `alert.webhook`. */
@@ -141,6 +143,16 @@ function httpUrl(name: string, value: string | undefined): string | undefined {
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ConfigError(`${name}: must be an http(s) URL`);
   return value;
+}
+
+/** JOBSCOPE_MAX_STALLS: a whole number from 1 (default 3). */
+function maxStalls(value: string | undefined): number {
+  if (value === undefined || value.trim() === '') return 3;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 1000) {
+    throw new ConfigError(`JOBSCOPE_MAX_STALLS: "${value}" is not a whole number from 1 to 1000 (default 3)`);
+  }
+  return n;
 }
 
 function lockDuration(value: string | undefined): number {
@@ -294,6 +306,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd()): Config 
     tokenMaxLifetimeMs: duration('JOBSCOPE_TOKEN_MAX_LIFETIME', env.JOBSCOPE_TOKEN_MAX_LIFETIME, 15 * 60_000),
     shutdownTimeoutMs: duration('JOBSCOPE_SHUTDOWN_TIMEOUT', env.JOBSCOPE_SHUTDOWN_TIMEOUT, 30_000),
     lockDurationMs: lockDuration(env.JOBSCOPE_LOCK_DURATION),
+    maxStalls: maxStalls(env.JOBSCOPE_MAX_STALLS),
     runawayGraceMs: duration('JOBSCOPE_RUNAWAY_GRACE', env.JOBSCOPE_RUNAWAY_GRACE, 30_000),
     alertWebhook: httpUrl('JOBSCOPE_ALERT_WEBHOOK', env.JOBSCOPE_ALERT_WEBHOOK),
     publicUrl: httpUrl('JOBSCOPE_PUBLIC_URL', env.JOBSCOPE_PUBLIC_URL) ?? `http://127.0.0.1:${parsePort(env.PORT, 3000)}`,

@@ -71,7 +71,7 @@ export class RedisKeys {
   get cancelChannel(): string {
     return `${this.prefix}:cancel`;
   }
-  /** Sorted set (score: reservation time) of a job's runs that count for overlap 'skip'/'replace' until they finish. */
+  /** Sorted set (score: reservation order, Redis time in µs) of a job's runs that count for overlap 'skip'/'replace' until they finish. */
   overlap(job: string): string {
     return `${this.prefix}:overlap:${job}`;
   }

@@ -12,7 +12,7 @@ import { describeSchedule } from '../jobs/schedule.ts';
 import type { Logger } from '../log.ts';
 import { redactUrl } from '../redact.ts';
 import { listWorkers, type WorkerStatus } from '../runtime/heartbeat.ts';
-import { connect } from '../runtime/redis.ts';
+import { connect, RedisErrorLog } from '../runtime/redis.ts';
 import { TokenStore } from '../token/store.ts';
 import { RUN_FIELDS } from '../keys.ts';
 import { applyRetention, DEFAULT_RETENTION, parseRunId, Queues, type CancelResult, type EnqueueResult, type JobSummary } from './queues.ts';
@@ -35,7 +35,8 @@ export interface ControlOptions {
   redisUrl: string;
   prefix: string;
   registry: Registry;
-  logger?: Logger;
+  /** Where Redis errors go (refusals once with what to do, outages once per 30 s); none: silent. */
+  logger?: Pick<Logger, 'warn' | 'error'>;
   /** A connection to share (the worker host's); by default the control plane opens and closes its own. */
   connection?: Redis;
   /** Retention defaults (JOBSCOPE_KEEP_*) for the runs this control plane enqueues; default: the built-in ones. */
@@ -131,8 +132,12 @@ export class Control {
     this.redisUrl = opts.redisUrl;
     this.ownsConnection = !opts.connection;
     this.redis = opts.connection ?? connect(opts.redisUrl);
+    // Without a logger (createClient's default) Redis errors stay silent: ioredis reconnects and calls fail with them.
+    const errors = opts.logger && new RedisErrorLog(opts.logger);
+    const onError = (err: Error) => errors?.note(err, {}, 'Redis error');
+    if (errors) this.redis.on('error', onError);
     this.tokens = new TokenStore(this.redis, opts.prefix);
-    this.queues = new Queues(opts.registry, this.redis, opts.prefix, this.tokens);
+    this.queues = new Queues(opts.registry, this.redis, opts.prefix, this.tokens, onError);
     applyRetention(opts.registry, opts.retention);
     this.runIndex = new RunIndex(this.redis, this.queues.keys, opts.registry);
   }

@@ -104,6 +104,15 @@ export function outcomeOf(state: RunState, stacktrace: readonly string[] | null 
   return OUTCOME_OF_ERROR[name ?? ''] ?? 'failed';
 }
 
+/** BullMQ's reason for a run that stalled more than maxStalledCount times (set by the stalled check, applied by a worker). */
+export const STALL_LIMIT_REASON = 'job stalled more than allowable limit';
+
+/** What a run that stalled past the cap reports as its error. */
+export function stallLimitMessage(maxStalls?: number): string {
+  const cap = maxStalls === undefined ? 'JOBSCOPE_MAX_STALLS' : `JOBSCOPE_MAX_STALLS (${maxStalls})`;
+  return `stalled too often: its worker stopped (crashed, or froze past its lock) more times in a row than ${cap} allows`;
+}
+
 /** The error classes whose names mark an outcome other than 'failed'. */
 export const OUTCOME_OF_ERROR: Record<string, RunOutcome> = {
   RunTimeoutError: 'timeout',
@@ -154,8 +163,11 @@ export class Queues {
   private readonly tokens: TokenStore | undefined;
   private readonly queues = new Map<string, Queue>();
 
+  /** Where the queues' errors go (a Queue with no listener prints them raw on stderr). */
+  private readonly onError: (err: Error) => void;
+
   /** `tokens`: where a cancelled run's tokens are revoked at once (not only when its worker hears the cancel). */
-  constructor(registry: Registry, redis: Redis, prefix: string, tokens?: TokenStore) {
+  constructor(registry: Registry, redis: Redis, prefix: string, tokens?: TokenStore, onError: (err: Error) => void = () => {}) {
     this.registry = registry;
     this.redis = redis;
     this.prefix = prefix;
@@ -163,14 +175,21 @@ export class Queues {
     this.overlap = new OverlapRules(redis, this.keys);
     if (!('jobscopeAppendChild' in redis)) redis.defineCommand('jobscopeAppendChild', { numberOfKeys: 1, lua: APPEND_CHILD });
     this.tokens = tokens;
-    for (const name of registry.names) this.queues.set(name, new Queue(name, { connection: redis, prefix }));
+    this.onError = onError;
+    for (const name of registry.names) this.queues.set(name, this.open(name));
+  }
+
+  private open(name: string): Queue {
+    const queue = new Queue(name, { connection: this.redis, prefix: this.prefix });
+    queue.on('error', this.onError);
+    return queue;
   }
 
   queue(name: string): Queue {
     this.registry.get(name); // throws UnknownJobError with the list of known jobs
     let queue = this.queues.get(name);
     // A job added while running (--watch) gets its queue on first use.
-    if (!queue) this.queues.set(name, (queue = new Queue(name, { connection: this.redis, prefix: this.prefix })));
+    if (!queue) this.queues.set(name, (queue = this.open(name)));
     return queue;
   }
 
@@ -363,7 +382,7 @@ export function toReport(name: string, job: Job, state: RunState, logs: string[]
     data: job.data,
     progress: job.progress,
     result: state === 'completed' ? (job.returnvalue ?? null) : null,
-    error: job.failedReason || null,
+    error: job.failedReason === STALL_LIMIT_REASON ? stallLimitMessage() : job.failedReason || null,
     logs,
     createdAt: iso(job.timestamp),
     startedAt: iso(job.processedOn),

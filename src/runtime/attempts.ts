@@ -35,7 +35,9 @@ export class AttemptRecorder {
       if (outcome === 'completed') return;
       void this.append(runId, RUN_FIELDS.attempts, JSON.stringify({ a: attempt, start, end, outcome } satisfies RecordedAttempt));
     });
-    workers.on('run:handback', ({ runId, attempt }) => {
+    workers.on('run:handback', ({ runId, attempt, reason }) => {
+      // A refused completion follows the attempt's own end, already recorded.
+      if (reason === 'completion-refused') return;
       const end = Date.now();
       const start = this.starts.get(`${runId}#${attempt}`) ?? end;
       this.starts.delete(`${runId}#${attempt}`);

@@ -31,6 +31,8 @@ export interface WorkerOptions {
   /** Durations ('30s') or ms. */
   shutdownTimeout?: string | number;
   lockDuration?: string | number;
+  /** How many times in a row a run's worker may die before the run fails (default 3). */
+  maxStalls?: number;
   runawayGrace?: string | number;
   tokenMaxLifetime?: string | number;
   /** Where the development key lives (default `.jobscope`). */
@@ -65,6 +67,7 @@ export async function createWorker(opts: WorkerOptions): Promise<EmbeddedWorker>
     JOBSCOPE_TOKEN_HEADER: opts.tokenHeader,
     JOBSCOPE_SHUTDOWN_TIMEOUT: str(opts.shutdownTimeout),
     JOBSCOPE_LOCK_DURATION: str(opts.lockDuration),
+    JOBSCOPE_MAX_STALLS: str(opts.maxStalls),
     JOBSCOPE_RUNAWAY_GRACE: str(opts.runawayGrace),
     JOBSCOPE_TOKEN_MAX_LIFETIME: str(opts.tokenMaxLifetime),
     JOBSCOPE_STATE_DIR: opts.stateDir,

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { parseRedisUrl } from '../config.ts';
 import { JobscopeError } from '../errors.ts';
+import type { Logger } from '../log.ts';
 
 /**
  * A connection BullMQ accepts for queues and workers (it requires maxRetriesPerRequest: null), to one server, the master a
@@ -124,4 +125,63 @@ export async function startEmbeddedRedis(dir: string, port = 6379): Promise<Embe
       }
     },
   };
+}
+
+/**
+ * What to do about an error Redis answered that reconnecting will not cure (a limit, a login, an ACL), or null for an
+ * outage (refused, reset, closed), which ioredis retries by itself.
+ */
+export function refusalOf(err: Error): string | null {
+  const m = err.message;
+  if (/max number of clients reached/i.test(m)) {
+    return (
+      'Redis refused the connection: its maxclients limit is reached. Raise maxclients (redis.conf, or CONFIG SET maxclients N) ' +
+      'or run fewer jobscope processes on this Redis'
+    );
+  }
+  if (/WRONGPASS|NOAUTH|invalid username-password/i.test(m)) return 'Redis refused the login: check the user and password in REDIS_URL';
+  if (/NOPERM/i.test(m)) return "Redis's ACL refused a command to this user: give it the commands and keys jobscope needs";
+  if (/CLUSTERDOWN|MOVED|CROSSSLOT/i.test(m))
+    return 'Redis Cluster refused a command: check the cluster and that the prefix has a hash tag';
+  return null;
+}
+
+const OUTAGE = /ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENOTFOUND|Connection is closed|Stream isn't writeable/i;
+
+/**
+ * Logs Redis errors from many connections (one BullMQ worker per job, each retrying) as a person wants to read them: a
+ * refusal with a reason once per reason with what to do, an outage once per `everyMs` with how many errors it stood for,
+ * anything else as it comes.
+ */
+export class RedisErrorLog {
+  private readonly logger: Pick<Logger, 'warn' | 'error'>;
+  private readonly everyMs: number;
+  private readonly refusals = new Set<string>();
+  private lastOutage = 0;
+  private since = 0;
+
+  constructor(logger: Pick<Logger, 'warn' | 'error'>, everyMs = 30_000) {
+    this.logger = logger;
+    this.everyMs = everyMs;
+  }
+
+  note(err: Error, bindings: Record<string, unknown> = {}, msg = 'Redis error'): void {
+    const refusal = refusalOf(err);
+    if (refusal) {
+      if (this.refusals.has(refusal)) return;
+      this.refusals.add(refusal);
+      this.logger.error({ ...bindings, err: err.message }, refusal);
+      return;
+    }
+    if (!OUTAGE.test(err.message)) return void this.logger.error({ ...bindings, err: err.message }, msg);
+    this.since++;
+    const now = Date.now();
+    if (now - this.lastOutage < this.everyMs) return;
+    this.logger.warn(
+      { ...bindings, err: err.message, errors: this.since },
+      `Redis unreachable (errors like this are logged once per ${Math.round(this.everyMs / 1000)} s); runs resume when it is back`,
+    );
+    this.lastOutage = now;
+    this.since = 0;
+  }
 }

@@ -31,6 +31,7 @@ export type RuntimeConfig = Pick<
   | 'tokenMaxLifetimeMs'
   | 'shutdownTimeoutMs'
   | 'lockDurationMs'
+  | 'maxStalls'
   | 'runawayGraceMs'
   | 'alertWebhook'
   | 'publicUrl'
@@ -132,6 +133,7 @@ export class Runtime {
       prefix: this.config.prefix,
       tokenMaxLifetimeMs: this.config.tokenMaxLifetimeMs,
       lockDurationMs: this.config.lockDurationMs,
+      maxStalls: this.config.maxStalls,
       runawayGraceMs: this.config.runawayGraceMs,
       logger: this.logger,
       only: served,

@@ -29,9 +29,19 @@ import { RunTokenLease } from '../token/lease.ts';
 import { tokenLifetime, type TokenMinter } from '../token/mint.ts';
 import { redactTokens, redactValue } from '../redact.ts';
 import { runInScope, type RunScope } from '../token/scope.ts';
+import { RedisErrorLog } from './redis.ts';
 import type { Alerts, FinishedRun } from '../control/alerts.ts';
 import type { Control } from '../control/control.ts';
-import { jobOptions, metaOf, OUTCOME_OF_ERROR, parseRunId, runIdOf, type Queues } from '../control/queues.ts';
+import {
+  jobOptions,
+  metaOf,
+  OUTCOME_OF_ERROR,
+  parseRunId,
+  runIdOf,
+  STALL_LIMIT_REASON,
+  stallLimitMessage,
+  type Queues,
+} from '../control/queues.ts';
 
 export type { RunOutcome } from '../interfaces.ts';
 
@@ -52,6 +62,8 @@ export interface WorkerDeps {
   tokenMaxLifetimeMs: number;
   /** BullMQ lock duration and stalled-check interval. */
   lockDurationMs: number;
+  /** How many times in a row a run's worker may die before the run fails (BullMQ's maxStalledCount). */
+  maxStalls: number;
   runawayGraceMs: number;
   logger: Logger;
   /** Only run these jobs (default: all). */
@@ -61,8 +73,13 @@ export interface WorkerDeps {
 export interface RunEvents {
   'run:start': [{ job: string; runId: string; attempt: number }];
   'run:end': [{ job: string; runId: string; attempt: number; outcome: RunOutcome; durationMs: number }];
-  /** The run went back to the queue without consuming an attempt (shutdown), or lost its lock to another worker. */
-  'run:handback': [{ job: string; runId: string; attempt: number; reason: 'shutdown' | 'lock-lost' }];
+  /**
+   * The run went back to the queue without consuming an attempt (shutdown), lost its lock to another worker, or finished
+   * here after its lock was lost (a Redis outage longer than the lock): its completion was refused and it runs again.
+   */
+  'run:handback': [{ job: string; runId: string; attempt: number; reason: 'shutdown' | 'lock-lost' | 'completion-refused' }];
+  /** This process's stalled-run check put back a run whose worker stopped (crashed, froze past its lock). */
+  'run:recovered': [{ job: string; runId: string }];
   /** An aborted handler did not settle within the grace: it still runs, without a token, outside the concurrency limit. */
   'run:runaway': [{ job: string; runId: string; attempt: number }];
   'token:minted': [{ job: string; jti: string }];
@@ -239,11 +256,14 @@ export class Workers extends EventEmitter<RunEvents> {
   private readonly retiring = new Set<Worker>();
   private served: string[] = [];
   private readonly outcomes: OutcomeFeed | undefined;
+  /** Every BullMQ worker's connection errors, logged once per reason or per 30 s of outage rather than once per retry. */
+  private readonly redisErrors: RedisErrorLog;
 
   constructor(deps: WorkerDeps) {
     super();
     this.deps = deps;
     this.outcomes = deps.alerts && new OutcomeFeed(deps.alerts);
+    this.redisErrors = new RedisErrorLog(deps.logger);
     this.shutdown.signal.addEventListener('abort', () => {
       for (const execution of this.live) execution.abort(new ShutdownError());
     });
@@ -299,7 +319,7 @@ export class Workers extends EventEmitter<RunEvents> {
   }
 
   private async startJob(job: RegisteredJob): Promise<void> {
-    const { connection, prefix, logger, queues, lockDurationMs } = this.deps;
+    const { connection, prefix, logger, queues, lockDurationMs, maxStalls } = this.deps;
     const { name } = job;
     const queue = queues.queue(name);
     // Limits kept in Redis hold for every worker process of the job, however many there are.
@@ -311,6 +331,8 @@ export class Workers extends EventEmitter<RunEvents> {
       concurrency: job.concurrencyPerWorker,
       lockDuration: lockDurationMs,
       stalledInterval: lockDurationMs,
+      // A run whose worker dies is put back in the queue up to this many times in a row (BullMQ's default is once).
+      maxStalledCount: maxStalls,
       // Per-minute completed/failed counts for Bull Board's metrics tab.
       metrics: { maxDataPoints: MetricsTime.ONE_WEEK },
       // An idle worker waits for work in one BZPOPMIN, then looks for due delayed runs (one script call): two commands per
@@ -319,12 +341,45 @@ export class Workers extends EventEmitter<RunEvents> {
       // while idle instead of ~80 (notes in BENCHMARKS.md).
       drainDelay: IDLE_WAIT_S,
     });
-    worker.on('error', (err) => logger.error({ job: name, err: err.message }, 'worker error'));
+    worker.on('error', (err) => this.workerError(name, err));
+    worker.on('stalled', (id) => {
+      logger.warn(
+        { job: name, run: runIdOf(name, id) },
+        'recovered a stalled run: its worker stopped (crashed or froze past its lock); it runs again',
+      );
+      this.emit('run:recovered', { job: name, runId: runIdOf(name, id) });
+    });
+    worker.on('failed', (bullJob, err) => {
+      if (bullJob && err.message === STALL_LIMIT_REASON) void this.stalledOut(job, bullJob);
+    });
     worker.on('lockRenewalFailed', (ids) => {
       for (const id of ids) this.executions.get(runIdOf(name, id))?.abort(new LockLostError(runIdOf(name, id)));
     });
     this.workers.set(name, worker);
     this.definitions.set(name, job);
+  }
+
+  /** A BullMQ worker's error: a completion refused for a lost lock is the run's news, not the worker's. */
+  private workerError(job: string, err: Error): void {
+    const refused = /^Missing lock for job (\S+)\. moveToFinished/.exec(err.message);
+    if (!refused) return this.redisErrors.note(err, { job }, 'worker error');
+    const runId = runIdOf(job, refused[1]);
+    this.deps.logger.warn(
+      { job, run: runId },
+      'run finished here, but its lock was lost meanwhile (Redis unreachable for longer than JOBSCOPE_LOCK_DURATION): its result was refused and the run runs again',
+    );
+    this.emit('run:handback', { job, runId, attempt: 0, reason: 'completion-refused' });
+  }
+
+  /** A run whose workers died more than maxStalls times in a row: BullMQ failed it; it is a final failure like any other. */
+  private async stalledOut(job: RegisteredJob, bullJob: Job): Promise<void> {
+    const runId = runIdOf(job.name, bullJob.id);
+    const error = stallLimitMessage(this.deps.maxStalls);
+    this.deps.logger.error({ job: job.name, run: runId, maxStalls: this.deps.maxStalls }, `run failed: ${error}`);
+    await bullJob.log(error).catch(() => undefined);
+    const attempts = Math.max(1, bullJob.attemptsMade);
+    this.emit('run:end', { job: job.name, runId, attempt: attempts, outcome: 'failed', durationMs: 0 });
+    this.outcomes?.push({ job, runId, outcome: 'failed', error, attempts, durationMs: 0 });
   }
 
   /** One attempt of one run: validate -> schedule rules -> overlap rules -> lease -> run in scope -> finally revoke. */
@@ -425,8 +480,13 @@ export class Workers extends EventEmitter<RunEvents> {
     this.executions.set(run.id, execution);
     this.live.add(execution);
     const timer = job.timeoutMs ? setTimeout(() => abort(new RunTimeoutError(job.timeoutMs!)), job.timeoutMs) : undefined;
+    // A scheduled fire of a replace job replaces this run when it is due, not when it could start (with concurrency 1 it
+    // cannot start while this run holds the slot).
+    const stopWatching = job.overlap === 'replace' && job.schedule && !meta.shard ? this.replaceAtNextFire(job) : undefined;
 
     if (this.shutdown.signal.aborted) abort(new ShutdownError());
+    // A cancel that reached BullMQ while the rules above ran has already fired its event.
+    if (bullSignal?.aborted) onCancel();
 
     this.emit('run:start', { job: job.name, runId: run.id, attempt });
     log.info({ trigger: run.trigger }, 'run started');
@@ -455,6 +515,7 @@ export class Workers extends EventEmitter<RunEvents> {
     } finally {
       if (scope) scope.open = false;
       clearTimeout(timer);
+      stopWatching?.();
       bullSignal?.removeEventListener('abort', onCancel);
       this.live.delete(execution);
       if (this.executions.get(run.id) === execution) this.executions.delete(run.id);
@@ -562,8 +623,10 @@ export class Workers extends EventEmitter<RunEvents> {
 
   /**
    * overlap 'skip': a scheduled fire is skipped when another run was active at its due time or counts now (a trigger was
-   * refused at enqueue instead). 'replace': a scheduled fire cancels the others; every replace run waits ('wait') until
-   * the runs it replaced have stopped, so two never run at once.
+   * refused at enqueue instead). 'replace': a scheduled fire reserves its place as the newest run and cancels the others;
+   * a run reserved before another one that still counts has been replaced and ends cancelled without running (however
+   * the triggers raced: see overlap.ts); every other replace run waits ('wait') until the runs it replaced have stopped, so
+   * two never run at once, whatever the job's concurrency.
    */
   private async checkOverlap(job: RegisteredJob, bullJob: Job, scheduledFirst: boolean): Promise<Error | 'wait' | null> {
     const { queues } = this.deps;
@@ -579,11 +642,41 @@ export class Workers extends EventEmitter<RunEvents> {
         : new RunSkippedError(`another run is waiting, delayed or active (overlap: skip): ${runIdOf(job.name, claim.others[0])}`);
     }
     const claim = await queues.overlap.claim(job.name, scheduledFirst ? id : '', 'replace', id);
+    if (claim.newer) return new RunCancelledError(`replaced by a newer run: ${runIdOf(job.name, claim.newer)}`);
     if (scheduledFirst) {
       await Promise.all(claim.others.map((o) => queues.cancel(runIdOf(job.name, o), 'replaced by a scheduled run').catch(() => undefined)));
     }
     const states = await Promise.all(claim.others.map((o) => queues.queue(job.name).getJobState(o)));
     return states.includes('active') ? 'wait' : null;
+  }
+
+  /**
+   * At the schedule's next fire, reserves that fire's run as the newest of a replace job and cancels the runs before it
+   * (this one included): the fire then starts as soon as they have stopped. Returns what stops watching.
+   */
+  private replaceAtNextFire(job: RegisteredJob): () => void {
+    const { queues } = this.deps;
+    let stopped = false;
+    let timer: NodeJS.Timeout | undefined;
+    const fire = async (fireId: string) => {
+      // The schedule changed or was paused since: that fire will not come.
+      if (stopped || !(await queues.queue(job.name).getJob(fireId))) return;
+      const claim = await queues.overlap.claim(job.name, fireId, 'replace');
+      await Promise.all(claim.others.map((o) => queues.cancel(runIdOf(job.name, o), 'replaced by a scheduled run').catch(() => undefined)));
+    };
+    queues
+      .queue(job.name)
+      .getJobScheduler(job.name)
+      .then((scheduler) => {
+        const next = scheduler?.next;
+        if (stopped || !next) return;
+        timer = setTimeout(() => void fire(`repeat:${job.name}:${next}`).catch(() => undefined), Math.max(0, next - Date.now()));
+      })
+      .catch(() => undefined);
+    return () => {
+      stopped = true;
+      clearTimeout(timer);
+    };
   }
 
   /** Waits for an aborted handler to settle, at most the runaway grace; past it, reports a runaway. */
@@ -646,14 +739,18 @@ export class Workers extends EventEmitter<RunEvents> {
     const { control } = this.deps;
     const run = scope.run;
     const token = new ScopedToken(scope);
+    // Each child is keyed by this run, its attempt and the call's place in it: an execution that starts again after a
+    // hand-back or a crash (same attempt) gets the children the first one started, and their results, never second ones.
+    let calls = 0;
     const trigger = async (name: string, childData?: unknown, opts: ChildTriggerOptions = {}): Promise<string> => {
       if (!scope.open) throw new ScopeError(`run ${run.id} has ended: it cannot start runs`);
       const { delay, at, priority, key } = opts;
+      const call = calls++;
       const { runId } = await control.trigger(name, childData ?? {}, {
         delay,
         at,
         priority,
-        key,
+        key: key ?? `child:${run.id}:${run.attempt}:${call}`,
         trigger: 'parent',
         by: `run:${run.id}`,
         parent: run.id,
@@ -689,8 +786,15 @@ export class Workers extends EventEmitter<RunEvents> {
           throw new ScopeError(`ctx.triggerAndWait('${name}') inside a run of ${name} (concurrency 1) would wait forever; use ctx.trigger`);
         }
         const childId = await trigger(name, childData, opts);
-        // This run's timeout or cancel reaches the child it waits for.
-        const onAbort = () => void control.cancel(childId, `its parent ${run.id} was aborted`).catch(() => undefined);
+        // This run's timeout or cancel reaches the child it waits for. A hand-back (shutdown, lost lock) does not: the run
+        // starts again elsewhere and waits for the same child.
+        const onAbort = () => {
+          const reason: unknown = scope.signal.reason;
+          if (!(reason instanceof RunCancelledError || reason instanceof RunTimeoutError)) return;
+          void control
+            .cancel(childId, `its parent ${run.id} was ${reason instanceof RunTimeoutError ? 'timed out' : 'cancelled'}`)
+            .catch(() => undefined);
+        };
         scope.signal.addEventListener('abort', onAbort, { once: true });
         try {
           const report = await Promise.race([control.waitForRun(childId), untilAborted(scope.signal)]);

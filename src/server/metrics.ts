@@ -21,6 +21,7 @@ export class Metrics {
   private readonly redisUp: Gauge;
   private readonly handedBack: Counter<'job' | 'reason'>;
   private readonly runaway: Counter<'job'>;
+  private readonly recovered: Counter<'job'>;
   private readonly alerts: Counter<'result'>;
   private readonly observed = new WeakSet<Workers>();
 
@@ -66,13 +67,19 @@ export class Metrics {
     });
     this.handedBack = new Counter({
       name: 'jobscope_runs_handed_back_total',
-      help: 'Run executions this process gave up without consuming an attempt: shutdown (back to the queue) or lock-lost (another worker has the run)',
+      help: 'Run executions this process gave up without consuming an attempt: shutdown (back to the queue), lock-lost (another worker has the run) or completion-refused (finished after its lock was lost: it runs again)',
       labelNames: ['job', 'reason'],
       registers,
     });
     this.runaway = new Counter({
       name: 'jobscope_runs_runaway_total',
       help: 'Aborted runs (timeout, cancel) whose handler ignored ctx.signal past the runaway grace; they run on without a token',
+      labelNames: ['job'],
+      registers,
+    });
+    this.recovered = new Counter({
+      name: 'jobscope_runs_recovered_total',
+      help: "Runs this process's stalled-run check put back in the queue because their worker stopped (crashed, froze past its lock)",
       labelNames: ['job'],
       registers,
     });
@@ -90,6 +97,7 @@ export class Metrics {
       this.minted.inc({ job: name }, 0);
       this.revoked.inc({ job: name }, 0);
       this.runaway.inc({ job: name }, 0);
+      this.recovered.inc({ job: name }, 0);
     }
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'jobscope_' });
   }
@@ -104,6 +112,7 @@ export class Metrics {
     });
     workers.on('run:handback', ({ job, reason }) => this.handedBack.inc({ job, reason }));
     workers.on('run:runaway', ({ job }) => this.runaway.inc({ job }));
+    workers.on('run:recovered', ({ job }) => this.recovered.inc({ job }));
     workers.on('token:minted', ({ job }) => this.minted.inc({ job }));
     workers.on('token:revoked', ({ job }) => this.revoked.inc({ job }));
   }
