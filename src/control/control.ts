@@ -12,7 +12,7 @@ import { describeSchedule } from '../jobs/schedule.ts';
 import type { Logger } from '../log.ts';
 import { redactUrl } from '../redact.ts';
 import { listWorkers, type WorkerStatus } from '../runtime/heartbeat.ts';
-import { connect, RedisErrorLog } from '../runtime/redis.ts';
+import { connect, greetingOf, RedisErrorLog } from '../runtime/redis.ts';
 import { TokenStore } from '../token/store.ts';
 import { RUN_FIELDS } from '../keys.ts';
 import { applyRetention, DEFAULT_RETENTION, parseRunId, Queues, type CancelResult, type EnqueueResult, type JobSummary } from './queues.ts';
@@ -133,7 +133,8 @@ export class Control {
     this.ownsConnection = !opts.connection;
     this.redis = opts.connection ?? connect(opts.redisUrl);
     // Without a logger (createClient's default) Redis errors stay silent: ioredis reconnects and calls fail with them.
-    const errors = opts.logger && new RedisErrorLog(opts.logger);
+    const redis = this.redis;
+    const errors = opts.logger && new RedisErrorLog(opts.logger, { probe: () => greetingOf(redis) });
     const onError = (err: Error) => errors?.note(err, {}, 'Redis error');
     if (errors) this.redis.on('error', onError);
     this.tokens = new TokenStore(this.redis, opts.prefix);
@@ -145,13 +146,28 @@ export class Control {
   /** Resolves when Redis answers; rejects with a clear message after `timeoutMs`. */
   async ready(timeoutMs = 10_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
+    let last = 'no answer';
+    const noteError = (err: Error) => (last = err.message);
+    this.redis.on('error', noteError);
     for (;;) {
+      let timer: NodeJS.Timeout | undefined;
       try {
-        await this.redis.ping();
+        // A PING waits in ioredis's queue while it reconnects (BullMQ needs maxRetriesPerRequest: null): bound the wait.
+        const late = new Promise<never>(
+          (_, reject) => (timer = setTimeout(() => reject(new Error(last)), Math.max(0, deadline - Date.now()))),
+        );
+        await Promise.race([this.redis.ping(), late]);
+        this.redis.off('error', noteError);
         return;
       } catch (err) {
-        if (Date.now() > deadline) throw new Error(`cannot reach Redis at ${redactUrl(this.redisUrl)}: ${(err as Error).message}`);
+        last = (err as Error).message;
+        if (Date.now() >= deadline) {
+          this.redis.off('error', noteError);
+          throw new Error(`cannot reach Redis at ${redactUrl(this.redisUrl)} within ${timeoutMs / 1000} s: ${last}`);
+        }
         await new Promise((r) => setTimeout(r, 200));
+      } finally {
+        clearTimeout(timer);
       }
     }
   }

@@ -146,6 +146,30 @@ export function refusalOf(err: Error): string | null {
   return null;
 }
 
+/**
+ * What a Redis server says to a new connection before it is asked anything: nothing when it accepts it, an error line when
+ * it refuses it at once (maxclients), which a client only sees as EPIPE on its first write.
+ */
+export function greetingOf(redis: Redis, timeoutMs = 500): Promise<string | null> {
+  const { host, port, path: socketPath } = (redis as { options?: RedisOptions }).options ?? {};
+  if (redis instanceof Cluster || (redis as { options?: RedisOptions }).options?.sentinels) return Promise.resolve(null);
+  return new Promise((resolve) => {
+    const socket = socketPath ? net.connect(socketPath) : net.connect({ host: host ?? '127.0.0.1', port: port ?? 6379 });
+    let text = '';
+    const done = () => {
+      socket.destroy();
+      resolve(text || null);
+    };
+    socket.setTimeout(timeoutMs, done);
+    socket.on('data', (d: Buffer) => {
+      text += d.toString('utf8');
+      if (text.includes('\n')) done();
+    });
+    socket.once('error', done);
+    socket.once('close', done);
+  });
+}
+
 const OUTAGE = /ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENOTFOUND|Connection is closed|Stream isn't writeable/i;
 
 /**
@@ -159,10 +183,13 @@ export class RedisErrorLog {
   private readonly refusals = new Set<string>();
   private lastOutage = 0;
   private since = 0;
+  /** Asks the server what it says to a new connection, when errors look like an outage: it may be a refusal (maxclients). */
+  private readonly probe: (() => Promise<string | null>) | undefined;
 
-  constructor(logger: Pick<Logger, 'warn' | 'error'>, everyMs = 30_000) {
+  constructor(logger: Pick<Logger, 'warn' | 'error'>, opts: { everyMs?: number; probe?: () => Promise<string | null> } = {}) {
     this.logger = logger;
-    this.everyMs = everyMs;
+    this.everyMs = opts.everyMs ?? 30_000;
+    this.probe = opts.probe;
   }
 
   note(err: Error, bindings: Record<string, unknown> = {}, msg = 'Redis error'): void {
@@ -177,11 +204,16 @@ export class RedisErrorLog {
     this.since++;
     const now = Date.now();
     if (now - this.lastOutage < this.everyMs) return;
+    this.lastOutage = now;
+    void this.probe?.()
+      .then((said) => {
+        if (said && refusalOf(new Error(said))) this.note(new Error(said.trim().replace(/^-/, '')), bindings, msg);
+      })
+      .catch(() => undefined);
     this.logger.warn(
       { ...bindings, err: err.message, errors: this.since },
       `Redis unreachable (errors like this are logged once per ${Math.round(this.everyMs / 1000)} s); runs resume when it is back`,
     );
-    this.lastOutage = now;
     this.since = 0;
   }
 }

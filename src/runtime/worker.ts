@@ -29,7 +29,7 @@ import { RunTokenLease } from '../token/lease.ts';
 import { tokenLifetime, type TokenMinter } from '../token/mint.ts';
 import { redactTokens, redactValue } from '../redact.ts';
 import { runInScope, type RunScope } from '../token/scope.ts';
-import { RedisErrorLog } from './redis.ts';
+import { greetingOf, RedisErrorLog } from './redis.ts';
 import type { Alerts, FinishedRun } from '../control/alerts.ts';
 import type { Control } from '../control/control.ts';
 import {
@@ -263,7 +263,7 @@ export class Workers extends EventEmitter<RunEvents> {
     super();
     this.deps = deps;
     this.outcomes = deps.alerts && new OutcomeFeed(deps.alerts);
-    this.redisErrors = new RedisErrorLog(deps.logger);
+    this.redisErrors = new RedisErrorLog(deps.logger, { probe: () => greetingOf(deps.connection) });
     this.shutdown.signal.addEventListener('abort', () => {
       for (const execution of this.live) execution.abort(new ShutdownError());
     });
