@@ -153,7 +153,7 @@ describe('a run calling a real service', () => {
       const reports = await Promise.all(ids.map(({ runId }) => waitForRun(runtime, runId, 30_000)));
       const jtis = new Set<string>();
       for (const report of reports) {
-        assert.equal(report.state, 'completed');
+        assert.equal(report.state, 'completed', JSON.stringify({ e: report.error, l: report.logs }));
         const reqs = requestsOf(report.runId);
         assert.equal(reqs.length, 2, `two requests from ${report.runId} (service and http)`);
         const runJtis = new Set(reqs.map((r) => r.claims!.jti as string));
