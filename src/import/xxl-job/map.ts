@@ -259,7 +259,19 @@ export function planJob(row: Row, app: string, names: Map<number, string>, opts:
 export function planEstate(estate: XxlEstate, opts: ImportOptions): PlannedJob[] {
   const apps = new Map(estate.groups.map((g) => [int(g, 'id'), str(g, 'app_name')]));
   const names = nameJobs(estate.jobs, opts);
-  return [...estate.jobs]
+  const jobs = [...estate.jobs]
     .sort((a, b) => int(a, 'id') - int(b, 'id'))
     .map((row) => planJob(row, apps.get(int(row, 'job_group')) ?? `executor-${int(row, 'job_group')}`, names, opts));
+  // A child that is not imported has no job file: `then` cannot name it (the jobs folder would not load).
+  const missing = new Set(jobs.filter((j) => j.status === 'not-imported').map((j) => j.name));
+  for (const job of jobs) {
+    const then = job.definition?.then;
+    if (!then?.some((n) => missing.has(n))) continue;
+    for (const n of then.filter((c) => missing.has(c))) job.notes.push(`child job ${n} is not imported: left out of then`);
+    const kept = then.filter((c) => !missing.has(c));
+    if (kept.length) job.definition!.then = kept;
+    else delete job.definition!.then;
+    job.status = 'notes';
+  }
+  return jobs;
 }
