@@ -84,7 +84,11 @@ export async function loadEstate(db: Db, generation: Generation, count: number):
     [2, 'billing_service'],
     [3, 'Report.Exec'],
   ] as const) {
-    await c.query(`INSERT INTO xxl_job_group (id, app_name, ${titleColumn}, address_type) VALUES (?, ?, ?, 0)`, [id, app, app.slice(0, 12)]);
+    await c.query(`INSERT INTO xxl_job_group (id, app_name, ${titleColumn}, address_type) VALUES (?, ?, ?, 0)`, [
+      id,
+      app,
+      app.slice(0, 12),
+    ]);
   }
   await c.query('INSERT INTO xxl_job_user (id, username, password, role, permission) VALUES ?', [
     [

@@ -169,7 +169,7 @@ class Scanner {
 
 /** The column names of a CREATE TABLE body, in order. */
 function createTable(s: Scanner): { table: string; columns: string[] } {
-  s.keyword('IF') && s.keyword('NOT') && s.keyword('EXISTS');
+  if (s.keyword('IF') && s.keyword('NOT')) s.keyword('EXISTS');
   const table = s.identifier();
   s.expect('(');
   const columns: string[] = [];
