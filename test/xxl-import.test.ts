@@ -161,7 +161,7 @@ describe('import of the current schema (master) from the database and from a dum
     assert.equal(j1.misfire, 'once');
     assert.equal(j1.timeoutMs, 3000);
     assert.equal(j1.attempts, 2);
-    assert.equal(j1.group, 'billing-service');
+    assert.equal(j1.group, 'billing_service', 'a usable app_name is kept as the group');
     assert.deepEqual(j1.audience, ['system']);
     const data: Record<string, unknown> = {};
     assert.equal(j1.validate(data), null);

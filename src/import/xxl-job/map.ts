@@ -90,6 +90,11 @@ export function slug(text: string): string {
     .replace(/-+$/, '');
 }
 
+/** An executor's app_name as a jobscope group: kept when it is a usable group name, else slugged. */
+export function groupName(app: string): string {
+  return /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/.test(app) ? app : slug(app);
+}
+
 /** Stable unique names: pinned ones first, then the handler or description, `-<id>` when taken (lowest id keeps it). */
 export function nameJobs(rows: Row[], opts: Pick<ImportOptions, 'pinned' | 'taken'>): Map<number, string> {
   const names = new Map<number, string>();
@@ -218,7 +223,7 @@ export function planJob(row: Row, app: string, names: Map<number, string>, opts:
     comments.push(`xxl-job alarm e-mail: ${email}; jobscope alerts by webhook: set alert: { webhook } or JOBSCOPE_ALERT_WEBHOOK`);
     notes.push(`alarm e-mail ${email} not carried over (alerts go to a webhook)`);
   }
-  const group = slug(app).slice(0, 64);
+  const group = groupName(app);
   const retries = int(row, 'executor_fail_retry_count');
   const timeout = int(row, 'executor_timeout');
   const definition: PlannedDefinition = {

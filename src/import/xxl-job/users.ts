@@ -4,7 +4,7 @@
 import { chmodSync, existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { USER_NAME, parseUsers, type UserEntry } from '../../server/users.ts';
-import { slug } from './map.ts';
+import { groupName } from './map.ts';
 import { int, str, type XxlEstate } from './types.ts';
 
 export interface UserOutcome {
@@ -17,7 +17,7 @@ export interface UserOutcome {
 }
 
 export function planUsers(estate: XxlEstate, existing: UserEntry[]): { entries: UserEntry[]; outcomes: UserOutcome[] } {
-  const groupOf = new Map(estate.groups.map((g) => [int(g, 'id'), slug(str(g, 'app_name'))]));
+  const groupOf = new Map(estate.groups.map((g) => [int(g, 'id'), groupName(str(g, 'app_name'))]));
   const have = new Set(existing.map((u) => u.name));
   const entries: UserEntry[] = [];
   const outcomes: UserOutcome[] = [];
