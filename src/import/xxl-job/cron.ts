@@ -109,7 +109,16 @@ function sameDays(cron: string, q: { dom: string; dow: string; month: string }):
   return true;
 }
 
+const converted = new Map<string, CronConversion>();
+
+/** The conversion of one Quartz expression (remembered: an estate repeats a handful of expressions many times). */
 export function quartzToCron(expression: string): CronConversion {
+  let result = converted.get(expression);
+  if (!result) converted.set(expression, (result = convert(expression)));
+  return result;
+}
+
+function convert(expression: string): CronConversion {
   const fields = expression.trim().split(/\s+/);
   if (fields.length < 6 || fields.length > 7) {
     return { problem: `Quartz cron "${expression}" has ${fields.length} fields; Quartz needs 6 or 7 (sec min hour dom month dow [year])` };
