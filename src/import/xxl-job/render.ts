@@ -88,7 +88,7 @@ function fields(job: PlannedJob, def: PlannedDefinition): string {
   field('misfire', def.misfire);
   field('then', def.then);
   field('shards', def.shards, 'SHARDING_BROADCAST: one shard run per live worker (ctx.shard = { index, total }).');
-  field('group', def.group, 'the xxl-job executor (app_name): run it with `jobscope worker --group <group>`');
+  field('group', def.group, `the xxl-job executor: served by \`jobscope worker --group ${def.group ?? ''}\``);
   return out.join('');
 }
 
