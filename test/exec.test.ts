@@ -73,8 +73,10 @@ before(async () => {
   await runtime.startWorkers();
 });
 
+let closed = false;
+
 after(async () => {
-  await runtime.close();
+  if (!closed) await runtime.close();
   await service.stop();
   client.disconnect();
   await redis.destroy();
@@ -196,5 +198,15 @@ describe('ctx.exec', () => {
     const ms = Date.now() - t0;
     assert.ok(ms >= 700, `SIGTERM was ignored, so only SIGKILL after the 800 ms grace stopped it (${ms} ms)`);
     assert.equal((await waitForRun(runtime, runId)).state, 'failed');
+  });
+
+  test('shutdown kills the group of a run still active at the deadline (the run is handed back)', async () => {
+    const runId = await start('script', { mode: 'hang' });
+    const child = await pidInLog(runId, 'child');
+    const t0 = Date.now();
+    closed = true;
+    await runtime.close(); // JOBSCOPE_SHUTDOWN_TIMEOUT is 5 s in tests
+    await until(() => gone(child), 3000, `grandchild ${child} to be gone`);
+    assert.ok(Date.now() - t0 < 9000, `stopped ${Date.now() - t0} ms after the shutdown began`);
   });
 });
