@@ -32,6 +32,8 @@ const USAGE = `jobscope <command>
   pause <job> | resume <job>    stop/start a job's schedule and queue (survives restarts)
   cancel <runId>                cancel a waiting or running run, on whichever host runs it
   keys generate [--dir DIR]     write a new P-256 signing key (rotation)
+  import xxl-job --from <mysql://...|dump.sql> [--out jobs] [--dry-run] [--tz Z] [--audience svc] [--report f.json] [--users]
+                                one job file per xxl-job job (idempotent; edited files are kept); see README
   users add <name> --role admin|operator|viewer [--groups a,b] [--password-stdin] [--replace]
                                 add a login to JOBSCOPE_USERS_FILE (scrypt hash); without --password-stdin a password is
                                 generated and printed once; --groups limits it to the jobs of those groups
@@ -472,6 +474,12 @@ export async function main(argv: string[], io: CliIO = stdio): Promise<number> {
         groups: { type: 'string' },
         'password-stdin': { type: 'boolean' },
         replace: { type: 'boolean' },
+        from: { type: 'string' },
+        out: { type: 'string' },
+        'dry-run': { type: 'boolean' },
+        tz: { type: 'string' },
+        report: { type: 'string' },
+        users: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -505,6 +513,11 @@ export async function main(argv: string[], io: CliIO = stdio): Promise<number> {
       case 'token':
         if (rest[0] !== 'verify') throw new UsageError('usage: jobscope token verify <jwt> [--audience A]');
         return await verifyCommand(environment('warn'), rest[1], values.audience, io);
+      case 'import': {
+        const { importCommand } = await import('./import/cli.ts');
+        await importCommand(rest, values, environment('warn').config.usersFile, io);
+        return 0;
+      }
       case 'users':
         return await usersCommand(environment('warn'), rest, values, io);
       case 'keys': {
@@ -518,7 +531,7 @@ export async function main(argv: string[], io: CliIO = stdio): Promise<number> {
         throw new UsageError(`unknown command "${command}"\n\n${USAGE}`);
     }
   } catch (err) {
-    if (err instanceof UsageError) {
+    if (err instanceof UsageError || (err instanceof JobscopeError && err.code === 'ERR_USAGE')) {
       io.err(`jobscope: ${err.message}`);
       return 2;
     }

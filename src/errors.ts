@@ -163,3 +163,17 @@ export class RunFinishedError extends JobscopeError {
     super('ERR_RUN_FINISHED', `run ${runId} has already ${state === 'completed' ? 'completed' : 'failed'}; nothing to cancel`);
   }
 }
+
+/** A process started with ctx.exec ended with a non-zero exit code or a signal: the attempt fails with its last stderr lines. */
+export class ExecFailedError extends JobscopeError {
+  readonly exitCode: number | null;
+  readonly signal: string | null;
+  readonly stderr: string[];
+  constructor(command: string, exitCode: number | null, signal: string | null, stderr: string[]) {
+    const how = exitCode !== null ? `exited with code ${exitCode}` : signal ? `was killed by ${signal}` : 'could not be started';
+    super('ERR_EXEC_FAILED', `${command} ${how}${stderr.length ? `:\n${stderr.slice(-10).join('\n')}` : ''}`);
+    this.exitCode = exitCode;
+    this.signal = signal;
+    this.stderr = stderr;
+  }
+}

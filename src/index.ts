@@ -15,6 +15,8 @@ export type { RunView, JobView } from './control/control.ts';
 export type { CancelResult, EnqueueResult } from './control/queues.ts';
 export type {
   BackoffSpec,
+  ExecOptions,
+  ExecResult,
   JobContext,
   JobDefinition,
   LiveToken,

@@ -45,6 +45,11 @@ export interface JobDefinition<Data = Record<string, unknown>, Result = unknown>
   misfire?: Misfire;
   /** Duration; default '5s'. */
   misfireGrace?: string | number;
+  /**
+   * Start paused: applied once, when the job is first registered (scheduler sync); from then on `jobscope pause`/`resume`
+   * decide, across restarts. What `jobscope import xxl-job` writes for a stopped xxl-job job.
+   */
+  paused?: boolean;
   /** Jobs started after a run succeeds: a name (data = this run's result) or { job, data: (result, run) => data }. */
   then?: (string | { job: string; data?(result: Result, run: RunInfo): unknown })[];
   /** Sharding broadcast: one trigger runs N shard runs (ctx.shard), or one per live worker serving the job. */
@@ -170,6 +175,28 @@ export interface JobContext<Data = Record<string, unknown>> {
    * run's timeout or cancel cancels it.
    */
   triggerAndWait<R = unknown>(job: string, data?: unknown, opts?: ChildTriggerOptions): Promise<R>;
+  /**
+   * Runs a process for this run (its own process group): output lines go to the run's log, a non-zero exit fails the
+   * attempt (ExecFailedError), cancel/timeout/shutdown stop the group. Its environment carries JOBSCOPE_TOKEN (one
+   * audience), JOBSCOPE_TOKEN_<SERVICE>, JOBSCOPE_SERVICE_<SERVICE>_URL, JOBSCOPE_RUN_ID, JOBSCOPE_SHARD_INDEX/_TOTAL.
+   */
+  exec(command: string, args?: string[], opts?: ExecOptions): Promise<ExecResult>;
+}
+
+export interface ExecOptions {
+  cwd?: string;
+  /** Added to the worker's environment (without jobscope's own JOBSCOPE_* and REDIS_URL). */
+  env?: Record<string, string>;
+  /** Written to the process's standard input (otherwise it gets none). */
+  input?: string | Buffer;
+  /** Between SIGTERM and SIGKILL when the run is aborted (default 5000 ms). */
+  killGraceMs?: number;
+}
+
+export interface ExecResult {
+  code: 0;
+  /** The last lines of its standard output (tokens scrubbed). */
+  stdout: string[];
 }
 
 export type RunState = 'waiting' | 'delayed' | 'active' | 'completed' | 'failed' | 'prioritized' | 'waiting-children' | 'unknown';

@@ -207,8 +207,10 @@ export class Queues {
     return this.keys.cancelChannel;
   }
 
+  /** Paused in Redis, or a job with `paused: true` not registered yet (the scheduler sync pauses it when it registers it). */
   async isPaused(name: string): Promise<boolean> {
-    return (await this.redis.sismember(this.pausedKey, name)) === 1;
+    if ((await this.redis.sismember(this.pausedKey, name)) === 1) return true;
+    return this.registry.jobs.get(name)?.definition.paused === true && (await this.redis.sismember(this.keys.knownJobs, name)) === 0;
   }
 
   /**

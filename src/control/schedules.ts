@@ -58,16 +58,22 @@ export async function syncSchedules(queues: Queues, logger?: Logger): Promise<Sy
   await withLock(queues, async () => {
     const { registry, redis, prefix, keys } = queues;
     const paused = new Set(await redis.smembers(queues.pausedKey));
+    const knownBefore = new Set(await redis.smembers(keys.knownJobs));
     for (const job of registry.jobs.values()) {
       const queue = queues.queue(job.name);
+      // `paused: true` is the state a job starts in: applied when it is first registered, never again (a resume holds).
+      if (job.definition.paused === true && !knownBefore.has(job.name) && !paused.has(job.name)) {
+        await redis.sadd(queues.pausedKey, job.name);
+        await queue.pause();
+        paused.add(job.name);
+      }
       if (job.schedule && !paused.has(job.name)) {
         const changed = await upsert(queues, job);
         (changed ? report.upserted : report.unchanged).push(job.name);
       } else if (await queue.removeJobScheduler(job.name)) report.removed.push(job.name);
     }
     // Jobs whose file is gone: remove their schedulers too (their queues and history stay for the dashboard).
-    const known = await redis.smembers(keys.knownJobs);
-    for (const name of known.filter((n) => !registry.has(n))) {
+    for (const name of [...knownBefore].filter((n) => !registry.has(n))) {
       const queue = new Queue(name, { connection: redis, prefix });
       try {
         for (const s of await queue.getJobSchedulers(0, -1)) {
@@ -103,6 +109,8 @@ export async function resumeJob(queues: Queues, name: string): Promise<void> {
   const queue = queues.queue(name);
   const phase = await queues.redis.hget(queues.keys.phase, name);
   await queues.redis.srem(queues.pausedKey, name);
+  // Registered from now on: a job file's `paused: true` (its initial state) no longer applies.
+  await queues.redis.sadd(queues.keys.knownJobs, name);
   if (job.schedule) await upsert(queues, job, phase === null ? undefined : Number(phase));
   await queues.redis.hdel(queues.keys.phase, name);
   await queue.resume();

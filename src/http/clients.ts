@@ -194,7 +194,10 @@ export class ServiceClients {
   private readonly bases = new Map<string, Got>();
   private readonly plain: Got;
   readonly names: string[];
+  /** Service name -> base URL (what ctx.exec hands a process as JOBSCOPE_SERVICE_<NAME>_URL). */
+  readonly urls: Readonly<Record<string, string>>;
   constructor(opts: ClientOptions) {
+    this.urls = { ...opts.services };
     const base = got.extend({
       responseType: 'json',
       timeout: { connect: 5000, request: opts.requestTimeoutMs ?? 30_000 },

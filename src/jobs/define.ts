@@ -43,6 +43,7 @@ const KNOWN_KEYS = [
   'group',
   'alert',
   'keep',
+  'paused',
   'run',
 ] as const;
 
@@ -257,6 +258,7 @@ export function registerDefinition(name: string, file: string, raw: unknown): Re
       keep[which] = out;
     }
   }
+  if (def.paused !== undefined && typeof def.paused !== 'boolean') fail('paused', 'must be true or false (the state a new job starts in)');
   let misfireGraceMs = DEFAULT_MISFIRE_GRACE_MS;
   if (def.misfireGrace !== undefined) {
     const ms = parseDuration(def.misfireGrace);

@@ -28,6 +28,7 @@ import type { ServiceClients } from '../http/clients.ts';
 import { RunTokenLease } from '../token/lease.ts';
 import { tokenLifetime, type TokenMinter } from '../token/mint.ts';
 import { redactTokens, redactValue } from '../redact.ts';
+import { bindExec } from './exec.ts';
 import { runInScope, type RunScope } from '../token/scope.ts';
 import { greetingOf, RedisErrorLog } from './redis.ts';
 import type { Alerts, FinishedRun } from '../control/alerts.ts';
@@ -779,6 +780,7 @@ export class Workers extends EventEmitter<RunEvents> {
         return (http ??= clients.http(scope.run.id, scope.signal));
       },
       shard: meta.shard ?? null,
+      exec: bindExec({ scope, shard: meta.shard ?? null, raws, services: clients.urls, log: (line) => bullJob.log(line) }),
       trigger,
       triggerAndWait: async <R>(name: string, childData?: unknown, opts?: ChildTriggerOptions): Promise<R> => {
         // This run holds its own slot while it waits: a child of the same serial job could never start.

@@ -28,7 +28,8 @@ export interface UserEntry {
   name: string;
   role: Role;
   groups?: string[];
-  hash: string;
+  /** null: no password yet (imported from xxl-job): the user cannot log in until `jobscope users add` sets one. */
+  hash: string | null;
 }
 
 /** Login names: no ':' (HTTP Basic splits on it), nothing a log line or a shell would need quoting for. */
@@ -122,7 +123,7 @@ export function parseUsers(text: string, file: string, reserved: readonly string
         fail(`${who}: "groups" must be a non-empty list of group names (letters, digits, '-', '_'); leave it out for every job`);
       }
     }
-    if (typeof hash !== 'string' || !parseHash(hash)) {
+    if (hash !== null && (typeof hash !== 'string' || !parseHash(hash))) {
       fail(`${who}: "hash" is not a scrypt hash ($scrypt$ln=..,r=..,p=..$salt$hash): set passwords with jobscope users add`);
     }
     return { name, role, ...(groups ? { groups: [...new Set(groups as string[])] } : {}), hash } as UserEntry;
@@ -153,7 +154,8 @@ export async function addUser(
   if (user.password.length < MIN_PASSWORD) throw new ConfigError(`the password must be at least ${MIN_PASSWORD} characters`);
   const users = existsSync(file) ? parseUsers(readFileSync(file, 'utf8'), file) : [];
   const at = users.findIndex((u) => u.name === user.name);
-  if (at >= 0 && !opts.replace) {
+  // An entry without a password (imported) gets one without --replace.
+  if (at >= 0 && !opts.replace && users[at]!.hash !== null) {
     throw new ConfigError(`user "${user.name}" already exists in ${file}; add --replace to set a new password, role and groups`);
   }
   const entry: UserEntry = {
@@ -225,13 +227,13 @@ export class UsersFile {
 
   private async check(name: string, password: string, cacheKey: string): Promise<Login | null> {
     const entry = this.users.get(name);
-    if (!entry) {
+    if (!entry || entry.hash === null) {
       // As slow as a wrong password, so a probe cannot tell which names exist.
       await verifyPassword(password, await (this.dummyHash ??= hashPassword(randomBytes(16).toString('hex'))));
       return null;
     }
     const version = this.seenAs;
-    if (!(await verifyPassword(password, entry.hash))) return null;
+    if (!(await verifyPassword(password, entry.hash!))) return null;
     const login: Login = { user: entry.name, role: entry.role, ...(entry.groups ? { groups: entry.groups } : {}) };
     // The file changed while scrypt ran: answer with what was checked, remember nothing.
     if (version === this.seenAs) {
