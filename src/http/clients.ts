@@ -30,7 +30,7 @@ function attachToken(tokenHeader: string | undefined): BeforeRequestHook {
     const context = options.context as RunContext;
     const bound = context.jobscopeRun;
     if (!scope) {
-      throw new ScopeError('ctx.service()/ctx.http used outside a job run: there is no run token to send, so the request was not made');
+      throw new ScopeError('ctx.service()/ctx.http used outside a job run or scope: there is no run token to send, so the request was not made');
     }
     const ended = () => new ScopeError(`run ${scope.run.id} has ended: its token is revoked, so the request was not made`);
     if (!scope.open) throw ended();

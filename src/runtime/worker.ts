@@ -200,7 +200,7 @@ function runLog(logger: Logger, bindings: Record<string, unknown>): RunLog {
 }
 
 /** `ctx.token`: the scope's current tokens (re-mints included). Prints and serialises as claims only. */
-class ScopedToken implements RunToken {
+export class ScopedToken implements RunToken {
   readonly #scope: RunScope;
   constructor(scope: RunScope) {
     this.#scope = scope;
