@@ -13,6 +13,15 @@ export {
 } from './client.ts';
 export { createWorker, type EmbeddedWorker, type WorkerOptions } from './runtime/embed.ts';
 export { createScopes, type ScopeContext, type ScopeSpec, type Scopes, type ScopesOptions } from './scopes.ts';
+export {
+  consumeWithScope,
+  type AmqpChannel,
+  type AmqpMessage,
+  type ConsumeOptions,
+  type OnFailure,
+  type ScopedConsumer,
+} from './consumers/rabbitmq.ts';
+export { scopedProcessor, type ScopedProcessorOptions } from './consumers/bullmq.ts';
 export type { RunView, JobView } from './control/control.ts';
 export type { CancelResult, EnqueueResult } from './control/queues.ts';
 export type {

@@ -56,6 +56,8 @@ export interface ScopeSpec {
   id?: string;
   /** Aborts ctx.signal (and revokes the tokens at once) when it aborts. */
   signal?: AbortSignal;
+  /** A W3C traceparent the work continues (a message header), when tracing is on. */
+  traceparent?: string;
 }
 
 /** The handler's side of a scope: a job handler's ctx.service / ctx.http / ctx.token / ctx.signal. */
