@@ -22,6 +22,7 @@ export {
   type ScopedConsumer,
 } from './consumers/rabbitmq.ts';
 export { scopedProcessor, type ScopedProcessorOptions } from './consumers/bullmq.ts';
+export { enableTracing, type Tracing, type TracingOptions } from './trace.ts';
 export type { RunView, JobView } from './control/control.ts';
 export type { CancelResult, EnqueueResult } from './control/queues.ts';
 export type {

@@ -164,7 +164,8 @@ export function createScopes(opts: ScopesOptions = {}): Scopes {
     const scope: RunScope = { run: info, signal: controller.signal, tokens: lease, open: true };
     open.set(controller, revoke);
     if (spec.signal?.aborted) onAbort();
-    return scopeSpan({ subject, scopeId: id, messageId: spec.id }, async () => {
+    return scopeSpan({ subject, scopeId: id, messageId: spec.id, traceparent: spec.traceparent }, async (parent) => {
+      scope.trace = parent;
       try {
         await lease.start();
         return await runInScope(scope, async () => fn(context(scope, subject, spec.id)));

@@ -29,6 +29,7 @@ import { RunTokenLease } from '../token/lease.ts';
 import { tokenLifetime, type TokenMinter } from '../token/mint.ts';
 import { redactTokens, redactValue } from '../redact.ts';
 import { runInScope, type RunScope } from '../token/scope.ts';
+import { attemptSpan, type AttemptSpan } from '../trace.ts';
 import type { Alerts, FinishedRun } from '../control/alerts.ts';
 import type { Control } from '../control/control.ts';
 import { jobOptions, metaOf, OUTCOME_OF_ERROR, parseRunId, runIdOf, type Queues } from '../control/queues.ts';
@@ -345,8 +346,10 @@ export class Workers extends EventEmitter<RunEvents> {
     };
     const log = runLog(logger, { job: job.name, run: run.id, attempt });
     const started = Date.now();
+    let traced: AttemptSpan | undefined; // tracing (trace.ts): the run's and this attempt's spans
     const end = (outcome: RunOutcome, final = false, error: string | null = null) => {
       const durationMs = Date.now() - started;
+      traced?.end(outcome, final);
       this.emit('run:end', { job: job.name, runId: run.id, attempt, outcome, durationMs });
       if (final) this.outcomes?.push({ job, runId: run.id, outcome, error, attempts: attempt, durationMs });
     };
@@ -382,6 +385,7 @@ export class Workers extends EventEmitter<RunEvents> {
 
     if (job.shards !== undefined && !meta.shard) return this.broadcast(job, bullJob, lock, run, log, end);
 
+    traced = attemptSpan(run, meta.traceparent);
     const lease = new RunTokenLease(
       minter,
       {
@@ -433,7 +437,7 @@ export class Workers extends EventEmitter<RunEvents> {
     let handler: Promise<unknown> | undefined;
     try {
       await lease.start();
-      scope = { run, signal, tokens: lease, open: !signal.aborted };
+      scope = { run, signal, tokens: lease, open: !signal.aborted, trace: traced?.context };
       const ctx = this.context(job, scope, data, bullJob, lease.raws, clients, meta);
       handler = runInScope(scope, async () => job.definition.run(ctx));
       const result = redactValue(await Promise.race([handler, aborted]), lease.raws);
@@ -454,6 +458,7 @@ export class Workers extends EventEmitter<RunEvents> {
       throw recorded;
     } finally {
       if (scope) scope.open = false;
+      traced?.close();
       clearTimeout(timer);
       bullSignal?.removeEventListener('abort', onCancel);
       this.live.delete(execution);
