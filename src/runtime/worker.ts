@@ -346,7 +346,9 @@ export class Workers extends EventEmitter<RunEvents> {
     };
     const log = runLog(logger, { job: job.name, run: run.id, attempt });
     const started = Date.now();
-    let traced: AttemptSpan | undefined; // tracing (trace.ts): the run's and this attempt's spans
+    // Tracing (trace.ts): the run's and this attempt's spans, from the lease on (end() may run before, for a refusal).
+    // eslint-disable-next-line prefer-const
+    let traced: AttemptSpan | undefined;
     const end = (outcome: RunOutcome, final = false, error: string | null = null) => {
       const durationMs = Date.now() - started;
       traced?.end(outcome, final);
