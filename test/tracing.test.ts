@@ -95,7 +95,12 @@ before(async () => {
   ({ runtime } = await testRuntime({
     redisUrl: redis.url,
     jobsDir: dir,
-    env: { JOBSCOPE_PREFIX: PREFIX, JOBSCOPE_SERVICES: `system=${service.url}`, JOBSCOPE_SIGNING_KEY_FILE: keyFile },
+    env: {
+      JOBSCOPE_PREFIX: PREFIX,
+      JOBSCOPE_SERVICES: `system=${service.url}`,
+      JOBSCOPE_SIGNING_KEY_FILE: keyFile,
+      JOBSCOPE_TRACE_URL: 'http://jaeger.example:16686/trace/{traceId}',
+    },
   }));
   await runtime.startWorkers();
   server = await TestServer.start(runtime);
@@ -188,9 +193,10 @@ test('one trace: trigger > run > attempt > client call > service request; attrib
     assert.equal(attr(r, 'jobscope.token.run'), runId);
     assert.ok(jtis.has(String(attr(r, 'jobscope.token.jti'))));
   }
-  // The API's run view names the trace.
+  // The API's run view names the trace, and links to it (JOBSCOPE_TRACE_URL).
   const view = await server.request(`/api/runs/${encodeURIComponent(runId)}`, { auth: ADMIN });
   assert.equal(view.body.traceId, trigger.traceId);
+  assert.equal(view.body.traceUrl, `http://jaeger.example:16686/trace/${trigger.traceId}`);
 
   // No token (nor anything shaped like one), no query string, in what left the process.
   const bytes = exported.join('\n');
