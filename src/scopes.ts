@@ -5,7 +5,8 @@
 // these tokens with no change: same issuer, keys, claims (`sub` is the workload, `id` what it handles) and liveness.
 import { randomUUID } from 'node:crypto';
 import type { Got } from 'got';
-import { loadConfig } from './config.ts';
+import type { Redis } from 'ioredis';
+import { loadConfig, type Config } from './config.ts';
 import { parseDuration } from './duration.ts';
 import { ConfigError, ScopeError } from './errors.ts';
 import { ServiceClients } from './http/clients.ts';
@@ -15,7 +16,7 @@ import { connect } from './runtime/redis.ts';
 import { ScopedToken } from './runtime/worker.ts';
 import { loadKeys } from './token/keys.ts';
 import { RunTokenLease } from './token/lease.ts';
-import { TokenMinter } from './token/mint.ts';
+import { TokenMinter, type MintRequest } from './token/mint.ts';
 import { runInScope, type RunScope } from './token/scope.ts';
 import { TokenStore } from './token/store.ts';
 import { scopeSpan } from './trace.ts';
@@ -101,7 +102,7 @@ function lifetimeOf(value: string | number | undefined, capMs: number): number {
   return Math.min(ms, capMs);
 }
 
-export function createScopes(opts: ScopesOptions = {}): Scopes {
+function configOf(opts: ScopesOptions): Config {
   const env: Record<string, string | undefined> = {
     REDIS_URL: opts.redisUrl,
     JOBSCOPE_PREFIX: opts.prefix,
@@ -112,44 +113,62 @@ export function createScopes(opts: ScopesOptions = {}): Scopes {
     JOBSCOPE_TOKEN_MAX_LIFETIME: opts.tokenMaxLifetime === undefined ? undefined : String(opts.tokenMaxLifetime),
     JOBSCOPE_STATE_DIR: opts.stateDir,
   };
-  const config = loadConfig(Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined)));
-  const logger = opts.logger ?? createLogger('info');
-  const redis = connect(config.redisUrl, { enableAutoPipelining: true });
-  const minter = new TokenMinter(loadKeys(config), new TokenStore(redis, config.prefix), config.issuer);
-  const clients = new ServiceClients({ services: opts.services ?? {}, tokenHeader: config.tokenHeader });
-  /** Open scopes: close() revokes their tokens before it closes the connection. */
-  const open = new Map<AbortController, () => Promise<void>>();
-  let closed = false;
+  // The environment's names, filled from the options alone, so the one validation (config.ts) applies.
+  return loadConfig(Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined)));
+}
 
-  async function run<T>(spec: ScopeSpec, fn: (ctx: ScopeContext) => Promise<T> | T): Promise<T> {
-    if (closed) throw new ScopeError('scopes.close() was called: no new scope');
-    const subject = checkSubject(spec.subject);
+export function createScopes(opts: ScopesOptions = {}): Scopes {
+  return new ScopeHost(configOf(opts), opts.services ?? {}, opts.logger ?? createLogger('info'));
+}
+
+/** One Redis connection, the signing key and the service clients, shared by every scope it runs. */
+class ScopeHost implements Scopes {
+  private readonly config: Config;
+  private readonly logger: Logger;
+  private readonly redis: Redis;
+  private readonly minter: TokenMinter;
+  private readonly clients: ServiceClients;
+  /** Open scopes: close() revokes their tokens before it closes the connection. */
+  private readonly open = new Map<AbortController, () => Promise<void>>();
+  private closed = false;
+
+  constructor(config: Config, services: Record<string, string>, logger: Logger) {
+    this.config = config;
+    this.logger = logger;
+    this.redis = connect(config.redisUrl, { enableAutoPipelining: true });
+    this.minter = new TokenMinter(loadKeys(config), new TokenStore(this.redis, config.prefix), config.issuer);
+    this.clients = new ServiceClients({ services, tokenHeader: config.tokenHeader });
+  }
+
+  private lease(spec: ScopeSpec, subject: string, id: string, log: Logger): RunTokenLease {
     const audience = typeof spec.audience === 'string' ? [spec.audience] : [...(spec.audience ?? [])];
     if (audience.length === 0) throw new ConfigError(`scope ${subject}: audience names no service`);
     if (spec.id !== undefined && (typeof spec.id !== 'string' || spec.id.length > 256)) {
       throw new ScopeError(`scope ${subject}: id must be a string of at most 256 characters`);
     }
+    const request: MintRequest = {
+      job: subject,
+      subject,
+      run: id,
+      attempt: 1,
+      audience,
+      scope: spec.scope ?? [],
+      lifetimeMs: lifetimeOf(spec.lifetime, this.config.tokenMaxLifetimeMs),
+      ...(spec.act ? { act: spec.act } : {}),
+      ...(spec.id !== undefined ? { id: spec.id } : {}),
+    };
+    return new RunTokenLease(this.minter, request, log);
+  }
+
+  async run<T>(spec: ScopeSpec, fn: (ctx: ScopeContext) => Promise<T> | T): Promise<T> {
+    if (this.closed) throw new ScopeError('scopes.close() was called: no new scope');
+    const subject = checkSubject(spec.subject);
     const id = `scope:${randomUUID()}`;
+    const log = this.logger.child({ scope: id, subject });
+    const lease = this.lease(spec, subject, id, log);
     const info: RunInfo = { id, job: subject, attempt: 1, trigger: 'api', triggeredBy: spec.act?.sub ?? subject };
-    const log = logger.child({ scope: id, subject });
-    const lease = new RunTokenLease(
-      minter,
-      {
-        job: subject,
-        subject,
-        run: id,
-        attempt: 1,
-        audience,
-        scope: spec.scope ?? [],
-        lifetimeMs: lifetimeOf(spec.lifetime, config.tokenMaxLifetimeMs),
-        ...(spec.act ? { act: spec.act } : {}),
-        ...(spec.id !== undefined ? { id: spec.id } : {}),
-      },
-      log,
-    );
     const controller = new AbortController();
-    const onAbort = () => controller.abort(spec.signal?.reason);
-    spec.signal?.addEventListener('abort', onAbort, { once: true });
+    const scope: RunScope = { run: info, signal: controller.signal, tokens: lease, open: true };
     // One revocation, awaited by whoever ends the scope first: an abort (the caller's signal, close()) revokes at once, as a
     // run's abort does, and fn's end waits for that same revocation before it resolves.
     let revoking: Promise<void> | undefined;
@@ -161,24 +180,26 @@ export function createScopes(opts: ScopesOptions = {}): Scopes {
       scope.open = false;
       void revoke();
     });
-    const scope: RunScope = { run: info, signal: controller.signal, tokens: lease, open: true };
-    open.set(controller, revoke);
+    const onAbort = () => controller.abort(spec.signal?.reason);
+    spec.signal?.addEventListener('abort', onAbort, { once: true });
+    this.open.set(controller, revoke);
     if (spec.signal?.aborted) onAbort();
     return scopeSpan({ subject, scopeId: id, messageId: spec.id, traceparent: spec.traceparent }, async (parent) => {
       scope.trace = parent;
       try {
         await lease.start();
-        return await runInScope(scope, async () => fn(context(scope, subject, spec.id)));
+        return await runInScope(scope, async () => fn(this.context(scope, subject, spec.id)));
       } finally {
         scope.open = false;
-        open.delete(controller);
+        this.open.delete(controller);
         spec.signal?.removeEventListener('abort', onAbort);
         await revoke();
       }
     });
   }
 
-  function context(scope: RunScope, subject: string, messageId: string | undefined): ScopeContext {
+  private context(scope: RunScope, subject: string, messageId: string | undefined): ScopeContext {
+    const { clients } = this;
     const services = new Map<string, Got>();
     let http: Got | undefined;
     return {
@@ -196,17 +217,14 @@ export function createScopes(opts: ScopesOptions = {}): Scopes {
     };
   }
 
-  return {
-    run,
-    async close() {
-      closed = true;
-      const revoked = [...open].map(([controller, revoke]) => {
-        controller.abort(new ScopeError('scopes closed'));
-        return revoke();
-      });
-      await Promise.all(revoked);
-      await minter.close();
-      await redis.quit().catch(() => undefined);
-    },
-  };
+  async close(): Promise<void> {
+    this.closed = true;
+    const revoked = [...this.open].map(([controller, revoke]) => {
+      controller.abort(new ScopeError('scopes closed'));
+      return revoke();
+    });
+    await Promise.all(revoked);
+    await this.minter.close();
+    await this.redis.quit().catch(() => undefined);
+  }
 }
