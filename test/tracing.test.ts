@@ -4,7 +4,7 @@
 // attributes, and no token anywhere in what was exported.
 import assert from 'node:assert/strict';
 import { createPublicKey } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -12,6 +12,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import type { Runtime } from '../src/runtime/runtime.ts';
 import { generateEcPem } from '../src/token/keys.ts';
+import { createScopes } from '../src/scopes.ts';
 import { enableTracing, type Tracing } from '../src/trace.ts';
 import { startRedis, type TestRedis } from './helpers/redis.ts';
 import { jobsDir, removeDir, testRuntime } from './helpers/runtime.ts';
@@ -43,6 +44,7 @@ let server: TestServer;
 let service: VerifyingService;
 let receiver: http.Server;
 let tracing: Tracing | undefined;
+let keyFile: string;
 const exported: string[] = [];
 
 interface OtlpSpan {
@@ -89,7 +91,7 @@ before(async () => {
   redis = await startRedis();
   dir = jobsDir(JOBS);
   const pem = generateEcPem();
-  const keyFile = path.join(os.tmpdir(), `jobscope-trace-${process.pid}.pem`);
+  keyFile = path.join(os.tmpdir(), `jobscope-trace-${process.pid}.pem`);
   writeFileSync(keyFile, pem);
   service = await new VerifyingService({ audience: 'system', publicKey: createPublicKey(pem), redis: redis.url, prefix: PREFIX }).start();
   ({ runtime } = await testRuntime({
@@ -115,6 +117,7 @@ after(async () => {
   receiver?.close();
   await redis?.destroy();
   if (dir) removeDir(dir);
+  if (keyFile) rmSync(keyFile, { force: true });
 });
 
 test('one trace: trigger > run > attempt > client call > service request; attributes; no token exported', async () => {
@@ -203,4 +206,41 @@ test('one trace: trigger > run > attempt > client call > service request; attrib
   for (const call of service.calls) assert.ok(!bytes.includes(call.token!), 'a token was exported');
   assert.doesNotMatch(bytes, JWT_LIKE);
   assert.ok(!bytes.includes('not-exported'), 'a query string was exported');
+});
+
+test('a consumer scope continues the message traceparent: scope > client call > service request', async () => {
+  const scopes = createScopes({
+    redisUrl: redis.url,
+    prefix: PREFIX,
+    signingKeyFile: keyFile,
+    services: { system: service.url },
+  });
+  try {
+    const traceId = 'a1'.repeat(16);
+    const parentSpan = 'b2'.repeat(8);
+    exported.length = 0;
+    await scopes.run(
+      { subject: 'consumer:dict', audience: 'system', id: 'msg-7', traceparent: `00-${traceId}-${parentSpan}-01` },
+      async (ctx) => ctx.service('system').get('sys/dict/c').json(),
+    );
+    await tracing!.forceFlush();
+    await until(() => spansOf(exported).length >= 3, 10_000, 'the scope spans');
+    const spans = spansOf(exported);
+    const scope = spans.find((s) => s.name === 'scope consumer:dict')!;
+    const client = spans.find((s) => s.kind === 3)!;
+    const request = spans.find((s) => s.kind === 2)!;
+    assert.ok(scope && client && request, spans.map((s) => s.name).join(', '));
+    assert.deepEqual([scope.traceId, client.traceId, request.traceId], [traceId, traceId, traceId]);
+    assert.equal(scope.parentSpanId, parentSpan);
+    assert.equal(scope.kind, 5); // SPAN_KIND_CONSUMER
+    assert.equal(client.parentSpanId, scope.spanId);
+    assert.equal(request.parentSpanId, client.spanId);
+    assert.equal(attr(scope, 'messaging.message.id'), 'msg-7');
+    assert.equal(attr(scope, 'jobscope.outcome'), 'completed');
+    assert.equal(attr(request, 'jobscope.token.sub'), 'consumer:dict');
+    const token = service.calls.at(-1)!.token!;
+    assert.ok(!exported.join('\n').includes(token));
+  } finally {
+    await scopes.close();
+  }
 });
