@@ -13,6 +13,7 @@
 // in another process (or after RUN_SPAN_IDLE_MS) starts a new run span in the same trace, under the trigger.
 import { SpanKind, SpanStatusCode, trace, type Context, type Span, type Tracer, type TracerProvider } from '@opentelemetry/api';
 import type { RunInfo, RunOutcome } from './interfaces.ts';
+import { currentScope } from './token/scope.ts';
 
 /** A parent for spans: an OpenTelemetry context holding the span to nest under. */
 export type TraceParent = Context;
@@ -135,13 +136,15 @@ export async function traceTrigger<T>(
   fn: (traceparent?: string) => Promise<T>,
 ): Promise<T> {
   if (!tracer) return fn(undefined);
+  // A run started from inside a run or scope (ctx.trigger, then) continues its starter's trace.
+  const parent = currentScope()?.trace ?? root!;
   const span = tracer.startSpan(
     `trigger ${job}`,
     { kind: SpanKind.PRODUCER, attributes: { 'jobscope.job': job, 'jobscope.trigger': trigger, 'jobscope.triggered_by': by ?? 'api' } },
-    root,
+    parent,
   );
   try {
-    const result = await fn(traceparentOf(trace.setSpan(root!, span)));
+    const result = await fn(traceparentOf(trace.setSpan(parent, span)));
     const runId = (result as { runId?: unknown } | undefined)?.runId;
     if (typeof runId === 'string') span.setAttribute('jobscope.run.id', runId);
     return result;
