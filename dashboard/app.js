@@ -892,6 +892,12 @@ async function runPage() {
         h('dt', {}, 'triggered by'),
         h('dd', { id: 'run-by' }, byText(run.triggeredBy)),
         run.parent ? [h('dt', {}, 'parent run'), h('dd', { id: 'run-parent' }, runLink(run.parent))] : null,
+        run.traceUrl
+          ? [
+              h('dt', {}, 'trace'),
+              h('dd', { id: 'run-trace' }, h('a', { href: run.traceUrl, target: '_blank', rel: 'noopener' }, run.traceId)),
+            ]
+          : null,
         run.shard ? [h('dt', {}, 'shard'), h('dd', {}, `${run.shard.index + 1} of ${run.shard.total} (index ${run.shard.index})`)] : null,
         run.children.length
           ? [

@@ -15,6 +15,7 @@ import { Runtime } from './runtime/runtime.ts';
 import { adminCredentials, createApp, listen } from './server/app.ts';
 import { writeNewKey } from './token/keys.ts';
 import { createJobTokenVerifier, TokenRejectedError } from './token/verify.ts';
+import { enableTracing } from './trace.ts';
 
 const USAGE = `jobscope <command>
 
@@ -493,6 +494,8 @@ export async function main(argv: string[], io: CliIO = stdio): Promise<number> {
     io.out(USAGE);
     return command || values.help ? 0 : 2;
   }
+  // OTEL_EXPORTER_OTLP_ENDPOINT set: trace the runs, attempts and calls of this process (trace.ts); flushed at the end.
+  const tracing = ['start', 'worker', 'server', 'trigger'].includes(command) ? await enableTracing() : undefined;
   try {
     switch (command) {
       case 'start':
@@ -543,5 +546,7 @@ export async function main(argv: string[], io: CliIO = stdio): Promise<number> {
     }
     io.err(`jobscope: ${(err as Error).message}`);
     return 1;
+  } finally {
+    await tracing?.shutdown().catch(() => undefined);
   }
 }

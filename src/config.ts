@@ -39,6 +39,8 @@ export interface Config {
   alertWebhook: string | undefined;
   /** JOBSCOPE_PUBLIC_URL: the dashboard's address as people reach it (links in alerts). */
   publicUrl: string;
+  /** JOBSCOPE_TRACE_URL: a trace viewer's URL with `{traceId}` (Jaeger, Tempo): the Run page links to the run's trace. */
+  traceUrl: string | undefined;
   logLevel: string;
   /** Where the dev key and the embedded Redis keep their files. */
   stateDir: string;
@@ -131,6 +133,14 @@ function duration(name: string, value: string | undefined, fallback: number): nu
   const ms = parseDuration(value);
   if (ms === null) throw new ConfigError(`${name}: "${value}" is not a duration (examples: 500ms, 30s, 15m)`);
   return ms;
+}
+
+function traceUrl(value: string | undefined): string | undefined {
+  const url = httpUrl('JOBSCOPE_TRACE_URL', value);
+  if (url !== undefined && !url.includes('{traceId}')) {
+    throw new ConfigError('JOBSCOPE_TRACE_URL: must contain {traceId}, e.g. http://jaeger:16686/trace/{traceId}');
+  }
+  return url;
 }
 
 function httpUrl(name: string, value: string | undefined): string | undefined {
@@ -310,6 +320,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd()): Config 
     runawayGraceMs: duration('JOBSCOPE_RUNAWAY_GRACE', env.JOBSCOPE_RUNAWAY_GRACE, 30_000),
     alertWebhook: httpUrl('JOBSCOPE_ALERT_WEBHOOK', env.JOBSCOPE_ALERT_WEBHOOK),
     publicUrl: httpUrl('JOBSCOPE_PUBLIC_URL', env.JOBSCOPE_PUBLIC_URL) ?? `http://127.0.0.1:${parsePort(env.PORT, 3000)}`,
+    traceUrl: traceUrl(env.JOBSCOPE_TRACE_URL),
     logLevel,
     stateDir: path.resolve(cwd, env.JOBSCOPE_STATE_DIR || '.jobscope'),
     introspectClients: parseIntrospectClients(env.JOBSCOPE_INTROSPECT_CLIENTS),

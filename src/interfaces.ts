@@ -228,6 +228,8 @@ export interface RunReport {
   children: string[];
   /** A shard run's place in its broadcast. */
   shard: { index: number; total: number } | null;
+  /** The run's trace (tracing on when it was triggered), for JOBSCOPE_TRACE_URL. */
+  traceId: string | null;
 }
 
 /** Options of a trigger (API body beside `data`, CLI flags, dashboard form). */
@@ -245,6 +247,8 @@ export interface TriggerOptions {
   by?: string;
   /** The run that triggers this one (ctx.trigger, then). */
   parent?: string;
+  /** Set by tracing (trace.ts): the trigger span's W3C traceparent, kept in the run's options. */
+  traceparent?: string;
 }
 
 /** A live token as listed by `GET /api/tokens` (metadata only). */

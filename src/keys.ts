@@ -113,4 +113,6 @@ export interface RunMeta {
   parent?: string;
   /** A shard run's place in its broadcast. */
   shard?: { index: number; total: number };
+  /** W3C traceparent of the trigger's span, when tracing was on: the run continues that trace. */
+  traceparent?: string;
 }

@@ -30,6 +30,7 @@ import {
   type RunQuery,
 } from './runs.ts';
 import { pauseJob, resumeJob, syncSchedules, type SyncReport } from './schedules.ts';
+import { traceTrigger } from '../trace.ts';
 
 export interface ControlOptions {
   redisUrl: string;
@@ -187,7 +188,10 @@ export class Control {
   }
 
   trigger(job: string, data: unknown = {}, opts: TriggerOptions = {}): Promise<EnqueueResult> {
-    return this.queues.enqueue(job, data, opts);
+    // With tracing on, the run carries the trigger span's traceparent in its options (trace.ts), never in its data.
+    return traceTrigger(job, opts.by, opts.trigger ?? 'api', (traceparent) =>
+      this.queues.enqueue(job, data, traceparent ? { ...opts, traceparent } : opts),
+    );
   }
 
   cancel(runId: string, reason?: string): Promise<CancelResult> {

@@ -11,6 +11,7 @@ import { nextRuns } from '../jobs/schedule.ts';
 import { RedisKeys, RUN_FIELDS, type RunMeta } from '../keys.ts';
 import type { TokenStore } from '../token/store.ts';
 import { OverlapRules } from './overlap.ts';
+import { traceIdOf } from '../trace.ts';
 
 /** How many finished runs are kept for the API and dashboard, and how long, unless the environment or the job says otherwise. */
 export const DEFAULT_RETENTION: Retention = {
@@ -236,7 +237,7 @@ export class Queues {
       if (!claim.ok) throw new OverlapSkippedError(name, runIdOf(name, claim.others[0]));
       await Promise.all(claim.others.map((id) => this.cancel(runIdOf(name, id), 'replaced by a newer run').catch(() => undefined)));
     }
-    const meta: RunMeta = { by: opts.by, parent: opts.parent };
+    const meta: RunMeta = { by: opts.by, parent: opts.parent, ...(opts.traceparent ? { traceparent: opts.traceparent } : {}) };
     try {
       const added = await queue.add(opts.trigger ?? 'api', payload, {
         ...jobOptions(job),
@@ -396,5 +397,6 @@ export function toReport(name: string, job: Job, state: RunState, logs: string[]
     parent: meta.parent ?? null,
     children: fields?.children ?? [],
     shard: meta.shard ?? null,
+    traceId: traceIdOf(meta.traceparent),
   };
 }

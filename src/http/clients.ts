@@ -3,10 +3,19 @@
 // carries the token of the run it was made in, minted for that service alone, and a request made outside any run fails
 // instead of going out unauthenticated. A beforeError hook turns a refusal into an error that says what the service said
 // (ServiceRefusedError, still a got HTTPError), without the token.
-import got, { HTTPError, type BeforeErrorHook, type BeforeRequestHook, type Got, type RequestError, type Response } from 'got';
+import got, {
+  HTTPError,
+  type AfterResponseHook,
+  type BeforeErrorHook,
+  type BeforeRequestHook,
+  type Got,
+  type RequestError,
+  type Response,
+} from 'got';
 import { ScopeError, UnknownServiceError } from '../errors.ts';
 import { REDACTED, maskTokens, redactTokens } from '../redact.ts';
 import { currentScope } from '../token/scope.ts';
+import { clientSpan, type ClientSpan, type TraceParent } from '../trace.ts';
 
 export interface ClientOptions {
   services: Record<string, string>;
@@ -30,7 +39,9 @@ function attachToken(tokenHeader: string | undefined): BeforeRequestHook {
     const context = options.context as RunContext;
     const bound = context.jobscopeRun;
     if (!scope) {
-      throw new ScopeError('ctx.service()/ctx.http used outside a job run: there is no run token to send, so the request was not made');
+      throw new ScopeError(
+        'ctx.service()/ctx.http used outside a job run or scope: there is no run token to send, so the request was not made',
+      );
     }
     const ended = () => new ScopeError(`run ${scope.run.id} has ended: its token is revoked, so the request was not made`);
     if (!scope.open) throw ended();
@@ -42,8 +53,26 @@ function attachToken(tokenHeader: string | undefined): BeforeRequestHook {
     if (!scope.open) throw ended();
     options.headers.authorization = `Bearer ${token.raw}`;
     if (tokenHeader) options.headers[tokenHeader.toLowerCase()] = token.raw;
+    if (scope.trace) traceCall(options, scope.trace, context.jobscopeAudience);
   };
 }
+
+/** Each request's client span (trace.ts), by got's per-request options, until its response or error ends it. */
+const calls = new WeakMap<object, ClientSpan>();
+
+function traceCall(options: Parameters<BeforeRequestHook>[0], parent: TraceParent, service: string | undefined): void {
+  calls.get(options)?.end(undefined, 'retried'); // a retry after a network error: the previous try's span ends here
+  const url = options.url instanceof URL ? options.url : new URL(String(options.url));
+  const span = clientSpan(parent, options.method, url, service, options.headers);
+  if (span) calls.set(options, span);
+}
+
+const endCall: AfterResponseHook = (response) => {
+  const options = response.request.options;
+  calls.get(options)?.end(response.statusCode);
+  calls.delete(options);
+  return response;
+};
 
 /** What a service said about why it refused a call: a stable reason code, its words, the scope a route needs. */
 export interface RefusalReason {
@@ -184,6 +213,10 @@ function explainRefusal(tokenHeader: string | undefined): BeforeErrorHook {
       tokens.push(value.replace(/^Bearer\s+/i, ''));
       headers![name] = name === 'authorization' ? `Bearer ${REDACTED}` : REDACTED;
     }
+    if (error.options) {
+      calls.get(error.options)?.end(undefined, error);
+      calls.delete(error.options);
+    }
     if (!(error instanceof HTTPError) || error instanceof ServiceRefusedError) return error;
     const service = options?.context?.jobscopeAudience;
     return new ServiceRefusedError(error.response as Response, service, refusalReason(error.response as Response, tokens), tokens);
@@ -203,7 +236,11 @@ export class ServiceClients {
       timeout: { connect: 5000, request: opts.requestTimeoutMs ?? 30_000 },
       // Retries stay idempotent-only (got's default methods); 401/403 are not retried: a fresh try would carry the same token.
       retry: { limit: 2, statusCodes: [408, 429, 500, 502, 503, 504] },
-      hooks: { beforeRequest: [attachToken(opts.tokenHeader)], beforeError: [explainRefusal(opts.tokenHeader)] },
+      hooks: {
+        beforeRequest: [attachToken(opts.tokenHeader)],
+        afterResponse: [endCall],
+        beforeError: [explainRefusal(opts.tokenHeader)],
+      },
     });
     this.plain = base;
     for (const [name, url] of Object.entries(opts.services)) this.bases.set(name, base.extend({ prefixUrl: url }));

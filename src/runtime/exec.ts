@@ -8,6 +8,7 @@ import { ExecFailedError, ScopeError } from '../errors.ts';
 import type { ExecOptions, ExecResult, JobContext } from '../interfaces.ts';
 import { maskTokens, redactTokens } from '../redact.ts';
 import type { RunScope } from '../token/scope.ts';
+import { traceparentFor } from '../trace.ts';
 
 /** How long a process group has between SIGTERM and SIGKILL. */
 export const EXEC_KILL_GRACE_MS = 5000;
@@ -63,6 +64,9 @@ export async function runEnv(run: ExecRun): Promise<Record<string, string>> {
     const url = run.services[audience];
     if (url) env[`JOBSCOPE_SERVICE_${envName(audience)}_URL`] = url;
   }
+  // The process continues the run's trace (the OpenTelemetry convention for environment propagation).
+  const traceparent = traceparentFor(run.scope.trace);
+  if (traceparent) env.TRACEPARENT = traceparent;
   return env;
 }
 

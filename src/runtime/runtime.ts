@@ -37,7 +37,8 @@ export type RuntimeConfig = Pick<
   | 'publicUrl'
   | 'stateDir'
   | 'retention'
->;
+> &
+  Partial<Pick<Config, 'traceUrl'>>;
 
 /**
  * The worker host of one process, on top of a control plane: signing keys, the token minter, the service clients and the
@@ -109,7 +110,13 @@ export class Runtime {
 
   /** What the HTTP server needs of this process: the control plane, the JWKS, and the workers whose runs /metrics counts. */
   serverParts() {
-    return { control: this.control, jwks: () => this.minter.jwks(), workers: this.workers, alerts: this.workers && this.alerts };
+    return {
+      control: this.control,
+      jwks: () => this.minter.jwks(),
+      workers: this.workers,
+      alerts: this.workers && this.alerts,
+      traceUrl: this.config.traceUrl,
+    };
   }
 
   ready(timeoutMs = 10_000): Promise<void> {

@@ -31,6 +31,7 @@ import { redactTokens, redactValue } from '../redact.ts';
 import { bindExec } from './exec.ts';
 import { runInScope, type RunScope } from '../token/scope.ts';
 import { greetingOf, RedisErrorLog } from './redis.ts';
+import { attemptSpan, type AttemptSpan } from '../trace.ts';
 import type { Alerts, FinishedRun } from '../control/alerts.ts';
 import type { Control } from '../control/control.ts';
 import {
@@ -218,7 +219,7 @@ function runLog(logger: Logger, bindings: Record<string, unknown>): RunLog {
 }
 
 /** `ctx.token`: the scope's current tokens (re-mints included). Prints and serialises as claims only. */
-class ScopedToken implements RunToken {
+export class ScopedToken implements RunToken {
   readonly #scope: RunScope;
   constructor(scope: RunScope) {
     this.#scope = scope;
@@ -401,8 +402,12 @@ export class Workers extends EventEmitter<RunEvents> {
     };
     const log = runLog(logger, { job: job.name, run: run.id, attempt });
     const started = Date.now();
+    // Tracing (trace.ts): the run's and this attempt's spans, from the lease on (end() may run before, for a refusal).
+    // eslint-disable-next-line prefer-const
+    let traced: AttemptSpan | undefined;
     const end = (outcome: RunOutcome, final = false, error: string | null = null) => {
       const durationMs = Date.now() - started;
+      traced?.end(outcome, final);
       this.emit('run:end', { job: job.name, runId: run.id, attempt, outcome, durationMs });
       if (final) this.outcomes?.push({ job, runId: run.id, outcome, error, attempts: attempt, durationMs });
     };
@@ -438,6 +443,7 @@ export class Workers extends EventEmitter<RunEvents> {
 
     if (job.shards !== undefined && !meta.shard) return this.broadcast(job, bullJob, lock, run, log, end);
 
+    traced = attemptSpan(run, meta.traceparent);
     const lease = new RunTokenLease(
       minter,
       {
@@ -494,7 +500,7 @@ export class Workers extends EventEmitter<RunEvents> {
     let handler: Promise<unknown> | undefined;
     try {
       await lease.start();
-      scope = { run, signal, tokens: lease, open: !signal.aborted };
+      scope = { run, signal, tokens: lease, open: !signal.aborted, trace: traced?.context };
       const ctx = this.context(job, scope, data, bullJob, lease.raws, clients, meta);
       handler = runInScope(scope, async () => job.definition.run(ctx));
       const result = redactValue(await Promise.race([handler, aborted]), lease.raws);
@@ -515,6 +521,7 @@ export class Workers extends EventEmitter<RunEvents> {
       throw recorded;
     } finally {
       if (scope) scope.open = false;
+      traced?.close();
       clearTimeout(timer);
       stopWatching?.();
       bullSignal?.removeEventListener('abort', onCancel);

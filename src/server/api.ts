@@ -53,7 +53,7 @@ function objectBody(body: unknown): body is Record<string, unknown> {
   return typeof body === 'object' && body !== null && !Array.isArray(body);
 }
 
-export function apiRouter(control: Control, bodyLimit: string): Router {
+export function apiRouter(control: Control, bodyLimit: string, traceUrl?: string): Router {
   const api = express.Router();
   api.use(express.json({ limit: bodyLimit }));
 
@@ -135,7 +135,9 @@ export function apiRouter(control: Control, bodyLimit: string): Router {
     }
   });
   api.get('/runs/:runId', async (req, res) => {
-    res.json(await control.runDetail(String(req.params.runId)));
+    const run = await control.runDetail(String(req.params.runId));
+    // traceId is 32 hex digits (trace.ts): safe to put in the operator's URL template.
+    res.json(traceUrl && run.traceId ? { ...run, traceUrl: traceUrl.replace('{traceId}', run.traceId) } : run);
   });
   api.post('/runs/:runId/retry', operatorOnly, async (req, res) => {
     const runId = String(req.params.runId);

@@ -44,6 +44,8 @@ export interface ServerOptions {
   loginLimit?: { max: number; windowMs: number };
   /** Where jobscope's pages are (default: the package's dashboard/ folder). */
   dashboardDir?: string;
+  /** JOBSCOPE_TRACE_URL (`{traceId}`): the run view gains `traceUrl`, which the Run page links to. */
+  traceUrl?: string;
 }
 
 const STATUS_OF: Record<string, number> = {
@@ -224,7 +226,7 @@ export function createApp(opts: ServerOptions): express.Express {
 
   // The guard reads headers only, so it runs before the login (no scrypt, no limiter for refused requests); the body is
   // parsed after it (nothing is read for an unknown client), once, with the depth limit: the routes' own parsers skip it.
-  app.use('/api', guard, auth, audit(logger, 'api'), body, jobAccess(control.registry), apiRouter(control, bodyLimit));
+  app.use('/api', guard, auth, audit(logger, 'api'), body, jobAccess(control.registry), apiRouter(control, bodyLimit, opts.traceUrl));
 
   app.use(BOARD_PATH, guard, auth, audit(logger, 'board'), body, createBoards(control.queues, bodyLimit).router);
   app.get('/', (_req, res) => res.redirect('/dashboard/'));

@@ -88,6 +88,7 @@ export function introspection(config: IntrospectConfig, parts: IntrospectParts):
           run: c.run,
           att: c.att,
           ...(c.act ? { act: c.act } : {}),
+          ...(c.id !== undefined ? { id: c.id } : {}),
           token_type: 'Bearer',
         });
       } catch (err) {

@@ -18,6 +18,10 @@ export interface MintRequest {
   lifetimeMs: number;
   /** RFC 8693 actor: on whose behalf the run acts (who triggered it), if someone or something did. */
   act?: { sub: string; run?: string };
+  /** `sub` when it is not the job (a background-work scope: `consumer:orders`); default `job:<job>`. */
+  subject?: string;
+  /** The `id` claim: what a scope handles (a message id), for the receiving service. */
+  id?: string;
 }
 
 export interface MintedToken {
@@ -56,7 +60,7 @@ export class TokenMinter {
     const iat = Math.floor(nowMs / 1000);
     const claims: TokenClaims = {
       iss: this.issuer,
-      sub: `job:${req.job}`,
+      sub: req.subject ?? `job:${req.job}`,
       aud: req.audience,
       scope: req.scope.join(' '),
       jti: randomUUID(),
@@ -66,6 +70,7 @@ export class TokenMinter {
       run: req.run,
       att: req.attempt,
       ...(req.act ? { act: req.act } : {}),
+      ...(req.id !== undefined ? { id: req.id } : {}),
     };
     return claims;
   }

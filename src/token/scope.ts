@@ -2,6 +2,7 @@
 // sees its own run's frame and no other, so concurrent runs in one process never see each other's token.
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { RunInfo, TokenClaims } from '../interfaces.ts';
+import type { TraceParent } from '../trace.ts';
 
 export interface ScopeToken {
   raw: string;
@@ -25,6 +26,8 @@ export interface RunScope {
   tokens: RunTokens;
   /** False once the run has ended: a continuation that outlives its run must not send a revoked token. */
   open: boolean;
+  /** The span its service calls nest under, when tracing is on (trace.ts). */
+  trace?: TraceParent;
 }
 
 const storage = new AsyncLocalStorage<RunScope>();

@@ -143,7 +143,8 @@ export class TokenStore {
   async register(claims: TokenClaims, expiresAtMs: number, lock?: ExecutionLock): Promise<void> {
     const ttl = Math.max(1, expiresAtMs - Date.now());
     const meta: Omit<LiveToken, 'jti'> = {
-      job: claims.sub.slice('job:'.length),
+      // A scope's token (background work outside runs) lists its workload subject (`consumer:orders`) as is.
+      job: claims.sub.startsWith('job:') ? claims.sub.slice('job:'.length) : claims.sub,
       run: claims.run,
       att: claims.att,
       aud: claims.aud,

@@ -2,7 +2,9 @@
 // at the moment the request arrived.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import express from 'express';
 import type { Redis } from 'ioredis';
+import { createJobTokenVerifier, type JobTokenVerifier, type VerifyOptions } from '../../src/token/verify.ts';
 
 export interface Received {
   path: string;
@@ -78,5 +80,67 @@ export class RecordingService {
   async stop(): Promise<void> {
     this.server?.closeAllConnections();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  }
+}
+
+/** What a verifying service accepted or refused: the verified claims (or the refusal code) and the raw token it got. */
+export interface Verified {
+  path: string;
+  status: number;
+  token: string | undefined;
+  claims: Record<string, unknown> | undefined;
+  error: string | undefined;
+  headers: http.IncomingHttpHeaders;
+}
+
+/**
+ * A real service on 127.0.0.1 that checks every request with @jobscope/verify's middleware (signature, claims, liveness in
+ * Redis: no change on the service side) and records what it accepted or refused. `delayMs` holds accepted requests.
+ */
+export class VerifyingService {
+  calls: Verified[] = [];
+  url = '';
+  delayMs = 0;
+  private server: http.Server | undefined;
+  private readonly verifier: JobTokenVerifier;
+
+  constructor(opts: VerifyOptions) {
+    this.verifier = createJobTokenVerifier(opts);
+  }
+
+  async start(): Promise<this> {
+    const app = express();
+    const record = (req: express.Request, status: number, error?: string) => {
+      const auth = req.headers.authorization;
+      this.calls.push({
+        path: req.path,
+        status,
+        token: auth?.startsWith('Bearer ') ? auth.slice(7) : undefined,
+        claims: req.jobToken as Record<string, unknown> | undefined,
+        error,
+        headers: req.headers,
+      });
+    };
+    const middleware = this.verifier.middleware();
+    app.use((req, res, next) => {
+      res.once('finish', () => res.statusCode >= 400 && record(req, res.statusCode, String(res.statusCode)));
+      middleware(req, res, next);
+    });
+    app.all('/*splat', async (req, res) => {
+      record(req, 200);
+      if (this.delayMs) await new Promise((r) => setTimeout(r, this.delayMs));
+      res.json({ ok: true, sub: req.jobToken?.sub, id: req.jobToken?.id ?? null, jti: req.jobToken?.jti });
+    });
+    this.server = await new Promise<http.Server>((resolve) => {
+      const s = app.listen(0, '127.0.0.1', () => resolve(s));
+    });
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    return this;
+  }
+
+  async stop(): Promise<void> {
+    this.server?.closeAllConnections();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    await this.verifier.close();
   }
 }

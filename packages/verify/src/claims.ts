@@ -6,7 +6,7 @@ import { TokenRejectedError } from './errors.ts';
 /** The claims of a verified jobscope run token (RFC 9068 shape plus jobscope's `run` and `att`). */
 export interface JobTokenClaims {
   iss: string;
-  /** `job:<name>` */
+  /** `job:<name>`, or a workload (`consumer:orders`) for a token of background work outside runs. */
   sub: string;
   /** Always a list here (a single-string `aud` is normalised). */
   aud: string[];
@@ -23,6 +23,8 @@ export interface JobTokenClaims {
   att: number;
   /** RFC 8693 actor: who or what triggered the run (`user:<name>`, or the parent job and run). */
   act?: { sub: string; run?: string };
+  /** What a background-work scope handles (a message id), when it said so. */
+  id?: string;
 }
 
 const REQUIRED = ['iss', 'sub', 'aud', 'jti', 'iat', 'exp', 'run'] as const;
@@ -61,6 +63,7 @@ export function typedClaims(payload: unknown): JobTokenClaims {
   if (act !== undefined && (!act || typeof act !== 'object' || typeof (act as { sub?: unknown }).sub !== 'string')) {
     throw new TokenRejectedError('malformed', 'act must be an object with a string sub');
   }
+  if (p.id !== undefined && typeof p.id !== 'string') throw new TokenRejectedError('malformed', 'id must be a string');
   return {
     ...(p as unknown as JobTokenClaims),
     aud: Array.isArray(aud) ? aud : [aud],
