@@ -74,9 +74,12 @@ async function openRuntime({ config, logger }: Env, registry: Registry): Promise
 
 /** What list, trigger, cancel, pause and resume need: the control plane alone (one connection, no keys, nothing on disk). */
 async function openControl({ config, logger }: Env, registry: Registry): Promise<Control> {
-  const control = new Control({ redisUrl: config.redisUrl, prefix: config.prefix, registry, logger, retention: config.retention });
+  const { redisUrl, prefix, project, retention } = config;
+  const control = new Control({ redisUrl, prefix, registry, logger, retention, project });
   try {
     await control.ready();
+    // Another project's runners on this prefix would run (or have run) what this command touches: refuse.
+    await control.checkProject(false);
   } catch (err) {
     await control.close();
     throw err;
@@ -152,18 +155,20 @@ async function serve(env: Env, mode: 'start' | 'worker' | 'server', flags: Serve
 async function startServing(env: Env, mode: 'start' | 'worker' | 'server', flags: ServeFlags, io: CliIO, serving: Serving): Promise<void> {
   const { config, logger } = env;
   const registry = await loadRegistry(config.jobsDir);
-  if (mode === 'start' && !config.redisUrlExplicit && !(await isListening('127.0.0.1', 6379))) {
-    serving.embedded = await startEmbeddedRedis(path.join(config.stateDir, 'redis'));
+  const port = config.embeddedRedisPort;
+  if (mode === 'start' && !config.redisUrlExplicit && !(await isListening('127.0.0.1', port))) {
+    serving.embedded = await startEmbeddedRedis(path.join(config.stateDir, 'redis'), port);
     logger.info(
-      { dir: path.join(config.stateDir, 'redis') },
-      `no REDIS_URL and nothing on 127.0.0.1:6379: started an embedded redis-server`,
+      { dir: path.join(config.stateDir, 'redis'), pid: serving.embedded.pid },
+      `no REDIS_URL and nothing on 127.0.0.1:${port}: started an embedded redis-server`,
     );
   }
   const runtime = (serving.runtime = await openRuntime(env, registry));
+  await runtime.control.checkProject(true);
   if (runtime.keys.warning) logger.warn(runtime.keys.warning);
   logger.info(
-    { redis: redactUrl(config.redisUrl), prefix: config.prefix, jobs: registry.names },
-    `loaded ${registry.names.length} job(s) from ${config.jobsDir}`,
+    { redis: redactUrl(config.redisUrl), prefix: config.prefix, project: config.project, jobs: registry.names },
+    `loaded ${registry.names.length} job(s) of project "${config.project}" from ${config.jobsDir} (Redis prefix "${config.prefix}")`,
   );
 
   let server: import('node:http').Server | undefined;

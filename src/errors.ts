@@ -44,6 +44,15 @@ export class JobFilesError extends JobscopeError {
   }
 }
 
+/** This prefix of this Redis already holds another project's jobs (control/project.ts). */
+export class ProjectConflictError extends JobscopeError {
+  readonly owner: string;
+  constructor(message: string, owner: string) {
+    super('ERR_PROJECT_CONFLICT', message);
+    this.owner = owner;
+  }
+}
+
 export class UnknownJobError extends JobscopeError {
   constructor(name: string, known: string[]) {
     super('ERR_UNKNOWN_JOB', `unknown job "${name}"; known jobs: ${known.join(', ') || '(none)'}`);

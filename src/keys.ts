@@ -52,6 +52,14 @@ export class RedisKeys {
   get registry(): string {
     return `${this.prefix}:registry`;
   }
+  /** The project (package name) whose runners own this prefix: another project's runners refuse to start on it. */
+  get project(): string {
+    return `${this.prefix}:project`;
+  }
+  /** Hash job name -> the project whose runner created its schedule: sync removes only its own project's schedules. */
+  get scheduleOwners(): string {
+    return `${this.prefix}:schedule-owner`;
+  }
   /** Hash worker id -> its heartbeat (host, pid, versions, groups, jobs, active runs, startedAt, lastSeen). */
   get workers(): string {
     return `${this.prefix}:workers`;

@@ -29,6 +29,7 @@ import {
   type RunPage,
   type RunQuery,
 } from './runs.ts';
+import { checkProject } from './project.ts';
 import { pauseJob, resumeJob, syncSchedules, type SyncReport } from './schedules.ts';
 
 export interface ControlOptions {
@@ -40,6 +41,8 @@ export interface ControlOptions {
   connection?: Redis;
   /** Retention defaults (JOBSCOPE_KEEP_*) for the runs this control plane enqueues; default: the built-in ones. */
   retention?: Retention;
+  /** The project this runner belongs to (config.project): schedule sync removes only this project's schedules. */
+  project?: string;
 }
 
 /** A job as GET /api/jobs lists it: DESIGN.md's fields, plus what the Jobs page shows. */
@@ -120,6 +123,7 @@ export class Control {
   readonly tokens: TokenStore;
   /** The run history across jobs (GET /api/runs) and a job's statistics. */
   readonly runIndex: RunIndex;
+  readonly project: string | undefined;
   private readonly redisUrl: string;
   private readonly ownsConnection: boolean;
   /** One QueueEvents (a blocking connection of its own) per job whose runs someone waits for. */
@@ -128,6 +132,7 @@ export class Control {
   constructor(opts: ControlOptions) {
     this.registry = opts.registry;
     this.prefix = opts.prefix;
+    this.project = opts.project;
     this.redisUrl = opts.redisUrl;
     this.ownsConnection = !opts.connection;
     this.redis = opts.connection ?? connect(opts.redisUrl);
@@ -183,7 +188,16 @@ export class Control {
 
   /** Makes the schedulers in Redis equal the schedules of this registry (see schedules.ts). */
   syncSchedules(logger?: Logger): Promise<SyncReport> {
-    return syncSchedules(this.queues, logger);
+    return syncSchedules(this.queues, logger, this.project);
+  }
+
+  /**
+   * Refuses when this prefix belongs to another project with jobs there; with `claim` (a runner), takes an unowned one.
+   * Without a project (tests, embedding) there is nothing to check.
+   */
+  checkProject(claim: boolean): Promise<void> {
+    if (this.project === undefined) return Promise.resolve();
+    return checkProject({ redis: this.redis, keys: this.queues.keys, redisUrl: this.redisUrl, project: this.project, claim });
   }
 
   report(runId: string): Promise<RunReport> {

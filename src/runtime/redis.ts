@@ -55,6 +55,8 @@ export function isListening(host: string, port: number, timeoutMs = 500): Promis
 
 export interface EmbeddedRedis {
   url: string;
+  /** The redis-server's process id (and process group: it runs in a group of its own). */
+  pid: number;
   stop(): Promise<void>;
 }
 
@@ -117,6 +119,7 @@ export async function startEmbeddedRedis(dir: string, port = 6379): Promise<Embe
   }
   return {
     url: `redis://127.0.0.1:${port}`,
+    pid: child.pid!,
     async stop() {
       if (child.exitCode === null) {
         child.kill('SIGTERM');

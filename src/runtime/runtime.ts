@@ -36,7 +36,8 @@ export type RuntimeConfig = Pick<
   | 'publicUrl'
   | 'stateDir'
   | 'retention'
->;
+> &
+  Partial<Pick<Config, 'project'>>;
 
 /**
  * The worker host of one process, on top of a control plane: signing keys, the token minter, the service clients and the
@@ -65,7 +66,14 @@ export class Runtime {
     this.config = config;
     this.registry = registry;
     this.logger = logger;
-    this.control = new Control({ redisUrl: config.redisUrl, prefix: config.prefix, registry, logger, retention: config.retention });
+    this.control = new Control({
+      redisUrl: config.redisUrl,
+      prefix: config.prefix,
+      registry,
+      logger,
+      retention: config.retention,
+      project: config.project,
+    });
     // Token registrations and revocations of many concurrent runs share round trips (see notes/BASELINE.md).
     this.tokenRedis = connect(config.redisUrl, { enableAutoPipelining: true });
     this.keys = keys ?? loadKeys(config);
