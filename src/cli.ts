@@ -113,15 +113,19 @@ interface Serving {
   watcher?: JobsWatcher;
 }
 
+/** Stops in order: no new requests, the workers (hand-backs and revocations need Redis), and the embedded Redis last. */
 async function stopServing({ server, runtime, embedded, watcher }: Serving): Promise<void> {
-  watcher?.close();
-  if (server) {
-    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-    server.closeIdleConnections();
-    await closed;
+  try {
+    watcher?.close();
+    if (server) {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      await closed;
+    }
+    await runtime?.close();
+  } finally {
+    await embedded?.stop();
   }
-  await runtime?.close();
-  await embedded?.stop();
 }
 
 interface ServeFlags {
@@ -147,10 +151,23 @@ async function serve(env: Env, mode: 'start' | 'worker' | 'server', flags: Serve
   const { config, logger } = env;
   const sig = await untilSignal(logger);
   logger.info({ signal: sig, deadlineMs: config.shutdownTimeoutMs }, 'shutting down: no new runs; waiting for active runs');
-  await stopServing(serving);
+  // The workers hand back what is still active at the deadline; past it (plus time to close connections) exit anyway, the
+  // embedded Redis last.
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), config.shutdownTimeoutMs + SHUTDOWN_SLACK_MS)));
+  const outcome = await Promise.race([stopServing(serving).then(() => 'stopped' as const), late]);
+  clearTimeout(timer);
+  if (outcome === 'late') {
+    logger.error({ deadlineMs: config.shutdownTimeoutMs + SHUTDOWN_SLACK_MS }, 'shutdown passed its deadline: exiting now');
+    await serving.embedded?.stop();
+    return 1;
+  }
   logger.info('stopped');
   return 0;
 }
+
+/** Time beyond JOBSCOPE_SHUTDOWN_TIMEOUT for handing back runs and closing connections before the process exits anyway. */
+const SHUTDOWN_SLACK_MS = 5000;
 
 async function startServing(env: Env, mode: 'start' | 'worker' | 'server', flags: ServeFlags, io: CliIO, serving: Serving): Promise<void> {
   const { config, logger } = env;

@@ -106,9 +106,16 @@ export async function startEmbeddedRedis(dir: string, port = 6379): Promise<Embe
       '--logfile',
       'redis.log',
     ],
-    { stdio: 'ignore' },
+    // A group of its own: a terminal's Ctrl-C goes to jobscope's group only, so Redis outlives the graceful shutdown
+    // (hand-backs, revocations) that needs it; jobscope stops it last.
+    { stdio: 'ignore', detached: true },
   );
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  // Outside the terminal's group it would outlive a jobscope that exits any other way (an error, a second Ctrl-C).
+  const orphanGuard = () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+  };
+  process.once('exit', orphanGuard);
   const deadline = Date.now() + 10_000;
   while (!(await isListening('127.0.0.1', port))) {
     if (child.exitCode !== null || Date.now() > deadline) {
@@ -121,7 +128,8 @@ export async function startEmbeddedRedis(dir: string, port = 6379): Promise<Embe
     url: `redis://127.0.0.1:${port}`,
     pid: child.pid!,
     async stop() {
-      if (child.exitCode === null) {
+      process.off('exit', orphanGuard);
+      if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGTERM');
         await exited;
       }
