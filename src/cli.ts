@@ -1,17 +1,17 @@
 // The command line, thin: parses arguments and calls the modules that own each concern.
-import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadConfig, readDotEnv, type Config } from './config.ts';
-import { JobFilesError, JobscopeError, OverlapSkippedError, RunWaitTimeoutError } from './errors.ts';
+import { JobFilesError, JobscopeError } from './errors.ts';
 import { watchJobs, type JobsWatcher } from './jobs/watch.ts';
 import { loadRegistry, type Registry } from './jobs/registry.ts';
 import { describeSchedule } from './jobs/schedule.ts';
-import { createLogger, type Logger } from './log.ts';
+import type { Logger } from './log.ts';
 import { isListening, startEmbeddedRedis, type EmbeddedRedis } from './runtime/redis.ts';
-import { Control } from './control/control.ts';
 import { redactUrl } from './redact.ts';
 import { Runtime } from './runtime/runtime.ts';
+import { environment, list_, openControl, UsageError, type CliIO, type Env } from './cli/common.ts';
+import { trigger } from './cli/trigger.ts';
+import { usersCommand } from './cli/users.ts';
 import { adminCredentials, createApp, listen } from './server/app.ts';
 import { writeNewKey } from './token/keys.ts';
 import { createJobTokenVerifier, TokenRejectedError } from './token/verify.ts';
@@ -38,53 +38,15 @@ const USAGE = `jobscope <command>
 
 Configuration: environment variables (and a .env file); see README.md.`;
 
-export interface CliIO {
-  out(line: string): void;
-  err(line: string): void;
-}
-
 const stdio: CliIO = {
   out: (l) => process.stdout.write(l + '\n'),
   err: (l) => process.stderr.write(l + '\n'),
 };
 
-class UsageError extends JobscopeError {
-  constructor(message: string) {
-    super('ERR_USAGE', message);
-  }
-}
-
-interface Env {
-  config: Config;
-  logger: Logger;
-}
-
-function environment(level?: string): Env {
-  const config = loadConfig(readDotEnv(path.resolve('.env'), process.env));
-  // Logs go to stderr, so stdout stays clean for the JSON that `trigger --wait` and `list --json` print.
-  const logger = createLogger(level ?? config.logLevel, { write: (s: string) => process.stderr.write(s) });
-  return { config, logger };
-}
-
 async function openRuntime({ config, logger }: Env, registry: Registry): Promise<Runtime> {
   const runtime = new Runtime(config, registry, logger);
   await runtime.ready();
   return runtime;
-}
-
-/** What list, trigger, cancel, pause and resume need: the control plane alone (one connection, no keys, nothing on disk). */
-async function openControl({ config, logger }: Env, registry: Registry): Promise<Control> {
-  const { redisUrl, prefix, project, retention } = config;
-  const control = new Control({ redisUrl, prefix, registry, logger, retention, project });
-  try {
-    await control.ready();
-    // Another project's runners on this prefix would run (or have run) what this command touches: refuse.
-    await control.checkProject(false);
-  } catch (err) {
-    await control.close();
-    throw err;
-  }
-  return control;
 }
 
 /** Resolves on the first SIGINT/SIGTERM; any signal after that exits at once. */
@@ -133,12 +95,6 @@ interface ServeFlags {
   group?: string;
   watch?: boolean;
 }
-
-const list_ = (value: string | undefined) =>
-  value
-    ?.split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
 
 async function serve(env: Env, mode: 'start' | 'worker' | 'server', flags: ServeFlags, io: CliIO): Promise<number> {
   const serving: Serving = {};
@@ -264,91 +220,6 @@ async function list(env: Env, json: boolean, io: CliIO): Promise<number> {
   }
 }
 
-function osUser(): string {
-  try {
-    return os.userInfo().username;
-  } catch {
-    return 'unknown';
-  }
-}
-
-/** Exit code of a trigger that overlap 'skip' refused (1 is a failed run, 2 a usage error). */
-const EXIT_SKIPPED = 3;
-
-async function trigger(
-  env: Env,
-  name: string | undefined,
-  flags: { data?: string; wait?: boolean; timeout?: string; delay?: string; at?: string; priority?: string; key?: string },
-  io: CliIO,
-): Promise<number> {
-  if (!name) throw new UsageError('usage: jobscope trigger <job> [--data JSON] [--delay 5m | --at ISO] [--priority N] [--key K] [--wait]');
-  const priority = flags.priority === undefined ? undefined : Number(flags.priority);
-  if (priority !== undefined && !Number.isInteger(priority)) throw new UsageError(`--priority "${flags.priority}" is not an integer`);
-  let data: unknown = {};
-  if (flags.data !== undefined) {
-    try {
-      data = JSON.parse(flags.data);
-    } catch {
-      throw new UsageError(`--data is not valid JSON: ${flags.data}`);
-    }
-  }
-  const registry = await loadRegistry(env.config.jobsDir);
-  const control = await openControl(env, registry);
-  try {
-    let runId: string;
-    try {
-      const added = await control.trigger(name, data, {
-        trigger: 'manual',
-        by: `cli:${osUser()}`,
-        delay: flags.delay,
-        at: flags.at,
-        priority,
-        key: flags.key,
-      });
-      runId = added.runId;
-      if (!flags.wait) {
-        io.out(JSON.stringify(added));
-        return 0;
-      }
-    } catch (err) {
-      if (!(err instanceof OverlapSkippedError)) throw err;
-      io.err(`jobscope: ${err.message}`);
-      io.out(JSON.stringify({ error: err.code, blocking: err.blocking }));
-      return EXIT_SKIPPED;
-    }
-    const { parseDuration } = await import('./duration.ts');
-    const limit = flags.timeout ? parseDuration(flags.timeout) : null;
-    if (flags.timeout && limit === null) throw new UsageError(`--timeout "${flags.timeout}" is not a duration (example: 5m)`);
-    // Waits through BullMQ's QueueEvents (Control.waitForRun); after 5 s it says so if no worker serves the job.
-    const warn = setTimeout(() => {
-      void control.hasWorkers(name).then(
-        async (serving) => {
-          if (serving) return;
-          const { state } = await control.report(runId);
-          io.err(
-            `jobscope: ${runId} is ${state}, and no worker is connected for "${name}": start one with \`jobscope worker\` or \`jobscope start\``,
-          );
-        },
-        () => undefined,
-      );
-    }, 5000);
-    try {
-      const report = await control.waitForRun(runId, limit ?? undefined);
-      const { state, outcome, attempts, result, error, triggeredBy, children } = report;
-      io.out(JSON.stringify({ runId, state, outcome, attempts, result, error, triggeredBy, children }, null, 2));
-      return outcome === 'completed' ? 0 : 1;
-    } catch (err) {
-      if (!(err instanceof RunWaitTimeoutError)) throw err;
-      io.out(JSON.stringify({ runId, state: err.state, error: `still ${err.state} after ${flags.timeout}` }, null, 2));
-      return 1;
-    } finally {
-      clearTimeout(warn);
-    }
-  } finally {
-    await control.close();
-  }
-}
-
 async function verifyCommand(env: Env, token: string | undefined, audience: string | undefined, io: CliIO): Promise<number> {
   if (!token) throw new UsageError('usage: jobscope token verify <jwt> [--audience A]');
   const { config } = env;
@@ -423,40 +294,6 @@ async function jobCommand(env: Env, command: 'pause' | 'resume', name: string | 
   }
 }
 
-async function readStdin(): Promise<string> {
-  let text = '';
-  for await (const chunk of process.stdin) {
-    text += String(chunk);
-    if (text.length > 4096) throw new UsageError('--password-stdin: expected one password line');
-  }
-  return text.replace(/\r?\n$/, '');
-}
-
-async function usersCommand(
-  env: Env,
-  rest: string[],
-  flags: { role?: string; groups?: string; 'password-stdin'?: boolean; replace?: boolean },
-  io: CliIO,
-): Promise<number> {
-  const usage = 'usage: jobscope users add <name> --role admin|operator|viewer [--groups a,b] [--password-stdin] [--replace]';
-  const [sub, name, ...extra] = rest;
-  if (sub !== 'add' || !name || extra.length) throw new UsageError(usage);
-  const file = env.config.usersFile;
-  if (!file) throw new UsageError('set JOBSCOPE_USERS_FILE to the users file to write (for example JOBSCOPE_USERS_FILE=./users.json)');
-  const { ROLES, addUser } = await import('./server/users.ts');
-  const role = flags.role as (typeof ROLES)[number];
-  if (!ROLES.includes(role)) throw new UsageError(`--role must be one of ${ROLES.join(', ')}\n${usage}`);
-  const generated = !flags['password-stdin'];
-  const { randomBytes } = await import('node:crypto');
-  const password = generated ? randomBytes(18).toString('base64url') : await readStdin();
-  const groups = list_(flags.groups);
-  const done = await addUser(file, { name, role, ...(groups?.length ? { groups } : {}), password }, { replace: flags.replace });
-  io.out(`${done} user "${name}" (${role}${groups?.length ? `, groups: ${groups.join(', ')}` : ', every job'}) in ${file}`);
-  // Printed once: only the scrypt hash is kept.
-  if (generated) io.out(`password: ${password}`);
-  return 0;
-}
-
 async function cancelCommand(env: Env, runId: string | undefined, io: CliIO): Promise<number> {
   if (!runId) throw new UsageError('usage: jobscope cancel <runId>');
   const registry = await loadRegistry(env.config.jobsDir);
@@ -469,6 +306,8 @@ async function cancelCommand(env: Env, runId: string | undefined, io: CliIO): Pr
     await control.close();
   }
 }
+
+export type { CliIO } from './cli/common.ts';
 
 export async function main(argv: string[], io: CliIO = stdio): Promise<number> {
   let parsed;
