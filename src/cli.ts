@@ -26,7 +26,8 @@ const USAGE = `jobscope <command>
   list [--json]                 the registered jobs, schedules and next fire times
   trigger <job> [--data JSON] [--delay 5m | --at ISO] [--priority N] [--key K] [--wait] [--timeout 5m]
                                 enqueue a run; --wait prints the result as JSON, exit 0 on success, 1 on any
-                                other outcome; exit 3 when overlap 'skip' refuses it
+                                other outcome; exit 3 when overlap 'skip' refuses it; with no worker serving the
+                                job, --wait says so at once and gives up after 30 s unless --timeout is given
   token verify <jwt> [--audience A]
                                 verify a token as a service would; exit 0 valid, 1 invalid with the reason
   pause <job> | resume <job>    stop/start a job's schedule and queue (survives restarts)

@@ -1,10 +1,58 @@
 // `jobscope trigger`: enqueue a run and, with --wait, wait for its end and print it as JSON.
+import type { Control } from '../control/control.ts';
+import { parseDuration } from '../duration.ts';
 import { OverlapSkippedError, RunWaitTimeoutError } from '../errors.ts';
 import { loadRegistry } from '../jobs/registry.ts';
 import { openControl, osUser, UsageError, type CliIO, type Env } from './common.ts';
 
 /** Exit code of a trigger that overlap 'skip' refused (1 is a failed run, 2 a usage error). */
 const EXIT_SKIPPED = 3;
+
+/** How long `--wait` waits, without --timeout, for a run of a job that no live worker serves. */
+export const NO_WORKER_WAIT_MS = 30_000;
+
+/**
+ * Waits for the run's end (Control.waitForRun, through BullMQ's QueueEvents) and prints it. When no live worker serves
+ * the job (their heartbeats), it says so at once and, without --timeout, gives up after NO_WORKER_WAIT_MS unless a
+ * worker has taken the run by then. A run delayed by --delay/--at waits for --timeout only.
+ */
+async function waitAndPrint(
+  control: Control,
+  name: string,
+  runId: string,
+  flags: { timeout?: string; delay?: string; at?: string },
+  io: CliIO,
+): Promise<number> {
+  const limit = flags.timeout ? parseDuration(flags.timeout) : null;
+  if (flags.timeout && limit === null) throw new UsageError(`--timeout "${flags.timeout}" is not a duration (example: 5m)`);
+  const served = await control.hasWorkers(name).catch(() => true);
+  const fallback = !served && limit === null && !flags.delay && !flags.at ? NO_WORKER_WAIT_MS : undefined;
+  if (!served) {
+    const giveUp =
+      limit !== null ? `--timeout ${flags.timeout}` : fallback ? `${fallback / 1000} s (set --timeout to wait longer)` : '--timeout';
+    io.err(
+      `jobscope: no worker serves "${name}" right now: start one with \`jobscope worker\` (or \`jobscope start\`) on the same ` +
+        `REDIS_URL and JOBSCOPE_PREFIX; ${runId} waits in the queue; --wait gives up after ${giveUp}`,
+    );
+  }
+  let report;
+  try {
+    report = await control.waitForRun(runId, limit ?? fallback);
+  } catch (err) {
+    if (!(err instanceof RunWaitTimeoutError)) throw err;
+    // A worker came and took the run within the no-worker wait: wait for it as if one had been there from the start.
+    if (limit === null && err.state === 'active') report = await control.waitForRun(runId).catch(() => null);
+    if (!report) {
+      const after = limit !== null ? flags.timeout : `${(fallback ?? 0) / 1000}s`;
+      const why = limit !== null ? '' : ` and no worker serves "${name}"`;
+      io.out(JSON.stringify({ runId, state: err.state, error: `still ${err.state} after ${after}${why}` }, null, 2));
+      return 1;
+    }
+  }
+  const { state, outcome, attempts, result, error, triggeredBy, children } = report;
+  io.out(JSON.stringify({ runId, state, outcome, attempts, result, error, triggeredBy, children }, null, 2));
+  return outcome === 'completed' ? 0 : 1;
+}
 
 export async function trigger(
   env: Env,
@@ -47,34 +95,7 @@ export async function trigger(
       io.out(JSON.stringify({ error: err.code, blocking: err.blocking }));
       return EXIT_SKIPPED;
     }
-    const { parseDuration } = await import('../duration.ts');
-    const limit = flags.timeout ? parseDuration(flags.timeout) : null;
-    if (flags.timeout && limit === null) throw new UsageError(`--timeout "${flags.timeout}" is not a duration (example: 5m)`);
-    // Waits through BullMQ's QueueEvents (Control.waitForRun); after 5 s it says so if no worker serves the job.
-    const warn = setTimeout(() => {
-      void control.hasWorkers(name).then(
-        async (serving) => {
-          if (serving) return;
-          const { state } = await control.report(runId);
-          io.err(
-            `jobscope: ${runId} is ${state}, and no worker is connected for "${name}": start one with \`jobscope worker\` or \`jobscope start\``,
-          );
-        },
-        () => undefined,
-      );
-    }, 5000);
-    try {
-      const report = await control.waitForRun(runId, limit ?? undefined);
-      const { state, outcome, attempts, result, error, triggeredBy, children } = report;
-      io.out(JSON.stringify({ runId, state, outcome, attempts, result, error, triggeredBy, children }, null, 2));
-      return outcome === 'completed' ? 0 : 1;
-    } catch (err) {
-      if (!(err instanceof RunWaitTimeoutError)) throw err;
-      io.out(JSON.stringify({ runId, state: err.state, error: `still ${err.state} after ${flags.timeout}` }, null, 2));
-      return 1;
-    } finally {
-      clearTimeout(warn);
-    }
+    return await waitAndPrint(control, name, runId, flags, io);
   } finally {
     await control.close();
   }
