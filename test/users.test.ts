@@ -228,7 +228,7 @@ describe('job groups', () => {
     ]) {
       const res = await srv.request(p, { method, auth: BILLING_ADMIN, ...(method === 'POST' ? { json: { data: {} } } : {}) });
       assert.equal(res.status, 404, `${method} ${p}: ${res.text}`);
-      assert.match(res.body.error, /^ERR_UNKNOWN_(JOB|RUN)$/);
+      assert.match(res.body.error, /^unknown_(job|run)$/);
       assert.doesNotMatch(res.text, /hr-export"; jobs you can see: .*hr-export|plain,/, 'never lists jobs it cannot see');
     }
     const unknown = await srv.request('/api/jobs/hr-export', { auth: BILLING_ADMIN });

@@ -208,15 +208,15 @@ export function jobAccess(registry: Registry): RequestHandler {
     }
     const jobOfRun = id?.includes(':') ? id.slice(0, id.indexOf(':')) : id;
     if (kind === 'jobs' && id !== undefined && !visible(id)) {
-      return void res.status(404).json({ error: 'ERR_UNKNOWN_JOB', message: `unknown job "${id}"; jobs you can see: ${seen()}` });
+      return void res.status(404).json({ error: 'unknown_job', message: `unknown job "${id}"; jobs you can see: ${seen()}` });
     }
     if (kind === 'runs' && id !== undefined && !visible(jobOfRun!)) {
-      return void res.status(404).json({ error: 'ERR_UNKNOWN_RUN', message: `unknown run "${id}" (run ids look like <job>:<id>)` });
+      return void res.status(404).json({ error: 'unknown_run', message: `unknown run "${id}" (run ids look like <job>:<id>)` });
     }
     const asked = ([] as unknown[]).concat(req.query.job ?? []).flatMap((v) => String(v).split(','));
     for (const name of asked) {
       if (name && !visible(name)) {
-        return void res.status(404).json({ error: 'ERR_UNKNOWN_JOB', message: `unknown job "${name}"; jobs you can see: ${seen()}` });
+        return void res.status(404).json({ error: 'unknown_job', message: `unknown job "${name}"; jobs you can see: ${seen()}` });
       }
     }
     next();
