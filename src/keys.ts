@@ -117,6 +117,8 @@ export const RUN_FIELDS = {
 export interface RunMeta {
   /** 'user:<login>', 'cli:<os user>', 'client[:<name>]', 'run:<parent run id>'; absent for a scheduled fire. */
   by?: string;
+  /** Who last pressed Retry on the failed run ('user:<login>'): the attempts from then on act for them (`act`). */
+  retriedBy?: string;
   /** The run that started this one (ctx.trigger, then, a shard's parent). */
   parent?: string;
   /** A shard run's place in its broadcast. */

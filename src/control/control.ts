@@ -14,7 +14,7 @@ import { redactUrl } from '../redact.ts';
 import { listWorkers, type WorkerStatus } from '../runtime/heartbeat.ts';
 import { connect } from '../runtime/redis.ts';
 import { TokenStore } from '../token/store.ts';
-import { RUN_FIELDS } from '../keys.ts';
+import { RUN_FIELDS, type RunMeta } from '../keys.ts';
 import { applyRetention, DEFAULT_RETENTION, parseRunId, Queues, type CancelResult, type EnqueueResult, type JobSummary } from './queues.ts';
 import {
   appendRunLine,
@@ -385,6 +385,14 @@ export class Control {
     const job = await this.queues.getJob(runId);
     const state = await job.getState();
     if (state !== 'failed') return { retried: false, state };
+    if (by) {
+      // In the run's stored options (as BullMQ encoded them: its scripts read them), which the worker reads with the run:
+      // the attempts from now on name the retrier (triggeredBy, act).
+      const key = this.queues.keys.bullJob(parseRunId(runId).job, String(job.id));
+      const opts = JSON.parse((await this.redis.hget(key, 'opts')) ?? '{}') as { jobscope?: RunMeta };
+      opts.jobscope = { ...opts.jobscope, retriedBy: by };
+      await this.redis.hset(key, 'opts', JSON.stringify(opts));
+    }
     await job.retry('failed');
     if (by && (await job.log(`retried by ${by}`).catch(() => -1)) >= 0) {
       await appendRunLine(this.redis, this.queues.keys.run(runId), RUN_FIELDS.logMeta, `${Date.now()},0`, job.opts.keepLogs ?? 0);

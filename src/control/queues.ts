@@ -376,6 +376,7 @@ export function toReport(name: string, job: Job, state: RunState, logs: string[]
     dueAt: state === 'delayed' && job.attemptsMade === 0 ? iso(job.timestamp + (job.delay ?? 0)) : null,
     priority: job.priority ?? 0,
     triggeredBy: meta.by ?? (job.name === 'schedule' ? 'schedule' : null),
+    retriedBy: meta.retriedBy ?? null,
     parent: meta.parent ?? null,
     children: fields?.children ?? [],
     shard: meta.shard ?? null,
