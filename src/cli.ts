@@ -178,12 +178,13 @@ async function startServing(env: Env, mode: 'start' | 'worker' | 'server', flags
   if (flags.watch) {
     if (mode === 'server') throw new UsageError('--watch is for start and worker (the processes that run jobs)');
     const ownsSchedules = mode === 'start' && !flags.only;
-    serving.watcher = watchJobs(config.jobsDir, async (version) => {
+    serving.watcher = watchJobs(config.jobsDir, async (version, changes) => {
       try {
         const { jobs, errors } = await runtime.reload(config.jobsDir, version, {
           only: list_(flags.only),
           groups: list_(flags.group),
           ownsSchedules,
+          changes,
         });
         if (errors.length)
           logger.error(

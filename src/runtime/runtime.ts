@@ -17,6 +17,7 @@ import { JobFilesError } from '../errors.ts';
 import { workflowProblems } from '../jobs/workflow.ts';
 import { AttemptRecorder } from './attempts.ts';
 import { Heartbeat } from './heartbeat.ts';
+import type { FolderChanges } from '../jobs/watch.ts';
 import { Workers } from './worker.ts';
 
 export type RuntimeConfig = Pick<
@@ -161,8 +162,19 @@ export class Runtime {
    * Loads the jobs folder afresh (--watch) and makes the workers, the published definitions and, for a process that owns
    * them, the schedules follow. A file that fails to load keeps its previous definition; its problems are returned.
    */
-  async reload(dir: string, version: number, opts: { only?: string[]; groups?: string[]; ownsSchedules: boolean }) {
-    const { jobs, errors } = await loadJobs(dir, version);
+  async reload(
+    dir: string,
+    version: number,
+    opts: { only?: string[]; groups?: string[]; ownsSchedules: boolean; changes?: FolderChanges },
+  ) {
+    // Unchanged job files keep their loaded job (the same object), so their workers are not restarted; a changed helper
+    // may change any job: then every file is loaded again.
+    const { changes } = opts;
+    const reuse =
+      changes && !changes.helpers
+        ? (file: string) => (changes.files.has(file) ? undefined : [...this.registry.jobs.values()].find((j) => j.file === file))
+        : undefined;
+    const { jobs, errors } = await loadJobs(dir, version, reuse);
     const failed = new Set(errors.map((e) => e.file));
     const kept = [...this.registry.jobs.values()].filter((j) => failed.has(j.file) && !jobs.some((n) => n.name === j.name));
     this.registry.replace([...jobs.filter((j) => !failed.has(j.file)), ...kept]);
