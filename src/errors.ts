@@ -182,9 +182,19 @@ export class RunWaitTimeoutError extends JobscopeError {
   }
 }
 
-/** Cancel of a run that has already finished. */
+/** How a finished run ended, in words after "has already". */
+const ENDED: Record<string, string> = {
+  completed: 'completed',
+  failed: 'failed',
+  cancelled: 'been cancelled',
+  timeout: 'timed out',
+  skipped: 'been skipped',
+  misfire: 'misfired',
+};
+
+/** Cancel of a run that has already finished; `outcome` is how it ended (completed, failed, cancelled, timeout, ...). */
 export class RunFinishedError extends JobscopeError {
-  constructor(runId: string, state: string) {
-    super('ERR_RUN_FINISHED', `run ${runId} has already ${state === 'completed' ? 'completed' : 'failed'}; nothing to cancel`);
+  constructor(runId: string, outcome: string) {
+    super('ERR_RUN_FINISHED', `run ${runId} has already ${ENDED[outcome] ?? 'finished'}; nothing to cancel`);
   }
 }

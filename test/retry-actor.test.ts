@@ -31,6 +31,9 @@ before(async () => {
         if (ctx.run.attempt === 1) throw new Error('first attempt fails');
         return { triggeredBy: ctx.run.triggeredBy, trigger: ctx.run.trigger, act: ctx.token.claims.act ?? null, att: ctx.token.claims.att };
       } };`,
+    'wait.ts': `export default { token: { audience: ['svc'] }, async run(ctx) {
+      await new Promise((resolve, reject) => { const t = setTimeout(resolve, 20000); ctx.signal.addEventListener('abort', () => { clearTimeout(t); reject(ctx.signal.reason); }); });
+    } };`,
   });
   state = mkdtempSync(path.join(os.tmpdir(), 'jobscope-retry-'));
   const usersFile = path.join(state, 'users.json');
@@ -47,7 +50,7 @@ after(async () => {
   if (state) rmSync(state, { recursive: true, force: true });
 });
 
-describe('retry', () => {
+describe('who acted: retry and cancel', () => {
   test("the retried attempt's triggeredBy and token act name who pressed Retry", async () => {
     const posted = await srv.request('/api/jobs/flaky/runs', { method: 'POST', auth: ADMIN, json: {} });
     assert.equal(posted.status, 202, posted.text);
@@ -79,5 +82,24 @@ describe('retry', () => {
       ],
     );
     assert.ok(view.logs.includes('retried by user:bob'));
+  });
+
+  test('a cancel records who cancelled and from where; cancelling it again says it was cancelled', async () => {
+    for (const [headers, where] of [
+      [{ 'sec-fetch-site': 'same-origin' }, 'from the dashboard'],
+      [{}, 'through the API'],
+    ] as const) {
+      const { runId } = (await srv.request('/api/jobs/wait/runs', { method: 'POST', auth: ADMIN, json: {} })).body;
+      await until(async () => (await runtime.queues.report(runId)).state === 'active', 10_000, 'the run to start');
+      const cancel = await srv.request(`/api/runs/${runId}/cancel`, { method: 'POST', auth: BOB, headers });
+      assert.equal(cancel.status, 200, cancel.text);
+      const done = await waitForRun(runtime, runId);
+      assert.equal(done.outcome, 'cancelled');
+      assert.match(done.error ?? '', new RegExp(`cancelled by bob ${where}`));
+      const again = await srv.request(`/api/runs/${runId}/cancel`, { method: 'POST', auth: BOB });
+      assert.equal(again.status, 409);
+      assert.equal(again.body.error, 'run_finished');
+      assert.match(again.body.message, /has already been cancelled; nothing to cancel/);
+    }
   });
 });

@@ -295,7 +295,7 @@ export class Queues {
     const job = await this.getJob(runId);
     const state = await job.getState();
     if (state === 'completed' || state === 'failed') {
-      throw new RunFinishedError(runId, state);
+      throw new RunFinishedError(runId, outcomeOf(state, job.stacktrace) ?? state);
     }
     let result: CancelResult | undefined;
     if (state !== 'active') {

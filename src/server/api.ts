@@ -201,7 +201,9 @@ export function apiRouter(control: Control, bodyLimit: string): Router {
     res.json({ runId, state });
   });
   api.post('/runs/:runId/cancel', operatorOnly, async (req, res) => {
-    res.json(await control.cancel(String(req.params.runId), `cancelled through the API by ${req.user}`));
+    // jobscope's own pages send Sec-Fetch-Site: same-origin (the mutation guard lets nothing cross-site through).
+    const where = req.headers['sec-fetch-site'] === 'same-origin' ? 'from the dashboard' : 'through the API';
+    res.json(await control.cancel(String(req.params.runId), `cancelled by ${req.user} ${where}`));
   });
 
   api.get('/tokens', async (req, res) => {
