@@ -36,6 +36,8 @@ const USAGE = `jobscope <command>
   users add <name> --role admin|operator|viewer [--groups a,b] [--password-stdin] [--replace]
                                 add a login to JOBSCOPE_USERS_FILE (scrypt hash); without --password-stdin a password is
                                 generated and printed once; --groups limits it to the jobs of those groups
+  users list [--json]           the logins of JOBSCOPE_USERS_FILE: name, role, groups (never a hash)
+  users remove <name>           remove a login from JOBSCOPE_USERS_FILE (a running server refuses it at once)
 
 Configuration: environment variables (and a .env file); see README.md.`;
 
