@@ -161,7 +161,7 @@ async function startServing(env: Env, mode: 'start' | 'worker' | 'server', flags
   }
   if (mode !== 'worker') {
     // With a users file and no JOBSCOPE_USER, the file's users are the logins: no generated admin password.
-    const admin = config.usersFile && !config.user ? undefined : adminCredentials(config.user, config.password);
+    const admin = config.usersFile && !config.user ? undefined : adminCredentials(config.user, config.password, config.stateDir);
     const viewer = config.viewerUser && config.viewerPassword ? { user: config.viewerUser, password: config.viewerPassword } : undefined;
     const app = createApp({ ...runtime.serverParts(), logger, admin, viewer, introspect: config, usersFile: config.usersFile });
     server = await listen(app, config.port, config.host);
@@ -171,8 +171,11 @@ async function startServing(env: Env, mode: 'start' | 'worker' | 'server', flags
     if (admin?.generated) {
       // Printed once, on the terminal only: never an open dashboard, never a password in the log stream.
       io.err(
-        `\n  jobscope: no JOBSCOPE_USER/JOBSCOPE_PASSWORD set; generated a login for this run:\n    user: ${admin.user}\n    password: ${admin.password}\n`,
+        `\n  jobscope: no JOBSCOPE_USER/JOBSCOPE_PASSWORD set; generated a login (kept for the next starts in ${admin.file}):\n` +
+          `    user: ${admin.user}\n    password: ${admin.password}\n`,
       );
+    } else if (admin?.file) {
+      io.err(`\n  jobscope: no JOBSCOPE_USER/JOBSCOPE_PASSWORD set; log in as ${admin.user} with the password in ${admin.file}\n`);
     }
   }
 
