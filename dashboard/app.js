@@ -31,7 +31,11 @@ class ApiError extends Error {
   }
 }
 
+/** Set by Log out: the pages' polling stops asking (a refused request would bring the login prompt back). */
+let loggedOut = false;
+
 async function api(path, options = {}) {
+  if (loggedOut) throw new ApiError(401, { message: 'logged out' });
   const res = await fetch(`/api/${path}`, {
     ...options,
     headers: { Accept: 'application/json', ...(options.body ? { 'Content-Type': 'application/json' } : {}) },
@@ -1184,6 +1188,20 @@ async function workersPage() {
   every(5000, render, errors);
 }
 
+/**
+ * Basic auth has no session to end: the browser keeps the credentials until a request with others is refused. So ask
+ * /logout (always 401) with made-up ones, then say so; the next page asks for a login again.
+ */
+async function logout() {
+  loggedOut = true;
+  await fetch('/logout', { headers: { authorization: `Basic ${globalThis.btoa(`logout:${Math.random()}`)}` }, cache: 'no-store' }).catch(
+    () => undefined,
+  );
+  document.getElementById('logout')?.remove();
+  document.getElementById('me').textContent = '';
+  show(h('h1', {}, 'Logged out'), h('p', {}, h('a', { href: '/dashboard/' }, 'Log in again')));
+}
+
 const PAGES = { index: jobsPage, runs: runsPage, job: jobPage, run: runPage, tokens: tokensPage, workers: workersPage };
 
 async function start() {
@@ -1192,6 +1210,7 @@ async function start() {
   try {
     me = await api('me');
     document.getElementById('me').textContent = `${me.user} (${me.role === 'viewer' ? 'read-only' : me.role})`;
+    document.getElementById('me').after(h('button', { type: 'button', id: 'logout', class: 'link', onclick: logout }, 'Log out'));
     document.body.classList.add(`role-${me.role}`);
     await PAGES[page]();
   } catch (err) {

@@ -776,4 +776,14 @@ describe('requests from another origin, while logged in', () => {
     assert.equal(done.outcome, 'cancelled');
     assert.match(done.error ?? '', /cancelled by admin from the dashboard/);
   });
+
+  test('Log out: the page says so, and the next page asks for a login again', async () => {
+    const page = await open(ADMIN);
+    await page.goto(`${srv.url}/dashboard/`);
+    await page.locator('#logout').click();
+    await page.locator('h1', { hasText: 'Logged out' }).waitFor();
+    assert.equal(await page.locator('#logout').count(), 0);
+    const logout = await page.evaluate(async () => (await fetch('/logout', { headers: { authorization: 'Basic bG9nb3V0Ong=' } })).status);
+    assert.equal(logout, 401);
+  });
 });

@@ -159,6 +159,16 @@ describe('input edges of the API', () => {
     );
     assert.equal(answers[3].body.param, 'priority');
   });
+
+  test('GET /logout: always 401 with the Basic challenge (the pages log out with it), never counted as a failed login', async () => {
+    for (let i = 0; i < 15; i++) {
+      const res = await srv.request('/logout', { auth: { user: 'logout', password: String(i) } });
+      assert.equal(res.status, 401);
+      assert.match(res.headers.get('www-authenticate') ?? '', /^Basic realm="jobscope"/);
+      assert.equal(res.body.error, 'unauthorized');
+    }
+    assert.equal((await srv.request('/api/me', { auth: ADMIN })).status, 200, 'no login limit reached');
+  });
 });
 
 /** A GET with node:http (fetch refuses nothing, but keeps no raw view of a refused request). */

@@ -189,6 +189,15 @@ export function createApp(opts: ServerOptions): express.Express {
     else res.status(503).json({ ok: false, redis: 'down', jobs });
   });
 
+  // Logout of a Basic-auth login: a browser forgets the credentials it keeps for this site when a request with others is
+  // refused, so the pages ask this route with made-up credentials. Always 401; outside the login (no limiter, no scrypt).
+  app.get('/logout', (_req, res) => {
+    res
+      .status(401)
+      .set('WWW-Authenticate', 'Basic realm="jobscope", charset="UTF-8"')
+      .json({ error: 'unauthorized', message: 'logged out: log in again at /dashboard/' });
+  });
+
   // Services authenticate as introspection clients (their own Basic credentials), not with the dashboard login.
   if (opts.introspect) app.use('/oauth/introspect', introspection(opts.introspect, opts));
 
