@@ -167,6 +167,48 @@ function security(): RequestHandler {
   });
 }
 
+/**
+ * Logout of a Basic-auth login: a browser forgets the credentials it keeps for this site when a request with others is
+ * refused, so the pages ask this route with made-up credentials. Always 401; outside the login (no limiter, no scrypt).
+ */
+const logout: RequestHandler = (_req, res) => {
+  res
+    .status(401)
+    .set('WWW-Authenticate', 'Basic realm="jobscope", charset="UTF-8"')
+    .json({ error: 'unauthorized', message: 'logged out: log in again at /dashboard/' });
+};
+
+/** The one error envelope (`{ error, message }`, README's table) for everything a route throws or a parser refuses. */
+function errorHandler(logger: Logger, bodyLimit: string) {
+  return (err: unknown, req: Request, res: Response, _next: NextFunction) => {
+    const e = err as { type?: string; status?: number; message?: string; issues?: unknown; blocking?: unknown };
+    if (e.type === 'entity.too.large') return void res.status(413).json({ error: 'too_large', message: `body larger than ${bodyLimit}` });
+    if (e.type === 'entity.parse.failed') {
+      // express.json takes objects and arrays only: valid JSON of another kind (null, "x", 1) is called what it is.
+      const message = isJson((e as { body?: unknown }).body) ? 'body must be a JSON object' : 'body is not valid JSON';
+      return void res.status(400).json({ error: 'bad_json', message });
+    }
+    if (e.type === 'entity.too.deep') return void res.status(400).json({ error: 'too_deep', message: e.message });
+    if (e.status === 415) return void res.status(415).json({ error: 'unsupported_media_type', message: e.message ?? 'unsupported body' });
+    if (err instanceof JobscopeError && HTTP_ERRORS[err.code]) {
+      const { status, error } = HTTP_ERRORS[err.code];
+      const param = (err as { param?: string }).param;
+      return void res.status(status).json({
+        error,
+        message: err.message,
+        ...(param ? { param } : {}),
+        ...(e.issues ? { issues: e.issues } : {}),
+        ...(e.blocking ? { blocking: e.blocking } : {}),
+      });
+    }
+    if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
+      return void res.status(e.status).json({ error: 'bad_request', message: e.message ?? 'bad request' });
+    }
+    logger.error({ reqId: req.requestId, err: e.message }, 'request failed');
+    res.status(500).json({ error: 'internal', message: 'internal error', requestId: req.requestId });
+  };
+}
+
 export function createApp(opts: ServerOptions): express.Express {
   const { control, logger } = opts;
   const bodyLimit = opts.bodyLimit ?? '100kb';
@@ -189,14 +231,7 @@ export function createApp(opts: ServerOptions): express.Express {
     else res.status(503).json({ ok: false, redis: 'down', jobs });
   });
 
-  // Logout of a Basic-auth login: a browser forgets the credentials it keeps for this site when a request with others is
-  // refused, so the pages ask this route with made-up credentials. Always 401; outside the login (no limiter, no scrypt).
-  app.get('/logout', (_req, res) => {
-    res
-      .status(401)
-      .set('WWW-Authenticate', 'Basic realm="jobscope", charset="UTF-8"')
-      .json({ error: 'unauthorized', message: 'logged out: log in again at /dashboard/' });
-  });
+  app.get('/logout', logout);
 
   // Services authenticate as introspection clients (their own Basic credentials), not with the dashboard login.
   if (opts.introspect) app.use('/oauth/introspect', introspection(opts.introspect, opts));
@@ -238,33 +273,7 @@ export function createApp(opts: ServerOptions): express.Express {
   app.use((_req, res) => {
     res.status(404).json({ error: 'not_found', message: 'no such route' });
   });
-  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
-    const e = err as { type?: string; status?: number; message?: string; issues?: unknown; blocking?: unknown };
-    if (e.type === 'entity.too.large') return void res.status(413).json({ error: 'too_large', message: `body larger than ${bodyLimit}` });
-    if (e.type === 'entity.parse.failed') {
-      // express.json takes objects and arrays only: valid JSON of another kind (null, "x", 1) is called what it is.
-      const message = isJson((e as { body?: unknown }).body) ? 'body must be a JSON object' : 'body is not valid JSON';
-      return void res.status(400).json({ error: 'bad_json', message });
-    }
-    if (e.type === 'entity.too.deep') return void res.status(400).json({ error: 'too_deep', message: e.message });
-    if (e.status === 415) return void res.status(415).json({ error: 'unsupported_media_type', message: e.message ?? 'unsupported body' });
-    if (err instanceof JobscopeError && HTTP_ERRORS[err.code]) {
-      const { status, error } = HTTP_ERRORS[err.code];
-      const param = (err as { param?: string }).param;
-      return void res.status(status).json({
-        error,
-        message: err.message,
-        ...(param ? { param } : {}),
-        ...(e.issues ? { issues: e.issues } : {}),
-        ...(e.blocking ? { blocking: e.blocking } : {}),
-      });
-    }
-    if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
-      return void res.status(e.status).json({ error: 'bad_request', message: e.message ?? 'bad request' });
-    }
-    logger.error({ reqId: req.requestId, err: e.message }, 'request failed');
-    res.status(500).json({ error: 'internal', message: 'internal error', requestId: req.requestId });
-  });
+  app.use(errorHandler(logger, bodyLimit));
   return app;
 }
 
