@@ -922,6 +922,7 @@ async function runPage() {
         h('dd', { id: 'run-trigger' }, run.trigger, run.priority ? ` · priority ${run.priority}` : ''),
         h('dt', {}, 'triggered by'),
         h('dd', { id: 'run-by' }, byText(run.triggeredBy)),
+        run.retriedBy ? [h('dt', {}, 'retried by'), h('dd', { id: 'run-retried-by' }, byText(run.retriedBy))] : null,
         run.parent ? [h('dt', {}, 'parent run'), h('dd', { id: 'run-parent' }, runLink(run.parent))] : null,
         run.shard ? [h('dt', {}, 'shard'), h('dd', {}, `${run.shard.index + 1} of ${run.shard.total} (index ${run.shard.index})`)] : null,
         run.children.length

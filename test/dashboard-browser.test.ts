@@ -488,6 +488,8 @@ describe('dashboard in a browser', () => {
 
     await page.locator('button[data-action="retry"]').click();
     assert.match(dialogs.at(-1) ?? '', /^Retry run /, 'Retry asks first');
+    await page.locator('#run-retried-by').waitFor();
+    assert.match((await page.locator('#run-retried-by').textContent()) ?? '', /user:admin/);
     await until(
       async () => (await page.locator('#run-state').textContent())?.trim() === 'completed',
       15_000,
