@@ -31,7 +31,11 @@ class ApiError extends Error {
   }
 }
 
+/** Set by Log out: the pages' polling stops asking (a refused request would bring the login prompt back). */
+let loggedOut = false;
+
 async function api(path, options = {}) {
+  if (loggedOut) throw new ApiError(401, { message: 'logged out' });
   const res = await fetch(`/api/${path}`, {
     ...options,
     headers: { Accept: 'application/json', ...(options.body ? { 'Content-Type': 'application/json' } : {}) },
@@ -362,6 +366,19 @@ function every(ms, tick, errorEl) {
   return () => (stopped = true);
 }
 
+/** `ctx.progress(n)`: anything but the untouched 0 is shown. */
+function hasProgress(p) {
+  return p !== undefined && p !== null && p !== 0 && p !== '';
+}
+
+/** A number 0-100 as a bar and a percentage; anything else as JSON. */
+function progressView(p) {
+  if (typeof p === 'number' && p >= 0 && p <= 100) {
+    return [h('progress', { max: '100', value: String(p) }), ` ${Math.round(p * 10) / 10}%`];
+  }
+  return h('code', {}, JSON.stringify(p));
+}
+
 function pauseButton(job, after) {
   return h(
     'button',
@@ -369,6 +386,11 @@ function pauseButton(job, after) {
       type: 'button',
       'data-action': job.paused ? 'resume' : 'pause',
       onclick: async () => {
+        if (
+          !job.paused &&
+          !globalThis.confirm(`Pause ${job.name}? Its schedule stops firing and its queue stops handing out runs, on every host.`)
+        )
+          return;
         await api(`jobs/${encodeURIComponent(job.name)}/${job.paused ? 'resume' : 'pause'}`, { method: 'POST' }).catch((err) =>
           alert(err.message),
         );
@@ -791,7 +813,7 @@ async function jobPage() {
     h('p', {}, h('a', { href: './' }, '← all jobs')),
     errors,
     top.el,
-    h('div', { class: 'columns' }, formEl, recent.el),
+    h('div', { class: 'columns job-columns' }, formEl, recent.el),
     h('h2', {}, 'Success and duration'),
     chartsEl,
   );
@@ -823,13 +845,22 @@ async function runPage() {
   let gone = false;
 
   const act = async (action) => {
+    const ask = {
+      retry: `Retry run ${runId}? It runs again as your trigger.`,
+      cancel: `Cancel run ${runId}? A running attempt is aborted and its token revoked.`,
+    };
+    if (!globalThis.confirm(ask[action])) return;
     await api(`runs/${encodeURIComponent(runId)}/${action}`, { method: 'POST' }).catch((err) => alert(err.message));
     await render();
   };
 
   const renderLogs = (lines) => {
     // Appended lines are added, the rest stays (a selection in the logs survives); anything else rebuilds them.
-    const same = shownLines.length <= lines.length && shownLines.every((l, i) => l.line === lines[i].line && l.time === lines[i].time);
+    // Nothing shown yet (the placeholder): rebuild, so the placeholder goes when the first lines come.
+    const same =
+      shownLines.length > 0 &&
+      shownLines.length <= lines.length &&
+      shownLines.every((l, i) => l.line === lines[i].line && l.time === lines[i].time);
     const atBottom = logs.scrollHeight - logs.scrollTop - logs.clientHeight < 8;
     const row = (l) =>
       h(
@@ -881,7 +912,7 @@ async function runPage() {
           : null,
       ),
     ]);
-    facts.update({ ...run, logs: undefined, logLines: undefined, attemptList: undefined, claims: undefined, progress: undefined }, () =>
+    facts.update({ ...run, logs: undefined, logLines: undefined, attemptList: undefined, claims: undefined }, () =>
       h(
         'dl',
         { class: 'facts' },
@@ -891,6 +922,7 @@ async function runPage() {
         h('dd', { id: 'run-trigger' }, run.trigger, run.priority ? ` · priority ${run.priority}` : ''),
         h('dt', {}, 'triggered by'),
         h('dd', { id: 'run-by' }, byText(run.triggeredBy)),
+        run.retriedBy ? [h('dt', {}, 'retried by'), h('dd', { id: 'run-retried-by' }, byText(run.retriedBy))] : null,
         run.parent ? [h('dt', {}, 'parent run'), h('dd', { id: 'run-parent' }, runLink(run.parent))] : null,
         run.traceUrl
           ? [
@@ -913,6 +945,7 @@ async function runPage() {
               ),
             ]
           : null,
+        hasProgress(run.progress) ? [h('dt', {}, 'progress'), h('dd', { id: 'run-progress' }, progressView(run.progress))] : null,
         h('dt', {}, 'attempts'),
         h('dd', { id: 'run-attempts' }, run.attempts, run.state === 'active' ? ` (attempt ${run.attempts + 1} running)` : ''),
         h('dt', {}, 'created'),
@@ -1162,6 +1195,20 @@ async function workersPage() {
   every(5000, render, errors);
 }
 
+/**
+ * Basic auth has no session to end: the browser keeps the credentials until a request with others is refused. So ask
+ * /logout (always 401) with made-up ones, then say so; the next page asks for a login again.
+ */
+async function logout() {
+  loggedOut = true;
+  await fetch('/logout', { headers: { authorization: `Basic ${globalThis.btoa(`logout:${Math.random()}`)}` }, cache: 'no-store' }).catch(
+    () => undefined,
+  );
+  document.getElementById('logout')?.remove();
+  document.getElementById('me').textContent = '';
+  show(h('h1', {}, 'Logged out'), h('p', {}, h('a', { href: '/dashboard/' }, 'Log in again')));
+}
+
 const PAGES = { index: jobsPage, runs: runsPage, job: jobPage, run: runPage, tokens: tokensPage, workers: workersPage };
 
 async function start() {
@@ -1170,6 +1217,7 @@ async function start() {
   try {
     me = await api('me');
     document.getElementById('me').textContent = `${me.user} (${me.role === 'viewer' ? 'read-only' : me.role})`;
+    document.getElementById('me').after(h('button', { type: 'button', id: 'logout', class: 'link', onclick: logout }, 'Log out'));
     document.body.classList.add(`role-${me.role}`);
     await PAGES[page]();
   } catch (err) {

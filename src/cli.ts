@@ -1,17 +1,17 @@
 // The command line, thin: parses arguments and calls the modules that own each concern.
-import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadConfig, readDotEnv, type Config } from './config.ts';
-import { JobFilesError, JobscopeError, OverlapSkippedError, RunWaitTimeoutError } from './errors.ts';
+import { JobFilesError, JobscopeError } from './errors.ts';
 import { watchJobs, type JobsWatcher } from './jobs/watch.ts';
 import { loadRegistry, type Registry } from './jobs/registry.ts';
 import { describeSchedule } from './jobs/schedule.ts';
-import { createLogger, type Logger } from './log.ts';
+import type { Logger } from './log.ts';
 import { isListening, startEmbeddedRedis, type EmbeddedRedis } from './runtime/redis.ts';
-import { Control } from './control/control.ts';
 import { redactUrl } from './redact.ts';
 import { Runtime } from './runtime/runtime.ts';
+import { environment, list_, openControl, UsageError, type CliIO, type Env } from './cli/common.ts';
+import { trigger } from './cli/trigger.ts';
+import { usersCommand } from './cli/users.ts';
 import { adminCredentials, createApp, listen } from './server/app.ts';
 import { writeNewKey } from './token/keys.ts';
 import { createJobTokenVerifier, TokenRejectedError } from './token/verify.ts';
@@ -27,7 +27,8 @@ const USAGE = `jobscope <command>
   list [--json]                 the registered jobs, schedules and next fire times
   trigger <job> [--data JSON] [--delay 5m | --at ISO] [--priority N] [--key K] [--wait] [--timeout 5m]
                                 enqueue a run; --wait prints the result as JSON, exit 0 on success, 1 on any
-                                other outcome; exit 3 when overlap 'skip' refuses it
+                                other outcome; exit 3 when overlap 'skip' refuses it; with no worker serving the
+                                job, --wait says so at once and gives up after 30 s unless --timeout is given
   token verify <jwt> [--audience A]
                                 verify a token as a service would; exit 0 valid, 1 invalid with the reason
   pause <job> | resume <job>    stop/start a job's schedule and queue (survives restarts)
@@ -38,53 +39,20 @@ const USAGE = `jobscope <command>
   users add <name> --role admin|operator|viewer [--groups a,b] [--password-stdin] [--replace]
                                 add a login to JOBSCOPE_USERS_FILE (scrypt hash); without --password-stdin a password is
                                 generated and printed once; --groups limits it to the jobs of those groups
+  users list [--json]           the logins of JOBSCOPE_USERS_FILE: name, role, groups (never a hash)
+  users remove <name>           remove a login from JOBSCOPE_USERS_FILE (a running server refuses it at once)
 
 Configuration: environment variables (and a .env file); see README.md.`;
-
-export interface CliIO {
-  out(line: string): void;
-  err(line: string): void;
-}
 
 const stdio: CliIO = {
   out: (l) => process.stdout.write(l + '\n'),
   err: (l) => process.stderr.write(l + '\n'),
 };
 
-class UsageError extends JobscopeError {
-  constructor(message: string) {
-    super('ERR_USAGE', message);
-  }
-}
-
-interface Env {
-  config: Config;
-  logger: Logger;
-}
-
-function environment(level?: string): Env {
-  const config = loadConfig(readDotEnv(path.resolve('.env'), process.env));
-  // Logs go to stderr, so stdout stays clean for the JSON that `trigger --wait` and `list --json` print.
-  const logger = createLogger(level ?? config.logLevel, { write: (s: string) => process.stderr.write(s) });
-  return { config, logger };
-}
-
 async function openRuntime({ config, logger }: Env, registry: Registry): Promise<Runtime> {
   const runtime = new Runtime(config, registry, logger);
   await runtime.ready();
   return runtime;
-}
-
-/** What list, trigger, cancel, pause and resume need: the control plane alone (one connection, no keys, nothing on disk). */
-async function openControl({ config, logger }: Env, registry: Registry): Promise<Control> {
-  const control = new Control({ redisUrl: config.redisUrl, prefix: config.prefix, registry, logger, retention: config.retention });
-  try {
-    await control.ready();
-  } catch (err) {
-    await control.close();
-    throw err;
-  }
-  return control;
 }
 
 /** Resolves on the first SIGINT/SIGTERM; any signal after that exits at once. */
@@ -113,15 +81,19 @@ interface Serving {
   watcher?: JobsWatcher;
 }
 
+/** Stops in order: no new requests, the workers (hand-backs and revocations need Redis), and the embedded Redis last. */
 async function stopServing({ server, runtime, embedded, watcher }: Serving): Promise<void> {
-  watcher?.close();
-  if (server) {
-    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-    server.closeIdleConnections();
-    await closed;
+  try {
+    watcher?.close();
+    if (server) {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      await closed;
+    }
+    await runtime?.close();
+  } finally {
+    await embedded?.stop();
   }
-  await runtime?.close();
-  await embedded?.stop();
 }
 
 interface ServeFlags {
@@ -129,12 +101,6 @@ interface ServeFlags {
   group?: string;
   watch?: boolean;
 }
-
-const list_ = (value: string | undefined) =>
-  value
-    ?.split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
 
 async function serve(env: Env, mode: 'start' | 'worker' | 'server', flags: ServeFlags, io: CliIO): Promise<number> {
   const serving: Serving = {};
@@ -147,26 +113,41 @@ async function serve(env: Env, mode: 'start' | 'worker' | 'server', flags: Serve
   const { config, logger } = env;
   const sig = await untilSignal(logger);
   logger.info({ signal: sig, deadlineMs: config.shutdownTimeoutMs }, 'shutting down: no new runs; waiting for active runs');
-  await stopServing(serving);
+  // The workers hand back what is still active at the deadline; past it (plus time to close connections) exit anyway, the
+  // embedded Redis last.
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), config.shutdownTimeoutMs + SHUTDOWN_SLACK_MS)));
+  const outcome = await Promise.race([stopServing(serving).then(() => 'stopped' as const), late]);
+  clearTimeout(timer);
+  if (outcome === 'late') {
+    logger.error({ deadlineMs: config.shutdownTimeoutMs + SHUTDOWN_SLACK_MS }, 'shutdown passed its deadline: exiting now');
+    await serving.embedded?.stop();
+    return 1;
+  }
   logger.info('stopped');
   return 0;
 }
 
+/** Time beyond JOBSCOPE_SHUTDOWN_TIMEOUT for handing back runs and closing connections before the process exits anyway. */
+const SHUTDOWN_SLACK_MS = 5000;
+
 async function startServing(env: Env, mode: 'start' | 'worker' | 'server', flags: ServeFlags, io: CliIO, serving: Serving): Promise<void> {
   const { config, logger } = env;
   const registry = await loadRegistry(config.jobsDir);
-  if (mode === 'start' && !config.redisUrlExplicit && !(await isListening('127.0.0.1', 6379))) {
-    serving.embedded = await startEmbeddedRedis(path.join(config.stateDir, 'redis'));
+  const port = config.embeddedRedisPort;
+  if (mode === 'start' && !config.redisUrlExplicit && !(await isListening('127.0.0.1', port))) {
+    serving.embedded = await startEmbeddedRedis(path.join(config.stateDir, 'redis'), port);
     logger.info(
-      { dir: path.join(config.stateDir, 'redis') },
-      `no REDIS_URL and nothing on 127.0.0.1:6379: started an embedded redis-server`,
+      { dir: path.join(config.stateDir, 'redis'), pid: serving.embedded.pid },
+      `no REDIS_URL and nothing on 127.0.0.1:${port}: started an embedded redis-server`,
     );
   }
   const runtime = (serving.runtime = await openRuntime(env, registry));
+  await runtime.control.checkProject(true);
   if (runtime.keys.warning) logger.warn(runtime.keys.warning);
   logger.info(
-    { redis: redactUrl(config.redisUrl), prefix: config.prefix, jobs: registry.names },
-    `loaded ${registry.names.length} job(s) from ${config.jobsDir}`,
+    { redis: redactUrl(config.redisUrl), prefix: config.prefix, project: config.project, jobs: registry.names },
+    `loaded ${registry.names.length} job(s) of project "${config.project}" from ${config.jobsDir} (Redis prefix "${config.prefix}")`,
   );
 
   let server: import('node:http').Server | undefined;
@@ -183,7 +164,7 @@ async function startServing(env: Env, mode: 'start' | 'worker' | 'server', flags
   }
   if (mode !== 'worker') {
     // With a users file and no JOBSCOPE_USER, the file's users are the logins: no generated admin password.
-    const admin = config.usersFile && !config.user ? undefined : adminCredentials(config.user, config.password);
+    const admin = config.usersFile && !config.user ? undefined : adminCredentials(config.user, config.password, config.stateDir);
     const viewer = config.viewerUser && config.viewerPassword ? { user: config.viewerUser, password: config.viewerPassword } : undefined;
     const app = createApp({ ...runtime.serverParts(), logger, admin, viewer, introspect: config, usersFile: config.usersFile });
     server = await listen(app, config.port, config.host);
@@ -193,8 +174,11 @@ async function startServing(env: Env, mode: 'start' | 'worker' | 'server', flags
     if (admin?.generated) {
       // Printed once, on the terminal only: never an open dashboard, never a password in the log stream.
       io.err(
-        `\n  jobscope: no JOBSCOPE_USER/JOBSCOPE_PASSWORD set; generated a login for this run:\n    user: ${admin.user}\n    password: ${admin.password}\n`,
+        `\n  jobscope: no JOBSCOPE_USER/JOBSCOPE_PASSWORD set; generated a login (kept for the next starts in ${admin.file}):\n` +
+          `    user: ${admin.user}\n    password: ${admin.password}\n`,
       );
+    } else if (admin?.file) {
+      io.err(`\n  jobscope: no JOBSCOPE_USER/JOBSCOPE_PASSWORD set; log in as ${admin.user} with the password in ${admin.file}\n`);
     }
   }
 
@@ -202,12 +186,13 @@ async function startServing(env: Env, mode: 'start' | 'worker' | 'server', flags
   if (flags.watch) {
     if (mode === 'server') throw new UsageError('--watch is for start and worker (the processes that run jobs)');
     const ownsSchedules = mode === 'start' && !flags.only;
-    serving.watcher = watchJobs(config.jobsDir, async (version) => {
+    serving.watcher = watchJobs(config.jobsDir, async (version, changes) => {
       try {
         const { jobs, errors } = await runtime.reload(config.jobsDir, version, {
           only: list_(flags.only),
           groups: list_(flags.group),
           ownsSchedules,
+          changes,
         });
         if (errors.length)
           logger.error(
@@ -240,91 +225,6 @@ async function list(env: Env, json: boolean, io: CliIO): Promise<number> {
     }
     if (jobs.length === 0) io.out(`no jobs in ${env.config.jobsDir}`);
     return 0;
-  } finally {
-    await control.close();
-  }
-}
-
-function osUser(): string {
-  try {
-    return os.userInfo().username;
-  } catch {
-    return 'unknown';
-  }
-}
-
-/** Exit code of a trigger that overlap 'skip' refused (1 is a failed run, 2 a usage error). */
-const EXIT_SKIPPED = 3;
-
-async function trigger(
-  env: Env,
-  name: string | undefined,
-  flags: { data?: string; wait?: boolean; timeout?: string; delay?: string; at?: string; priority?: string; key?: string },
-  io: CliIO,
-): Promise<number> {
-  if (!name) throw new UsageError('usage: jobscope trigger <job> [--data JSON] [--delay 5m | --at ISO] [--priority N] [--key K] [--wait]');
-  const priority = flags.priority === undefined ? undefined : Number(flags.priority);
-  if (priority !== undefined && !Number.isInteger(priority)) throw new UsageError(`--priority "${flags.priority}" is not an integer`);
-  let data: unknown = {};
-  if (flags.data !== undefined) {
-    try {
-      data = JSON.parse(flags.data);
-    } catch {
-      throw new UsageError(`--data is not valid JSON: ${flags.data}`);
-    }
-  }
-  const registry = await loadRegistry(env.config.jobsDir);
-  const control = await openControl(env, registry);
-  try {
-    let runId: string;
-    try {
-      const added = await control.trigger(name, data, {
-        trigger: 'manual',
-        by: `cli:${osUser()}`,
-        delay: flags.delay,
-        at: flags.at,
-        priority,
-        key: flags.key,
-      });
-      runId = added.runId;
-      if (!flags.wait) {
-        io.out(JSON.stringify(added));
-        return 0;
-      }
-    } catch (err) {
-      if (!(err instanceof OverlapSkippedError)) throw err;
-      io.err(`jobscope: ${err.message}`);
-      io.out(JSON.stringify({ error: err.code, blocking: err.blocking }));
-      return EXIT_SKIPPED;
-    }
-    const { parseDuration } = await import('./duration.ts');
-    const limit = flags.timeout ? parseDuration(flags.timeout) : null;
-    if (flags.timeout && limit === null) throw new UsageError(`--timeout "${flags.timeout}" is not a duration (example: 5m)`);
-    // Waits through BullMQ's QueueEvents (Control.waitForRun); after 5 s it says so if no worker serves the job.
-    const warn = setTimeout(() => {
-      void control.hasWorkers(name).then(
-        async (serving) => {
-          if (serving) return;
-          const { state } = await control.report(runId);
-          io.err(
-            `jobscope: ${runId} is ${state}, and no worker is connected for "${name}": start one with \`jobscope worker\` or \`jobscope start\``,
-          );
-        },
-        () => undefined,
-      );
-    }, 5000);
-    try {
-      const report = await control.waitForRun(runId, limit ?? undefined);
-      const { state, outcome, attempts, result, error, triggeredBy, children } = report;
-      io.out(JSON.stringify({ runId, state, outcome, attempts, result, error, triggeredBy, children }, null, 2));
-      return outcome === 'completed' ? 0 : 1;
-    } catch (err) {
-      if (!(err instanceof RunWaitTimeoutError)) throw err;
-      io.out(JSON.stringify({ runId, state: err.state, error: `still ${err.state} after ${flags.timeout}` }, null, 2));
-      return 1;
-    } finally {
-      clearTimeout(warn);
-    }
   } finally {
     await control.close();
   }
@@ -404,40 +304,6 @@ async function jobCommand(env: Env, command: 'pause' | 'resume', name: string | 
   }
 }
 
-async function readStdin(): Promise<string> {
-  let text = '';
-  for await (const chunk of process.stdin) {
-    text += String(chunk);
-    if (text.length > 4096) throw new UsageError('--password-stdin: expected one password line');
-  }
-  return text.replace(/\r?\n$/, '');
-}
-
-async function usersCommand(
-  env: Env,
-  rest: string[],
-  flags: { role?: string; groups?: string; 'password-stdin'?: boolean; replace?: boolean },
-  io: CliIO,
-): Promise<number> {
-  const usage = 'usage: jobscope users add <name> --role admin|operator|viewer [--groups a,b] [--password-stdin] [--replace]';
-  const [sub, name, ...extra] = rest;
-  if (sub !== 'add' || !name || extra.length) throw new UsageError(usage);
-  const file = env.config.usersFile;
-  if (!file) throw new UsageError('set JOBSCOPE_USERS_FILE to the users file to write (for example JOBSCOPE_USERS_FILE=./users.json)');
-  const { ROLES, addUser } = await import('./server/users.ts');
-  const role = flags.role as (typeof ROLES)[number];
-  if (!ROLES.includes(role)) throw new UsageError(`--role must be one of ${ROLES.join(', ')}\n${usage}`);
-  const generated = !flags['password-stdin'];
-  const { randomBytes } = await import('node:crypto');
-  const password = generated ? randomBytes(18).toString('base64url') : await readStdin();
-  const groups = list_(flags.groups);
-  const done = await addUser(file, { name, role, ...(groups?.length ? { groups } : {}), password }, { replace: flags.replace });
-  io.out(`${done} user "${name}" (${role}${groups?.length ? `, groups: ${groups.join(', ')}` : ', every job'}) in ${file}`);
-  // Printed once: only the scrypt hash is kept.
-  if (generated) io.out(`password: ${password}`);
-  return 0;
-}
-
 async function cancelCommand(env: Env, runId: string | undefined, io: CliIO): Promise<number> {
   if (!runId) throw new UsageError('usage: jobscope cancel <runId>');
   const registry = await loadRegistry(env.config.jobsDir);
@@ -450,6 +316,8 @@ async function cancelCommand(env: Env, runId: string | undefined, io: CliIO): Pr
     await control.close();
   }
 }
+
+export type { CliIO } from './cli/common.ts';
 
 export async function main(argv: string[], io: CliIO = stdio): Promise<number> {
   let parsed;

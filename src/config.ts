@@ -12,6 +12,10 @@ export interface Config {
   redisUrlExplicit: boolean;
   jobsDir: string;
   prefix: string;
+  /** Who this runner is on a shared Redis: the `name` of the package.json above the jobs folder (see control/project.ts). */
+  project: string;
+  /** Port of the embedded redis-server (`jobscope start` without REDIS_URL); JOBSCOPE_EMBEDDED_REDIS_PORT, default 6379. */
+  embeddedRedisPort: number;
   services: Record<string, string>;
   port: number;
   host: string;
@@ -121,10 +125,10 @@ export function parseIntrospectClients(value: string | undefined): Record<string
   return clients;
 }
 
-function parsePort(value: string | undefined, fallback: number): number {
+function parsePort(value: string | undefined, fallback: number, name = 'PORT'): number {
   if (value === undefined || value === '') return fallback;
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new ConfigError(`PORT: "${value}" is not a port number (0-65535)`);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new ConfigError(`${name}: "${value}" is not a port number (0-65535)`);
   return n;
 }
 
@@ -261,13 +265,34 @@ export function parseRedisUrl(url: string): RedisTarget {
   };
 }
 
+/**
+ * The project a jobs folder belongs to: the `name` of the nearest package.json at or above the folder holding it (what every
+ * checkout and host of one project shares), else that folder's name.
+ */
+export function projectName(jobsDir: string): string {
+  const home = path.dirname(jobsDir);
+  for (let dir = home; ; dir = path.dirname(dir)) {
+    const file = path.join(dir, 'package.json');
+    if (existsSync(file)) {
+      try {
+        const name = (JSON.parse(readFileSync(file, 'utf8')) as { name?: unknown }).name;
+        if (typeof name === 'string' && name.trim()) return name.trim();
+      } catch {
+        // not readable JSON: look further up
+      }
+    }
+    if (path.dirname(dir) === dir) return path.basename(home) || 'jobscope';
+  }
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd()): Config {
   const [user, password] = pair(env, 'JOBSCOPE_USER', 'JOBSCOPE_PASSWORD');
   const [viewerUser, viewerPassword] = pair(env, 'JOBSCOPE_VIEWER_USER', 'JOBSCOPE_VIEWER_PASSWORD');
   if (viewerUser !== undefined && viewerUser === user) {
     throw new ConfigError('JOBSCOPE_VIEWER_USER must differ from JOBSCOPE_USER');
   }
-  const redisUrl = env.REDIS_URL || 'redis://127.0.0.1:6379';
+  const embeddedRedisPort = parsePort(env.JOBSCOPE_EMBEDDED_REDIS_PORT, 6379, 'JOBSCOPE_EMBEDDED_REDIS_PORT');
+  const redisUrl = env.REDIS_URL || `redis://127.0.0.1:${embeddedRedisPort}`;
   const cluster = parseRedisUrl(redisUrl).kind === 'cluster';
   // On a Redis Cluster every key of jobscope must hash to one slot (BullMQ's and jobscope's scripts use several keys):
   // a prefix in braces is a hash tag.
@@ -296,11 +321,14 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd()): Config 
   if (jwtSecret !== undefined && Buffer.byteLength(jwtSecret) < 32) {
     throw new ConfigError('JOBSCOPE_JWT_SECRET must be at least 32 bytes (RFC 7518 3.2: a key as long as the HS256 output)');
   }
+  const jobsDir = path.resolve(cwd, env.JOBSCOPE_JOBS || './jobs');
   return {
     redisUrl,
     redisUrlExplicit: Boolean(env.REDIS_URL),
-    jobsDir: path.resolve(cwd, env.JOBSCOPE_JOBS || './jobs'),
+    jobsDir,
     prefix,
+    project: projectName(jobsDir),
+    embeddedRedisPort,
     services: parseServices(env.JOBSCOPE_SERVICES),
     port: parsePort(env.PORT, 3000),
     host: env.HOST || '0.0.0.0',

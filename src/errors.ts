@@ -44,6 +44,15 @@ export class JobFilesError extends JobscopeError {
   }
 }
 
+/** This prefix of this Redis already holds another project's jobs (control/project.ts). */
+export class ProjectConflictError extends JobscopeError {
+  readonly owner: string;
+  constructor(message: string, owner: string) {
+    super('ERR_PROJECT_CONFLICT', message);
+    this.owner = owner;
+  }
+}
+
 export class UnknownJobError extends JobscopeError {
   constructor(name: string, known: string[]) {
     super('ERR_UNKNOWN_JOB', `unknown job "${name}"; known jobs: ${known.join(', ') || '(none)'}`);
@@ -79,10 +88,26 @@ export class OverlapSkippedError extends JobscopeError {
 
 /** Trigger options that cannot be honoured (delay and at together, a time in the past, a bad priority or key). */
 export class TriggerOptionsError extends JobscopeError {
+  /** The option at fault (the messages start with it: `delay: ...`); undefined for a problem of several. */
+  readonly param: string | undefined;
   constructor(message: string) {
     super('ERR_TRIGGER_OPTIONS', message);
+    this.param = /^(\w+): /.exec(message)?.[1];
   }
 }
+
+/**
+ * How the HTTP API answers an error of this module: its status and the snake_case code of the `{ error, message }` body
+ * (the one code style of every HTTP answer, as the verifier's `expired`, `revoked`; the table is in the README).
+ */
+export const HTTP_ERRORS: Record<string, { status: number; error: string }> = {
+  ERR_PARAMS: { status: 400, error: 'invalid_params' },
+  ERR_TRIGGER_OPTIONS: { status: 400, error: 'bad_request' },
+  ERR_UNKNOWN_JOB: { status: 404, error: 'unknown_job' },
+  ERR_UNKNOWN_RUN: { status: 404, error: 'unknown_run' },
+  ERR_OVERLAP_SKIPPED: { status: 409, error: 'overlap_skipped' },
+  ERR_RUN_FINISHED: { status: 409, error: 'run_finished' },
+};
 
 /** `ctx.service()`/`ctx.http` used outside a run, or an unknown service name. */
 export class ScopeError extends JobscopeError {
@@ -157,10 +182,20 @@ export class RunWaitTimeoutError extends JobscopeError {
   }
 }
 
-/** Cancel of a run that has already finished. */
+/** How a finished run ended, in words after "has already". */
+const ENDED: Record<string, string> = {
+  completed: 'completed',
+  failed: 'failed',
+  cancelled: 'been cancelled',
+  timeout: 'timed out',
+  skipped: 'been skipped',
+  misfire: 'misfired',
+};
+
+/** Cancel of a run that has already finished; `outcome` is how it ended (completed, failed, cancelled, timeout, ...). */
 export class RunFinishedError extends JobscopeError {
-  constructor(runId: string, state: string) {
-    super('ERR_RUN_FINISHED', `run ${runId} has already ${state === 'completed' ? 'completed' : 'failed'}; nothing to cancel`);
+  constructor(runId: string, outcome: string) {
+    super('ERR_RUN_FINISHED', `run ${runId} has already ${ENDED[outcome] ?? 'finished'}; nothing to cancel`);
   }
 }
 

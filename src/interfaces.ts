@@ -132,7 +132,7 @@ export interface RunInfo {
   /** 1-based attempt number. */
   attempt: number;
   trigger: Trigger;
-  /** 'user:<login>', 'cli:<os user>', 'client', 'schedule', or 'run:<parent run id>'. */
+  /** 'user:<login>', 'cli:<os user>', 'client', 'schedule', or 'run:<parent run id>'; after a Retry, who retried it. */
   triggeredBy: string;
   /** The run that started this one, if any. */
   parent?: string;
@@ -223,6 +223,8 @@ export interface RunReport {
   priority: number;
   /** 'user:<login>', 'cli:<os user>', 'client', 'schedule', or 'run:<parent run id>'. */
   triggeredBy: string | null;
+  /** Who last pressed Retry on it ('user:<login>'); its attempts since then act for them. */
+  retriedBy: string | null;
   /** The run that started this one, and the runs this one started. */
   parent: string | null;
   children: string[];

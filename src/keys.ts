@@ -52,6 +52,14 @@ export class RedisKeys {
   get registry(): string {
     return `${this.prefix}:registry`;
   }
+  /** The project (package name) whose runners own this prefix: another project's runners refuse to start on it. */
+  get project(): string {
+    return `${this.prefix}:project`;
+  }
+  /** Hash job name -> the project whose runner created its schedule: sync removes only its own project's schedules. */
+  get scheduleOwners(): string {
+    return `${this.prefix}:schedule-owner`;
+  }
   /** Hash worker id -> its heartbeat (host, pid, versions, groups, jobs, active runs, startedAt, lastSeen). */
   get workers(): string {
     return `${this.prefix}:workers`;
@@ -109,6 +117,8 @@ export const RUN_FIELDS = {
 export interface RunMeta {
   /** 'user:<login>', 'cli:<os user>', 'client[:<name>]', 'run:<parent run id>'; absent for a scheduled fire. */
   by?: string;
+  /** Who last pressed Retry on the failed run ('user:<login>'): the attempts from then on act for them (`act`). */
+  retriedBy?: string;
   /** The run that started this one (ctx.trigger, then, a shard's parent). */
   parent?: string;
   /** A shard run's place in its broadcast. */

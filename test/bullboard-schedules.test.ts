@@ -69,8 +69,8 @@ function assertScheduleIsCode(
   job: string,
 ) {
   assert.equal(res.status, 409, res.text);
-  assert.equal(res.body.code, 'ERR_SCHEDULE_IS_CODE');
-  assert.deepEqual(res.body.error, { key: 'ERR_SCHEDULE_IS_CODE' }, "Bull Board's UI reads error.key");
+  assert.equal(res.body.code, 'schedule_is_code');
+  assert.deepEqual(res.body.error, { key: 'schedule_is_code' }, "Bull Board's UI reads error.key");
   assert.ok(
     res.body.message?.includes(
       `the schedule of "${job}" is defined in its job file (${fileOf(job)}): change the schedule there; jobscope start/server applies it at start`,
@@ -120,16 +120,17 @@ describe('Bull Board scheduler routes', () => {
     assert.deepEqual(await scheduler('nightly'), before);
   });
 
-  test('the read-only viewer gets Bull Board read-only answer and changes nothing', async () => {
+  test('the read-only viewer is refused (403 forbidden, as the API) and changes nothing', async () => {
     const before = await scheduler('nightly');
     const edit = await srv.request(`${BOARD}/queues/nightly/job-schedulers/nightly`, {
       method: 'PATCH',
       auth: VIEWER,
       json: { pattern: '* * * * * *' },
     });
-    assert.equal(edit.status, 405, edit.text);
+    assert.equal(edit.status, 403, edit.text);
+    assert.equal(edit.body.code, 'forbidden');
     const remove = await srv.request(`${BOARD}/queues/nightly/job-schedulers/nightly/remove`, { method: 'PUT', auth: VIEWER });
-    assert.equal(remove.status, 405, remove.text);
+    assert.equal(remove.status, 403, remove.text);
     assert.deepEqual(await scheduler('nightly'), before);
   });
 

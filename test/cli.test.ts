@@ -81,7 +81,7 @@ describe('jobscope CLI', () => {
     assert.equal(out.triggeredBy, `cli:${os.userInfo().username}`, 'the run records who triggered it');
   });
 
-  test('trigger --wait --timeout: with no worker for the job, it says so after 5 s and gives up at the timeout with exit 1', async () => {
+  test('trigger --wait --timeout: with no worker for the job, it says so and gives up at the timeout with exit 1', async () => {
     // Another prefix: the worker of this file serves nothing there.
     const { code, stdout, stderr } = await runCli(['trigger', 'add', '--data', '{"a":1,"b":1}', '--wait', '--timeout', '6s'], {
       ...env(),
@@ -91,7 +91,47 @@ describe('jobscope CLI', () => {
     const out = JSON.parse(stdout);
     assert.equal(out.state, 'waiting');
     assert.equal(out.error, 'still waiting after 6s');
-    assert.match(stderr, /add:\d+ is waiting, and no worker is connected for "add": start one with `jobscope worker`/);
+    assert.match(stderr, /no worker serves "add" right now: start one with `jobscope worker`/);
+    assert.match(stderr, /add:\d+ waits in the queue; --wait gives up after --timeout 6s/);
+  });
+
+  test('trigger --wait with no worker says so at once and gives up after 30 s without --timeout', async () => {
+    const t0 = Date.now();
+    // When the run is enqueued (BullMQ's id counter moves): "at once" is measured from there, not from a loaded start-up.
+    const counter = 'cli-idle:add:id';
+    const idBefore = await client.get(counter);
+    let enqueuedAt = 0;
+    const watch = setInterval(() => {
+      void client.get(counter).then((v) => {
+        if (!enqueuedAt && v !== idBefore) enqueuedAt = Date.now();
+      });
+    }, 25);
+    const child = spawn(process.execPath, [BIN, 'trigger', 'add', '--data', '{"a":1,"b":1}', '--wait'], {
+      env: { ...env(), JOBSCOPE_PREFIX: 'cli-idle' },
+      cwd: ROOT,
+    });
+    let stdout = '';
+    let stderr = '';
+    let warnedAt = 0;
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => {
+      stderr += d;
+      if (!warnedAt && stderr.includes('no worker serves')) warnedAt = Date.now();
+    });
+    const code = await new Promise<number | null>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`still waiting after 60 s\n${stderr}`)), 60_000);
+      child.once('exit', (c) => (clearTimeout(timer), resolve(c)));
+    });
+    clearInterval(watch);
+    const took = Date.now() - t0;
+    assert.equal(code, 1);
+    assert.ok(enqueuedAt && warnedAt, 'enqueued and warned');
+    assert.ok(warnedAt - enqueuedAt < 2500, `the warning came ${warnedAt - enqueuedAt} ms after the run was enqueued`);
+    assert.match(stderr, /--wait gives up after 30 s \(set --timeout to wait longer\)/);
+    assert.ok(Date.now() - enqueuedAt >= 30_000 && took < 50_000, `gave up after ${took} ms`);
+    const out = JSON.parse(stdout);
+    assert.equal(out.state, 'waiting');
+    assert.equal(out.error, 'still waiting after 30s and no worker serves "add"');
   });
 
   test('trigger --wait on a failing job prints its error and exits 1', async () => {
@@ -146,7 +186,7 @@ describe('jobscope CLI', () => {
     assert.equal(state.code, 0);
     const again = await cli(['cancel', runId]);
     assert.equal(again.code, 1);
-    assert.match(again.stderr, /has already failed; nothing to cancel/);
+    assert.match(again.stderr, /has already been cancelled; nothing to cancel/);
   });
 
   test('SIGTERM lets the active run finish, revokes its token and exits 0', async () => {

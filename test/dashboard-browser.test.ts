@@ -36,6 +36,9 @@ let srv: TestServer;
 const contexts: { context: BrowserContext; dataDir: string }[] = [];
 /** Console messages and failed requests to other origins, from every page: the pages must need nothing from outside. */
 const problems: string[] = [];
+/** The confirmation dialogs the pages asked (their text), and how to answer the next ones. */
+const dialogs: string[] = [];
+let acceptDialogs = true;
 
 async function open(credentials?: { user: string; password: string }): Promise<Page> {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'jobscope-chromium-'));
@@ -58,6 +61,10 @@ async function open(credentials?: { user: string; password: string }): Promise<P
     if (msg.type() === 'error' && /Content Security Policy|Uncaught|TypeError|ReferenceError/.test(msg.text())) problems.push(msg.text());
   });
   page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
+  page.on('dialog', (dialog) => {
+    dialogs.push(dialog.message());
+    void (acceptDialogs ? dialog.accept() : dialog.dismiss());
+  });
   return page;
 }
 
@@ -114,6 +121,7 @@ before(async () => {
       token: { audience: ['system'], scope: ['report:read'] },
       overlap: 'skip',
       async run(ctx) {
+        await ctx.progress(40);
         await new Promise((resolve, reject) => {
           const t = setTimeout(resolve, 4000);
           ctx.signal.addEventListener('abort', () => { clearTimeout(t); reject(ctx.signal.reason); });
@@ -454,6 +462,7 @@ describe('dashboard in a browser', () => {
     assert.equal(fires.length, 5);
     for (const f of fires) assert.match(f, /\d{4}-\d\d-\d\d 02:30:00 Asia\/Shanghai/);
     await page.locator('#job-head button[data-action="pause"]').click();
+    assert.match(dialogs.at(-1) ?? '', /^Pause nightly-report\?/, 'Pause asks first');
     await page.locator('#job-head .badge.paused').waitFor();
     assert.equal(await runtime.queues.isPaused('nightly-report'), true);
     await page.locator('#job-head button[data-action="resume"]').click();
@@ -478,6 +487,9 @@ describe('dashboard in a browser', () => {
     assert.equal(await page.evaluate(() => document.getSelection()?.toString()), 'attempt 1 starts');
 
     await page.locator('button[data-action="retry"]').click();
+    assert.match(dialogs.at(-1) ?? '', /^Retry run /, 'Retry asks first');
+    await page.locator('#run-retried-by').waitFor();
+    assert.match((await page.locator('#run-retried-by').textContent()) ?? '', /user:admin/);
     await until(
       async () => (await page.locator('#run-state').textContent())?.trim() === 'completed',
       15_000,
@@ -736,5 +748,44 @@ describe('requests from another origin, while logged in', () => {
     assert.equal(await page.evaluate(async () => (await fetch('api/queues/sync-dict/resume', { method: 'PUT' })).status), 200);
     assert.deepEqual(outside, [], 'no request left 127.0.0.1');
     assert.deepEqual(problems, [], 'no CSP violations or script errors on any page');
+  });
+
+  test('the Run page: no stale placeholder, progress shown, Cancel asks and a dismissed Cancel changes nothing', async () => {
+    const page = await open(ADMIN);
+    // greet logs its first line after a second: the page shows the placeholder, then the lines, never both.
+    const greet = await runtime.queues.enqueue('greet', { name: 'ada', times: 2 }, { trigger: 'manual', by: 'user:admin' });
+    await page.goto(`${srv.url}/dashboard/run.html?id=${encodeURIComponent(greet.runId)}`);
+    await page.locator('#run-logs .empty').waitFor();
+    await page.locator('#run-logs .log-line').first().waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator('#run-logs .empty').count(), 0, 'the placeholder is gone once a line is shown');
+    await waitForRun(runtime, greet.runId);
+
+    // nightly-report sets ctx.progress(40) and then waits 4 s.
+    const report = await runtime.queues.enqueue('nightly-report', {}, { trigger: 'manual', by: 'user:admin' });
+    await page.goto(`${srv.url}/dashboard/run.html?id=${encodeURIComponent(report.runId)}`);
+    await page.locator('#run-progress').waitFor({ timeout: 10_000 });
+    assert.match((await page.locator('#run-progress').textContent()) ?? '', /40%/);
+    assert.equal(await page.locator('#run-progress progress').getAttribute('value'), '40');
+
+    acceptDialogs = false;
+    await page.locator('button[data-action="cancel"]').click();
+    assert.match(dialogs.at(-1) ?? '', /^Cancel run /);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal((await runtime.queues.report(report.runId)).state, 'active', 'a dismissed Cancel cancels nothing');
+    acceptDialogs = true;
+    await page.locator('button[data-action="cancel"]').click();
+    const done = await waitForRun(runtime, report.runId);
+    assert.equal(done.outcome, 'cancelled');
+    assert.match(done.error ?? '', /cancelled by admin from the dashboard/);
+  });
+
+  test('Log out: the page says so, and the next page asks for a login again', async () => {
+    const page = await open(ADMIN);
+    await page.goto(`${srv.url}/dashboard/`);
+    await page.locator('#logout').click();
+    await page.locator('h1', { hasText: 'Logged out' }).waitFor();
+    assert.equal(await page.locator('#logout').count(), 0);
+    const logout = await page.evaluate(async () => (await fetch('/logout', { headers: { authorization: 'Basic bG9nb3V0Ong=' } })).status);
+    assert.equal(logout, 401);
   });
 });

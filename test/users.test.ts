@@ -228,7 +228,7 @@ describe('job groups', () => {
     ]) {
       const res = await srv.request(p, { method, auth: BILLING_ADMIN, ...(method === 'POST' ? { json: { data: {} } } : {}) });
       assert.equal(res.status, 404, `${method} ${p}: ${res.text}`);
-      assert.match(res.body.error, /^ERR_UNKNOWN_(JOB|RUN)$/);
+      assert.match(res.body.error, /^unknown_(job|run)$/);
       assert.doesNotMatch(res.text, /hr-export"; jobs you can see: .*hr-export|plain,/, 'never lists jobs it cannot see');
     }
     const unknown = await srv.request('/api/jobs/hr-export', { auth: BILLING_ADMIN });
@@ -354,9 +354,37 @@ describe('jobscope users add, and the file re-read while the server runs', () =>
     const badGroups = await cli(['users', 'add', 'x', '--role', 'viewer', '--groups', 'a b'], env());
     assert.equal(badGroups.code, 1);
     assert.ok(!entries().some((u) => u.name === 'x'), 'nothing written');
-    const usage = await cli(['users', 'remove', 'x'], env());
+    const usage = await cli(['users', 'rename', 'x'], env());
     assert.equal(usage.code, 2);
     assert.match(usage.stderr, /usage: jobscope users add <name> --role admin\|operator\|viewer/);
+    assert.match(usage.stderr, /jobscope users list \[--json\]/);
+    const unknown = await cli(['users', 'remove', 'nobody'], env());
+    assert.equal(unknown.code, 1);
+    assert.match(unknown.stderr, /no user "nobody" in .*users\.json; its users: /);
+  });
+
+  test('users list shows names, roles and groups (never a hash); users remove takes a login away at once', async () => {
+    const added = await cli(['users', 'add', 'temp', '--role', 'viewer', '--groups', 'hr'], env());
+    assert.equal(added.code, 0, added.stderr);
+    const temp = { user: 'temp', password: /^password: (\S+)$/m.exec(added.stdout)![1] };
+    await until(async () => (await srv.request('/api/me', { auth: temp })).status === 200, 5000, 'the new user');
+
+    const listed = await cli(['users', 'list', '--json'], env());
+    assert.equal(listed.code, 0, listed.stderr);
+    const users = JSON.parse(listed.stdout) as { name: string; role: string; groups: string[] | null }[];
+    assert.deepEqual(
+      users.find((u) => u.name === 'temp'),
+      { name: 'temp', role: 'viewer', groups: ['hr'] },
+    );
+    assert.doesNotMatch(listed.stdout, /scrypt|hash/);
+    const text = await cli(['users', 'list'], env());
+    assert.match(text.stdout, /^temp {2}viewer {2}groups: hr$/m);
+
+    const removed = await cli(['users', 'remove', 'temp'], env());
+    assert.equal(removed.code, 0, removed.stderr);
+    assert.match(removed.stdout, /^removed user "temp" from .*users\.json/);
+    assert.ok(!entries().some((u) => u.name === 'temp'));
+    await until(async () => (await srv.request('/api/me', { auth: temp })).status === 401, 5000, 'the removed login refused');
   });
 });
 

@@ -10,7 +10,7 @@ import { watchJobs, type JobsWatcher } from '../src/jobs/watch.ts';
 import type { Runtime } from '../src/runtime/runtime.ts';
 import { BIN } from './helpers/cli.ts';
 import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { jobsDir, removeDir, ROOT, testRuntime } from './helpers/runtime.ts';
+import { jobsDir, removeDir, ROOT, testRuntime, type LogCapture } from './helpers/runtime.ts';
 import { until, waitForRun } from './helpers/wait.ts';
 
 const version = (v: string, ms = 0) =>
@@ -19,16 +19,17 @@ const version = (v: string, ms = 0) =>
 let redis: TestRedis;
 let dir: string;
 let runtime: Runtime;
+let logs: LogCapture;
 let watcher: JobsWatcher;
 const reloads: { jobs: string[]; errors: string[] }[] = [];
 
 before(async () => {
   redis = await startRedis();
   dir = jobsDir({ 'greet.ts': version('v1', 1500), 'keep.ts': version('keep') });
-  ({ runtime } = await testRuntime({ redisUrl: redis.url, jobsDir: dir, env: { JOBSCOPE_PREFIX: 'w' } }));
+  ({ runtime, logs } = await testRuntime({ redisUrl: redis.url, jobsDir: dir, env: { JOBSCOPE_PREFIX: 'w' } }));
   await runtime.startWorkers();
-  watcher = watchJobs(dir, async (v) => {
-    const { jobs, errors } = await runtime.reload(dir, v, { ownsSchedules: true });
+  watcher = watchJobs(dir, async (v, changes) => {
+    const { jobs, errors } = await runtime.reload(dir, v, { ownsSchedules: true, changes });
     reloads.push({ jobs, errors: errors.map((e) => e.message) });
   });
 });
@@ -88,6 +89,39 @@ describe('--watch', () => {
     writeFileSync(path.join(dir, 'greet.ts'), version('v4'));
     await until(() => reloads.at(-1)!.errors.length === 0, 10_000, 'a clean reload');
     assert.equal((await waitForRun(runtime, (await runtime.queues.enqueue('greet', {})).runId)).result, 'v4');
+  });
+});
+
+describe('--watch reloads only what changed', () => {
+  test('an unchanged file logs nothing and keeps its worker; a changed helper reloads every job', async () => {
+    const workers = () => Reflect.get(runtime.workers!, 'workers') as Map<string, unknown>;
+    const changedLogs = () => logs.lines.filter((l) => l.includes('job changed')).map((l) => (JSON.parse(l) as { job: string }).job);
+    const keepWorker = workers().get('keep');
+    const keepJob = runtime.registry.get('keep');
+    assert.ok(keepWorker);
+    const logged = changedLogs().length;
+    const n = reloads.length;
+
+    writeFileSync(path.join(dir, 'greet.ts'), version('v5'));
+    await reloaded(n + 1);
+    assert.deepEqual(changedLogs().slice(logged), ['greet']);
+    assert.equal(workers().get('keep'), keepWorker, "keep's worker was not restarted");
+    assert.equal(runtime.registry.get('keep'), keepJob);
+    assert.equal((await waitForRun(runtime, (await runtime.queues.enqueue('greet', {})).runId)).result, 'v5');
+
+    // The same content saved again (an editor's save, a touch): nothing is reloaded at all.
+    writeFileSync(path.join(dir, 'keep.ts'), version('keep'));
+    writeFileSync(path.join(dir, 'greet.ts'), version('v5'));
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(reloads.length, n + 1);
+    assert.deepEqual(changedLogs().slice(logged), ['greet']);
+    assert.equal(workers().get('keep'), keepWorker);
+
+    // A helper beside the jobs may be imported by any of them: every job is loaded again.
+    writeFileSync(path.join(dir, '_helper.ts'), 'export const x = 1;\n');
+    await reloaded(n + 2);
+    assert.ok(changedLogs().slice(logged).includes('keep'));
+    assert.notEqual(workers().get('keep'), keepWorker);
   });
 });
 

@@ -14,7 +14,7 @@ import { redactUrl } from '../redact.ts';
 import { listWorkers, type WorkerStatus } from '../runtime/heartbeat.ts';
 import { connect, greetingOf, RedisErrorLog } from '../runtime/redis.ts';
 import { TokenStore } from '../token/store.ts';
-import { RUN_FIELDS } from '../keys.ts';
+import { RUN_FIELDS, type RunMeta } from '../keys.ts';
 import { applyRetention, DEFAULT_RETENTION, parseRunId, Queues, type CancelResult, type EnqueueResult, type JobSummary } from './queues.ts';
 import {
   appendRunLine,
@@ -29,6 +29,7 @@ import {
   type RunPage,
   type RunQuery,
 } from './runs.ts';
+import { checkProject } from './project.ts';
 import { pauseJob, resumeJob, syncSchedules, type SyncReport } from './schedules.ts';
 import { traceTrigger } from '../trace.ts';
 
@@ -42,6 +43,8 @@ export interface ControlOptions {
   connection?: Redis;
   /** Retention defaults (JOBSCOPE_KEEP_*) for the runs this control plane enqueues; default: the built-in ones. */
   retention?: Retention;
+  /** The project this runner belongs to (config.project): schedule sync removes only this project's schedules. */
+  project?: string;
 }
 
 /** A job as GET /api/jobs lists it: DESIGN.md's fields, plus what the Jobs page shows. */
@@ -122,6 +125,7 @@ export class Control {
   readonly tokens: TokenStore;
   /** The run history across jobs (GET /api/runs) and a job's statistics. */
   readonly runIndex: RunIndex;
+  readonly project: string | undefined;
   private readonly redisUrl: string;
   private readonly ownsConnection: boolean;
   /** One QueueEvents (a blocking connection of its own) per job whose runs someone waits for. */
@@ -130,6 +134,7 @@ export class Control {
   constructor(opts: ControlOptions) {
     this.registry = opts.registry;
     this.prefix = opts.prefix;
+    this.project = opts.project;
     this.redisUrl = opts.redisUrl;
     this.ownsConnection = !opts.connection;
     this.redis = opts.connection ?? connect(opts.redisUrl);
@@ -208,7 +213,16 @@ export class Control {
 
   /** Makes the schedulers in Redis equal the schedules of this registry (see schedules.ts). */
   syncSchedules(logger?: Logger): Promise<SyncReport> {
-    return syncSchedules(this.queues, logger);
+    return syncSchedules(this.queues, logger, this.project);
+  }
+
+  /**
+   * Refuses when this prefix belongs to another project with jobs there; with `claim` (a runner), takes an unowned one.
+   * Without a project (tests, embedding) there is nothing to check.
+   */
+  checkProject(claim: boolean): Promise<void> {
+    if (this.project === undefined) return Promise.resolve();
+    return checkProject({ redis: this.redis, keys: this.queues.keys, redisUrl: this.redisUrl, project: this.project, claim });
   }
 
   report(runId: string): Promise<RunReport> {
@@ -396,6 +410,14 @@ export class Control {
     const job = await this.queues.getJob(runId);
     const state = await job.getState();
     if (state !== 'failed') return { retried: false, state };
+    if (by) {
+      // In the run's stored options (as BullMQ encoded them: its scripts read them), which the worker reads with the run:
+      // the attempts from now on name the retrier (triggeredBy, act).
+      const key = this.queues.keys.bullJob(parseRunId(runId).job, String(job.id));
+      const opts = JSON.parse((await this.redis.hget(key, 'opts')) ?? '{}') as { jobscope?: RunMeta };
+      opts.jobscope = { ...opts.jobscope, retriedBy: by };
+      await this.redis.hset(key, 'opts', JSON.stringify(opts));
+    }
     await job.retry('failed');
     if (by && (await job.log(`retried by ${by}`).catch(() => -1)) >= 0) {
       await appendRunLine(this.redis, this.queues.keys.run(runId), RUN_FIELDS.logMeta, `${Date.now()},0`, job.opts.keepLogs ?? 0);

@@ -63,6 +63,8 @@ function iso(ms: number | undefined | null): string | null {
 /** BullMQ's priority range: 1 runs first; 0 (none) runs before every prioritised run, first in first out. */
 const MAX_PRIORITY = 2_097_152;
 const MAX_KEY_LENGTH = 200;
+/** The furthest ahead a run may be delayed (`delay`, `at`): a year. Further is a mistake (1e20 ms would never run). */
+export const MAX_DELAY_MS = 365 * 86_400_000;
 
 /** A trigger's options as BullMQ job options, checked; `key` becomes the run's id so a second add finds the first. */
 export function runOptions(opts: TriggerOptions, nowMs = Date.now()): { delay?: number; priority?: number; jobId?: string } {
@@ -71,6 +73,7 @@ export function runOptions(opts: TriggerOptions, nowMs = Date.now()): { delay?: 
   if (opts.delay !== undefined) {
     const ms = parseDuration(opts.delay);
     if (ms === null) throw new TriggerOptionsError(`delay: ${JSON.stringify(opts.delay)} is not a duration (examples: '30s', '5m', 60000)`);
+    if (ms > MAX_DELAY_MS) throw new TriggerOptionsError(`delay: ${JSON.stringify(opts.delay)} is more than a year ahead (at most 365d)`);
     out.delay = ms;
   }
   if (opts.at !== undefined) {
@@ -78,6 +81,7 @@ export function runOptions(opts: TriggerOptions, nowMs = Date.now()): { delay?: 
     if (Number.isNaN(at))
       throw new TriggerOptionsError(`at: ${JSON.stringify(opts.at)} is not an ISO 8601 time (example: 2026-12-24T18:00:00Z)`);
     if (at < nowMs - 60_000) throw new TriggerOptionsError(`at: ${opts.at} is in the past`);
+    if (at - nowMs > MAX_DELAY_MS) throw new TriggerOptionsError(`at: ${opts.at} is more than a year ahead (at most 365 days)`);
     if (at > nowMs) out.delay = at - nowMs;
   }
   if (opts.priority !== undefined) {
@@ -313,7 +317,7 @@ export class Queues {
     const job = await this.getJob(runId);
     const state = await job.getState();
     if (state === 'completed' || state === 'failed') {
-      throw new RunFinishedError(runId, state);
+      throw new RunFinishedError(runId, outcomeOf(state, job.stacktrace) ?? state);
     }
     let result: CancelResult | undefined;
     if (state !== 'active') {
@@ -394,6 +398,7 @@ export function toReport(name: string, job: Job, state: RunState, logs: string[]
     dueAt: state === 'delayed' && job.attemptsMade === 0 ? iso(job.timestamp + (job.delay ?? 0)) : null,
     priority: job.priority ?? 0,
     triggeredBy: meta.by ?? (job.name === 'schedule' ? 'schedule' : null),
+    retriedBy: meta.retriedBy ?? null,
     parent: meta.parent ?? null,
     children: fields?.children ?? [],
     shard: meta.shard ?? null,

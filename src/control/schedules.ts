@@ -53,7 +53,18 @@ async function upsert(queues: Queues, job: RegisteredJob, phase?: number): Promi
   return true;
 }
 
-export async function syncSchedules(queues: Queues, logger?: Logger): Promise<SyncReport> {
+/** May this project's sync remove `name`'s scheduler? Only one it created (or one from before owners were recorded). */
+async function ownSchedule(queues: Queues, name: string, project: string | undefined): Promise<boolean> {
+  if (project === undefined) return true;
+  const owner = await queues.redis.hget(queues.keys.scheduleOwners, name);
+  return owner === null || owner === project;
+}
+
+/**
+ * Makes the schedulers equal this registry's schedules. With `project`, each scheduler written is recorded as that
+ * project's, and only schedulers of that project (or of none recorded) are removed.
+ */
+export async function syncSchedules(queues: Queues, logger?: Logger, project?: string): Promise<SyncReport> {
   const report: SyncReport = { upserted: [], unchanged: [], removed: [] };
   await withLock(queues, async () => {
     const { registry, redis, prefix, keys } = queues;
@@ -69,11 +80,15 @@ export async function syncSchedules(queues: Queues, logger?: Logger): Promise<Sy
       }
       if (job.schedule && !paused.has(job.name)) {
         const changed = await upsert(queues, job);
+        if (project !== undefined) await redis.hset(keys.scheduleOwners, job.name, project);
         (changed ? report.upserted : report.unchanged).push(job.name);
-      } else if (await queue.removeJobScheduler(job.name)) report.removed.push(job.name);
+      } else if ((await ownSchedule(queues, job.name, project)) && (await queue.removeJobScheduler(job.name))) {
+        report.removed.push(job.name);
+      }
     }
     // Jobs whose file is gone: remove their schedulers too (their queues and history stay for the dashboard).
     for (const name of [...knownBefore].filter((n) => !registry.has(n))) {
+      if (!(await ownSchedule(queues, name, project))) continue;
       const queue = new Queue(name, { connection: redis, prefix });
       try {
         for (const s of await queue.getJobSchedulers(0, -1)) {
@@ -83,6 +98,7 @@ export async function syncSchedules(queues: Queues, logger?: Logger): Promise<Sy
         await queue.close();
       }
       await redis.srem(keys.knownJobs, name);
+      await redis.hdel(keys.scheduleOwners, name);
     }
     if (registry.names.length) await redis.sadd(keys.knownJobs, ...registry.names);
   });

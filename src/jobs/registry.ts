@@ -42,9 +42,15 @@ export function jobFiles(dir: string): string[] {
     throw new JobDefinitionError(dir, undefined, 'the jobs folder does not exist; create it or set JOBSCOPE_JOBS');
   }
   return readdirSync(dir)
-    .filter((f) => EXTENSIONS.includes(path.extname(f)) && !/\.d\.[mc]?ts$/.test(f) && !/\.test\.|\.spec\./.test(f) && !/^[_.]/.test(f))
+    .filter(isJobFile)
     .sort()
     .map((f) => path.join(dir, f));
+}
+
+/** Is this file (a name or a path) a job file? Not a helper (`_x.ts`), a declaration, a test or a dotfile. */
+export function isJobFile(file: string): boolean {
+  const f = path.basename(file);
+  return EXTENSIONS.includes(path.extname(f)) && !/\.d\.[mc]?ts$/.test(f) && !/\.test\.|\.spec\./.test(f) && !/^[_.]/.test(f);
 }
 
 /** How Node runs the file: by its extension, else by the `"type"` of the nearest package.json (CommonJS when absent). */
@@ -244,14 +250,19 @@ export async function loadJob(file: string, version?: number): Promise<Registere
  * Every job of `dir` and every problem: one per bad file (a file that cannot be loaded, an invalid definition, a duplicate
  * name, a `then` to an unknown job or in a cycle). `version` loads every file afresh (--watch).
  */
-export async function loadJobs(dir: string, version?: number): Promise<{ jobs: RegisteredJob[]; errors: JobDefinitionError[] }> {
+/** `reuse`: the already loaded job of a file, to keep instead of loading the file again (--watch: an unchanged file). */
+export async function loadJobs(
+  dir: string,
+  version?: number,
+  reuse?: (file: string) => RegisteredJob | undefined,
+): Promise<{ jobs: RegisteredJob[]; errors: JobDefinitionError[] }> {
   const jobs: RegisteredJob[] = [];
   const errors: JobDefinitionError[] = [];
   const seen = new Map<string, string>();
   for (const file of jobFiles(dir)) {
     let job: RegisteredJob;
     try {
-      job = await loadJob(file, version);
+      job = reuse?.(file) ?? (await loadJob(file, version));
     } catch (err) {
       if (!(err instanceof JobDefinitionError)) throw err;
       errors.push(err);

@@ -56,6 +56,8 @@ export function isListening(host: string, port: number, timeoutMs = 500): Promis
 
 export interface EmbeddedRedis {
   url: string;
+  /** The redis-server's process id (and process group: it runs in a group of its own). */
+  pid: number;
   stop(): Promise<void>;
 }
 
@@ -105,9 +107,16 @@ export async function startEmbeddedRedis(dir: string, port = 6379): Promise<Embe
       '--logfile',
       'redis.log',
     ],
-    { stdio: 'ignore' },
+    // A group of its own: a terminal's Ctrl-C goes to jobscope's group only, so Redis outlives the graceful shutdown
+    // (hand-backs, revocations) that needs it; jobscope stops it last.
+    { stdio: 'ignore', detached: true },
   );
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  // Outside the terminal's group it would outlive a jobscope that exits any other way (an error, a second Ctrl-C).
+  const orphanGuard = () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+  };
+  process.once('exit', orphanGuard);
   const deadline = Date.now() + 10_000;
   while (!(await isListening('127.0.0.1', port))) {
     if (child.exitCode !== null || Date.now() > deadline) {
@@ -118,8 +127,10 @@ export async function startEmbeddedRedis(dir: string, port = 6379): Promise<Embe
   }
   return {
     url: `redis://127.0.0.1:${port}`,
+    pid: child.pid!,
     async stop() {
-      if (child.exitCode === null) {
+      process.off('exit', orphanGuard);
+      if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGTERM');
         await exited;
       }

@@ -17,6 +17,7 @@ import { JobFilesError } from '../errors.ts';
 import { workflowProblems } from '../jobs/workflow.ts';
 import { AttemptRecorder } from './attempts.ts';
 import { Heartbeat } from './heartbeat.ts';
+import type { FolderChanges } from '../jobs/watch.ts';
 import { Workers } from './worker.ts';
 
 export type RuntimeConfig = Pick<
@@ -38,7 +39,7 @@ export type RuntimeConfig = Pick<
   | 'stateDir'
   | 'retention'
 > &
-  Partial<Pick<Config, 'traceUrl'>>;
+  Partial<Pick<Config, 'traceUrl' | 'project'>>;
 
 /**
  * The worker host of one process, on top of a control plane: signing keys, the token minter, the service clients and the
@@ -67,7 +68,14 @@ export class Runtime {
     this.config = config;
     this.registry = registry;
     this.logger = logger;
-    this.control = new Control({ redisUrl: config.redisUrl, prefix: config.prefix, registry, logger, retention: config.retention });
+    this.control = new Control({
+      redisUrl: config.redisUrl,
+      prefix: config.prefix,
+      registry,
+      logger,
+      retention: config.retention,
+      project: config.project,
+    });
     // Token registrations and revocations of many concurrent runs share round trips (see notes/BASELINE.md).
     this.tokenRedis = connect(config.redisUrl, { enableAutoPipelining: true });
     this.keys = keys ?? loadKeys(config);
@@ -162,8 +170,19 @@ export class Runtime {
    * Loads the jobs folder afresh (--watch) and makes the workers, the published definitions and, for a process that owns
    * them, the schedules follow. A file that fails to load keeps its previous definition; its problems are returned.
    */
-  async reload(dir: string, version: number, opts: { only?: string[]; groups?: string[]; ownsSchedules: boolean }) {
-    const { jobs, errors } = await loadJobs(dir, version);
+  async reload(
+    dir: string,
+    version: number,
+    opts: { only?: string[]; groups?: string[]; ownsSchedules: boolean; changes?: FolderChanges },
+  ) {
+    // Unchanged job files keep their loaded job (the same object), so their workers are not restarted; a changed helper
+    // may change any job: then every file is loaded again.
+    const { changes } = opts;
+    const reuse =
+      changes && !changes.helpers
+        ? (file: string) => (changes.files.has(file) ? undefined : [...this.registry.jobs.values()].find((j) => j.file === file))
+        : undefined;
+    const { jobs, errors } = await loadJobs(dir, version, reuse);
     const failed = new Set(errors.map((e) => e.file));
     const kept = [...this.registry.jobs.values()].filter((j) => failed.has(j.file) && !jobs.some((n) => n.name === j.name));
     this.registry.replace([...jobs.filter((j) => !failed.has(j.file)), ...kept]);

@@ -397,7 +397,8 @@ export class Workers extends EventEmitter<RunEvents> {
       job: job.name,
       attempt,
       trigger: attempt > 1 ? 'retry' : origin,
-      triggeredBy: meta.by ?? (origin === 'schedule' ? 'schedule' : 'api'),
+      // After a Retry, the attempts are the retrier's doing (the run's first trigger stays in the run's report).
+      triggeredBy: meta.retriedBy ?? meta.by ?? (origin === 'schedule' ? 'schedule' : 'api'),
       ...(meta.parent ? { parent: meta.parent } : {}),
     };
     const log = runLog(logger, { job: job.name, run: run.id, attempt });
@@ -453,7 +454,7 @@ export class Workers extends EventEmitter<RunEvents> {
         audience: job.audience,
         scope: job.scope,
         lifetimeMs: tokenLifetime(job.timeoutMs, tokenMaxLifetimeMs),
-        act: actorOf(meta.by),
+        act: actorOf(meta.retriedBy ?? meta.by),
       },
       log,
       {

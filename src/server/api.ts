@@ -1,6 +1,6 @@
 // The JSON API under /api (DESIGN.md's table plus what the dashboard pages need). Every route requires a login; every
 // mutation requires the admin login. Nothing here ever returns a raw token: runs carry claims, /tokens carries metadata.
-import express, { type Router } from 'express';
+import express, { type RequestHandler, type Router } from 'express';
 import type { Control } from '../control/control.ts';
 import type { TriggerOptions } from '../interfaces.ts';
 import { MAX_LIMIT, RunQueryError, type RunQuery } from '../control/runs.ts';
@@ -19,6 +19,44 @@ function list(value: unknown): string[] | undefined {
   return out.length ? out.slice(0, 50) : undefined;
 }
 
+/** The longest job name or run id a route takes (a key's run id is shorter; BullMQ ids are numbers). */
+export const MAX_ID_LENGTH = 200;
+
+/** Query parameters each list route reads: any other (`state[]`, a typo) is refused, not ignored. */
+const QUERY_PARAMS: Record<string, string[]> = {
+  runs: ['job', 'state', 'trigger', 'by', 'from', 'to', 'cursor', 'limit'],
+  jobRuns: ['limit'],
+  stats: ['tz'],
+};
+
+/** The first query parameter `route` does not read, as a problem, or null. */
+function unknownParam(route: keyof typeof QUERY_PARAMS, q: Record<string, unknown>): string | null {
+  const extra = Object.keys(q).find((k) => !QUERY_PARAMS[route].includes(k));
+  if (extra === undefined) return null;
+  const base = extra.replace(/\[.*$/, '');
+  const hint = QUERY_PARAMS[route].includes(base) ? ` (give ${base}=a,b or repeat ${base}=)` : '';
+  return `${extra.slice(0, 40)}: not a parameter of this route${hint}; known: ${QUERY_PARAMS[route].join(', ')}`;
+}
+
+/** `limit`: absent, or one integer from 1 to `max`; a string is the problem. */
+function limitOf(value: unknown, max: number): number | undefined | string {
+  if (value === undefined) return undefined;
+  const n = typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : NaN;
+  return Number.isInteger(n) && n >= 1 && n <= max ? n : `limit: must be an integer from 1 to ${max}`;
+}
+
+/** `/jobs/:name...` and `/runs/:runId...` with an id longer than MAX_ID_LENGTH: 400 naming the parameter. */
+export const idLimits: RequestHandler = (req, res, next) => {
+  const [, kind, raw] = req.path.split('/');
+  if ((kind === 'jobs' || kind === 'runs') && raw && raw.length > MAX_ID_LENGTH) {
+    const param = kind === 'jobs' ? 'name' : 'runId';
+    return void res
+      .status(400)
+      .json({ error: 'bad_request', param, message: `${param}: longer than ${MAX_ID_LENGTH} characters (${raw.length})` });
+  }
+  next();
+};
+
 /** An ISO time or epoch milliseconds. */
 function instant(name: string, value: unknown): number | undefined | string {
   if (value === undefined || value === '') return undefined;
@@ -33,8 +71,10 @@ function runQuery(q: Record<string, unknown>): RunQuery | string {
   const to = instant('to', q.to);
   if (typeof from === 'string') return from;
   if (typeof to === 'string') return to;
-  const limit = q.limit === undefined ? undefined : Number(q.limit);
-  if (limit !== undefined && (!Number.isInteger(limit) || limit < 1)) return `limit: must be an integer from 1 to ${MAX_LIMIT}`;
+  const extra = unknownParam('runs', q);
+  if (extra) return extra;
+  const limit = limitOf(q.limit, MAX_LIMIT);
+  if (typeof limit === 'string') return limit;
   if (q.by !== undefined && (typeof q.by !== 'string' || q.by.length > 300)) return 'by: give one value, e.g. user:admin';
   if (q.cursor !== undefined && typeof q.cursor !== 'string') return 'cursor: give one cursor';
   return {
@@ -45,8 +85,13 @@ function runQuery(q: Record<string, unknown>): RunQuery | string {
     from,
     to,
     cursor: (q.cursor as string | undefined) || undefined,
-    limit: limit === undefined ? undefined : Math.min(limit, MAX_LIMIT),
+    limit,
   };
+}
+
+/** The parameter a problem names (`limit: must be ...` -> limit). */
+function paramOf(problem: string): string {
+  return problem.slice(0, problem.indexOf(':'));
 }
 
 function objectBody(body: unknown): body is Record<string, unknown> {
@@ -69,17 +114,21 @@ export function apiRouter(control: Control, bodyLimit: string, traceUrl?: string
     res.json(await control.job(String(req.params.name)));
   });
   api.get('/jobs/:name/stats', async (req, res) => {
+    const extra = unknownParam('stats', req.query);
+    if (extra) return void res.status(400).json({ error: 'bad_query', param: paramOf(extra), message: extra });
     const tz = typeof req.query.tz === 'string' && req.query.tz ? req.query.tz : 'UTC';
     try {
       res.json(await control.jobStats(String(req.params.name), tz));
     } catch (err) {
-      if (err instanceof RunQueryError) return void res.status(400).json({ error: 'bad_query', message: err.message });
+      if (err instanceof RunQueryError)
+        return void res.status(400).json({ error: 'bad_query', param: paramOf(err.message), message: err.message });
       throw err;
     }
   });
   api.get('/jobs/:name/runs', async (req, res) => {
-    const limit = Math.min(100, Math.max(1, Number(req.query.limit) || 20));
-    res.json(await control.recentRuns(String(req.params.name), limit));
+    const limit = unknownParam('jobRuns', req.query) ?? limitOf(req.query.limit, 100);
+    if (typeof limit === 'string') return void res.status(400).json({ error: 'bad_query', param: paramOf(limit), message: limit });
+    res.json(await control.recentRuns(String(req.params.name), limit ?? 20));
   });
   api.post('/jobs/:name/runs', operatorOnly, async (req, res) => {
     const body: unknown = req.body ?? {};
@@ -90,12 +139,17 @@ export function apiRouter(control: Control, bodyLimit: string, traceUrl?: string
     // The dashboard's Run-now form says 'manual' (a person clicked); other callers are 'api'.
     const trigger = body.trigger ?? 'api';
     if (trigger !== 'api' && trigger !== 'manual') {
-      res.status(400).json({ error: 'bad_request', message: `trigger must be "api" or "manual", not ${JSON.stringify(trigger)}` });
+      res
+        .status(400)
+        .json({ error: 'bad_request', param: 'trigger', message: `trigger: must be "api" or "manual", not ${JSON.stringify(trigger)}` });
       return;
     }
     const unknown = Object.keys(body).filter((k) => !TRIGGER_FIELDS.includes(k));
     if (unknown.length) {
-      res.status(400).json({ error: 'bad_request', message: `unknown field "${unknown[0]}"; allowed: ${TRIGGER_FIELDS.join(', ')}` });
+      const field = unknown[0].slice(0, 40);
+      res
+        .status(400)
+        .json({ error: 'bad_request', param: field, message: `${field}: not a field of a trigger; allowed: ${TRIGGER_FIELDS.join(', ')}` });
       return;
     }
     const { delay, at, priority, key } = body as TriggerOptions;
@@ -123,14 +177,15 @@ export function apiRouter(control: Control, bodyLimit: string, traceUrl?: string
   // The run history across jobs: ?job=a,b&state=failed,timeout&trigger=schedule&by=user:ada&from=&to=&cursor=&limit=
   api.get('/runs', async (req, res) => {
     const query = runQuery(req.query as Record<string, unknown>);
-    if (typeof query === 'string') return void res.status(400).json({ error: 'bad_query', message: query });
+    if (typeof query === 'string') return void res.status(400).json({ error: 'bad_query', param: paramOf(query), message: query });
     // A login limited to some job groups sees only their runs.
     const visible = visibleJobs(req, control.registry);
     if (visible) query.jobs = query.jobs ?? visible;
     try {
       res.json(await control.listRuns(query));
     } catch (err) {
-      if (err instanceof RunQueryError) return void res.status(400).json({ error: 'bad_query', message: err.message });
+      if (err instanceof RunQueryError)
+        return void res.status(400).json({ error: 'bad_query', param: paramOf(err.message), message: err.message });
       throw err;
     }
   });
@@ -148,7 +203,9 @@ export function apiRouter(control: Control, bodyLimit: string, traceUrl?: string
     res.json({ runId, state });
   });
   api.post('/runs/:runId/cancel', operatorOnly, async (req, res) => {
-    res.json(await control.cancel(String(req.params.runId), `cancelled through the API by ${req.user}`));
+    // jobscope's own pages send Sec-Fetch-Site: same-origin (the mutation guard lets nothing cross-site through).
+    const where = req.headers['sec-fetch-site'] === 'same-origin' ? 'from the dashboard' : 'through the API';
+    res.json(await control.cancel(String(req.params.runId), `cancelled by ${req.user} ${where}`));
   });
 
   api.get('/tokens', async (req, res) => {

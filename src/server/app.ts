@@ -6,12 +6,12 @@ import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import helmet from 'helmet';
-import { JobscopeError } from '../errors.ts';
+import { HTTP_ERRORS, JobscopeError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Alerts } from '../control/alerts.ts';
 import type { Control } from '../control/control.ts';
 import type { Workers } from '../runtime/worker.ts';
-import { apiRouter } from './api.ts';
+import { apiRouter, idLimits } from './api.ts';
 import { LoginLimiter, allJobsOnly, authenticate, jobAccess, type Credentials } from './auth.ts';
 import { BOARD_PATH, createBoards } from './bullboard.ts';
 import { dashboardPages } from './dashboard.ts';
@@ -47,15 +47,6 @@ export interface ServerOptions {
   /** JOBSCOPE_TRACE_URL (`{traceId}`): the run view gains `traceUrl`, which the Run page links to. */
   traceUrl?: string;
 }
-
-const STATUS_OF: Record<string, number> = {
-  ERR_PARAMS: 400,
-  ERR_TRIGGER_OPTIONS: 400,
-  ERR_UNKNOWN_JOB: 404,
-  ERR_UNKNOWN_RUN: 404,
-  ERR_OVERLAP_SKIPPED: 409,
-  ERR_RUN_FINISHED: 409,
-};
 
 /** A request id (a caller's X-Request-Id if it looks like one) and one log line per request: method, path, status, time. */
 function requestLog(logger: Logger): RequestHandler {
@@ -178,6 +169,48 @@ function security(): RequestHandler {
   });
 }
 
+/**
+ * Logout of a Basic-auth login: a browser forgets the credentials it keeps for this site when a request with others is
+ * refused, so the pages ask this route with made-up credentials. Always 401; outside the login (no limiter, no scrypt).
+ */
+const logout: RequestHandler = (_req, res) => {
+  res
+    .status(401)
+    .set('WWW-Authenticate', 'Basic realm="jobscope", charset="UTF-8"')
+    .json({ error: 'unauthorized', message: 'logged out: log in again at /dashboard/' });
+};
+
+/** The one error envelope (`{ error, message }`, README's table) for everything a route throws or a parser refuses. */
+function errorHandler(logger: Logger, bodyLimit: string) {
+  return (err: unknown, req: Request, res: Response, _next: NextFunction) => {
+    const e = err as { type?: string; status?: number; message?: string; issues?: unknown; blocking?: unknown };
+    if (e.type === 'entity.too.large') return void res.status(413).json({ error: 'too_large', message: `body larger than ${bodyLimit}` });
+    if (e.type === 'entity.parse.failed') {
+      // express.json takes objects and arrays only: valid JSON of another kind (null, "x", 1) is called what it is.
+      const message = isJson((e as { body?: unknown }).body) ? 'body must be a JSON object' : 'body is not valid JSON';
+      return void res.status(400).json({ error: 'bad_json', message });
+    }
+    if (e.type === 'entity.too.deep') return void res.status(400).json({ error: 'too_deep', message: e.message });
+    if (e.status === 415) return void res.status(415).json({ error: 'unsupported_media_type', message: e.message ?? 'unsupported body' });
+    if (err instanceof JobscopeError && HTTP_ERRORS[err.code]) {
+      const { status, error } = HTTP_ERRORS[err.code];
+      const param = (err as { param?: string }).param;
+      return void res.status(status).json({
+        error,
+        message: err.message,
+        ...(param ? { param } : {}),
+        ...(e.issues ? { issues: e.issues } : {}),
+        ...(e.blocking ? { blocking: e.blocking } : {}),
+      });
+    }
+    if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
+      return void res.status(e.status).json({ error: 'bad_request', message: e.message ?? 'bad request' });
+    }
+    logger.error({ reqId: req.requestId, err: e.message }, 'request failed');
+    res.status(500).json({ error: 'internal', message: 'internal error', requestId: req.requestId });
+  };
+}
+
 export function createApp(opts: ServerOptions): express.Express {
   const { control, logger } = opts;
   const bodyLimit = opts.bodyLimit ?? '100kb';
@@ -199,6 +232,8 @@ export function createApp(opts: ServerOptions): express.Express {
     if (await control.redisUp(1000)) res.json({ ok: true, redis: 'up', jobs });
     else res.status(503).json({ ok: false, redis: 'down', jobs });
   });
+
+  app.get('/logout', logout);
 
   // Services authenticate as introspection clients (their own Basic credentials), not with the dashboard login.
   if (opts.introspect) app.use('/oauth/introspect', introspection(opts.introspect, opts));
@@ -226,7 +261,7 @@ export function createApp(opts: ServerOptions): express.Express {
 
   // The guard reads headers only, so it runs before the login (no scrypt, no limiter for refused requests); the body is
   // parsed after it (nothing is read for an unknown client), once, with the depth limit: the routes' own parsers skip it.
-  app.use('/api', guard, auth, audit(logger, 'api'), body, jobAccess(control.registry), apiRouter(control, bodyLimit, opts.traceUrl));
+  app.use('/api', guard, auth, audit(logger, 'api'), body, idLimits, jobAccess(control.registry), apiRouter(control, bodyLimit, opts.traceUrl));
 
   app.use(BOARD_PATH, guard, auth, audit(logger, 'board'), body, createBoards(control.queues, bodyLimit).router);
   app.get('/', (_req, res) => res.redirect('/dashboard/'));
@@ -240,31 +275,39 @@ export function createApp(opts: ServerOptions): express.Express {
   app.use((_req, res) => {
     res.status(404).json({ error: 'not_found', message: 'no such route' });
   });
-  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
-    const e = err as { type?: string; status?: number; message?: string; issues?: unknown; blocking?: unknown };
-    if (e.type === 'entity.too.large') return void res.status(413).json({ error: 'too_large', message: `body larger than ${bodyLimit}` });
-    if (e.type === 'entity.parse.failed') return void res.status(400).json({ error: 'bad_json', message: 'body is not valid JSON' });
-    if (e.type === 'entity.too.deep') return void res.status(400).json({ error: 'too_deep', message: e.message });
-    if (e.status === 415) return void res.status(415).json({ error: 'unsupported_media_type', message: e.message ?? 'unsupported body' });
-    if (err instanceof JobscopeError && STATUS_OF[err.code]) {
-      return void res.status(STATUS_OF[err.code]).json({
-        error: err.code,
-        message: err.message,
-        ...(e.issues ? { issues: e.issues } : {}),
-        ...(e.blocking ? { blocking: e.blocking } : {}),
-      });
-    }
-    if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
-      return void res.status(e.status).json({ error: 'bad_request', message: e.message ?? 'bad request' });
-    }
-    logger.error({ reqId: req.requestId, err: e.message }, 'request failed');
-    res.status(500).json({ error: 'internal', message: 'internal error', requestId: req.requestId });
-  });
+  app.use(errorHandler(logger, bodyLimit));
   return app;
 }
+
+function isJson(text: unknown): boolean {
+  try {
+    JSON.parse(String(text));
+    return typeof text === 'string';
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Node answers a request line and headers over its limit (16 KB) with a bare 431 before Express sees it: answer it with
+ * the JSON envelope of every other error instead (a 20 KB run id in a URL is the usual cause).
+ */
+const HEADERS_TOO_LARGE = JSON.stringify({
+  error: 'headers_too_large',
+  message: 'the request line and headers are larger than 16 KB: ids are at most 200 characters',
+});
 
 export function listen(app: express.Express, port: number, host: string): Promise<Server> {
   return new Promise((resolve, reject) => {
     const server = app.listen(port, host, (err?: Error) => (err ? reject(err) : resolve(server)));
+    server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+      if (!socket.writable) return void socket.destroy();
+      if (err.code === 'HPE_HEADER_OVERFLOW') {
+        socket.end(
+          `HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: application/json; charset=utf-8\r\n` +
+            `Content-Length: ${Buffer.byteLength(HEADERS_TOO_LARGE)}\r\nConnection: close\r\n\r\n${HEADERS_TOO_LARGE}`,
+        );
+      } else socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+    });
   });
 }

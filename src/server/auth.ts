@@ -2,6 +2,8 @@
 // (users.ts: admin, operator or viewer, optionally limited to job groups), constant-time comparison, and failed logins
 // rate-limited per client address so a password cannot be guessed at line speed. Then what each role and group may do.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import type { Logger } from '../log.ts';
@@ -29,9 +31,25 @@ declare global {
 }
 
 /** Admin credentials from the config, or generated ones (printed once by the caller): the dashboard is never open. */
-export function adminCredentials(user: string | undefined, password: string | undefined): Credentials & { generated: boolean } {
+/**
+ * JOBSCOPE_USER/JOBSCOPE_PASSWORD, or the generated admin login. With `stateDir`, a generated password is kept in
+ * `<stateDir>/admin-password` (mode 0600) and used again at the next start (`generated` is true only when it was just
+ * made, so it is printed once); without, a new one each time.
+ */
+export function adminCredentials(
+  user: string | undefined,
+  password: string | undefined,
+  stateDir?: string,
+): Credentials & { generated: boolean; file?: string } {
   if (user && password) return { user, password, generated: false };
-  return { user: 'admin', password: randomBytes(18).toString('base64url'), generated: true };
+  if (!stateDir) return { user: 'admin', password: randomBytes(18).toString('base64url'), generated: true };
+  const file = path.join(stateDir, 'admin-password');
+  const kept = existsSync(file) ? readFileSync(file, 'utf8').trim() : '';
+  if (kept) return { user: 'admin', password: kept, generated: false, file };
+  const fresh = randomBytes(18).toString('base64url');
+  mkdirSync(stateDir, { recursive: true });
+  writeFileSync(file, fresh + '\n', { mode: 0o600 });
+  return { user: 'admin', password: fresh, generated: true, file };
 }
 
 function digest(s: string): Buffer {
@@ -208,15 +226,15 @@ export function jobAccess(registry: Registry): RequestHandler {
     }
     const jobOfRun = id?.includes(':') ? id.slice(0, id.indexOf(':')) : id;
     if (kind === 'jobs' && id !== undefined && !visible(id)) {
-      return void res.status(404).json({ error: 'ERR_UNKNOWN_JOB', message: `unknown job "${id}"; jobs you can see: ${seen()}` });
+      return void res.status(404).json({ error: 'unknown_job', message: `unknown job "${id}"; jobs you can see: ${seen()}` });
     }
     if (kind === 'runs' && id !== undefined && !visible(jobOfRun!)) {
-      return void res.status(404).json({ error: 'ERR_UNKNOWN_RUN', message: `unknown run "${id}" (run ids look like <job>:<id>)` });
+      return void res.status(404).json({ error: 'unknown_run', message: `unknown run "${id}" (run ids look like <job>:<id>)` });
     }
     const asked = ([] as unknown[]).concat(req.query.job ?? []).flatMap((v) => String(v).split(','));
     for (const name of asked) {
       if (name && !visible(name)) {
-        return void res.status(404).json({ error: 'ERR_UNKNOWN_JOB', message: `unknown job "${name}"; jobs you can see: ${seen()}` });
+        return void res.status(404).json({ error: 'unknown_job', message: `unknown job "${name}"; jobs you can see: ${seen()}` });
       }
     }
     next();

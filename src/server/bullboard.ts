@@ -7,7 +7,7 @@
 //   answering 400 with the schema errors, and the adapter's addJob goes through Queues.enqueue (validation, overlap rules,
 //   jobscope's job options, trigger name 'manual') in case a route reaches it some other way;
 // - its pause/resume are jobscope's (schedule included, remembered across restarts);
-// - schedules are code: its scheduler edit and remove are refused (409 ERR_SCHEDULE_IS_CODE, naming the job file), and so
+// - schedules are code: its scheduler edit and remove are refused (409 schedule_is_code, naming the job file), and so
 //   are edits of the run a scheduler holds for its next fire (data, delay, priority, promote); "Run now" of a scheduler
 //   goes through Queues.enqueue as a manual trigger, and "Promote all" leaves the scheduler's next fire where it is;
 // - everything it displays (data, result, progress, name, logs) passes through the token mask;
@@ -24,7 +24,7 @@ import { maskTokens, maskValue } from '../redact.ts';
 import type { Queues } from '../control/queues.ts';
 import { pauseJob, resumeJob } from '../control/schedules.ts';
 import { loginOf, seesJob } from './auth.ts';
-import { jsonBody } from './mutations.ts';
+import { jsonBody, MUTATING } from './mutations.ts';
 
 export const BOARD_PATH = '/dashboard/queues';
 
@@ -44,9 +44,12 @@ export function scheduleIsCode(job: RegisteredJob): string {
 /** An error Bull Board's error handler turns into an HTTP status (it reads `statusCode`). */
 class BoardError extends Error {
   readonly statusCode: number;
-  constructor(statusCode: number, message: string) {
+  /** The code of jobscope's error table (README) for this refusal. */
+  readonly answerCode: string;
+  constructor(statusCode: number, message: string, answerCode: string) {
     super(message);
     this.statusCode = statusCode;
+    this.answerCode = answerCode;
   }
 }
 
@@ -86,8 +89,8 @@ class JobscopeQueueAdapter extends BullMQAdapter {
       const { runId } = await this.queues.enqueue(this.jobName, data ?? {}, { trigger: 'manual' });
       return await this.queues.getJob(runId);
     } catch (err) {
-      if (err instanceof ParamsError) throw new BoardError(400, err.message);
-      if (err instanceof OverlapSkippedError) throw new BoardError(409, err.message);
+      if (err instanceof ParamsError) throw new BoardError(400, err.message, 'invalid_params');
+      if (err instanceof OverlapSkippedError) throw new BoardError(409, err.message, 'overlap_skipped');
       throw err;
     }
   }
@@ -110,11 +113,11 @@ class JobscopeQueueAdapter extends BullMQAdapter {
 
   // Schedules are code: the guard answers these routes first; this is for any other way in.
   override async updateJobScheduler(): Promise<never> {
-    throw new BoardError(409, scheduleIsCode(this.queues.registry.get(this.jobName)));
+    throw new BoardError(409, scheduleIsCode(this.queues.registry.get(this.jobName)), 'schedule_is_code');
   }
 
   override async removeJobScheduler(): Promise<never> {
-    throw new BoardError(409, scheduleIsCode(this.queues.registry.get(this.jobName)));
+    throw new BoardError(409, scheduleIsCode(this.queues.registry.get(this.jobName)), 'schedule_is_code');
   }
 
   override async getJobLogs(id: string): Promise<string[]> {
@@ -156,7 +159,7 @@ function guard(queues: Queues): Router {
       if (!job) return next();
       const body = (req.body ?? {}) as Record<string, unknown>;
       const issues = job.validate(structuredClone(pick(body) ?? {}));
-      if (issues) return refuse(res, 400, 'ERR_PARAMS', new ParamsError(job.name, issues).message, issues);
+      if (issues) return refuse(res, 400, 'invalid_params', new ParamsError(job.name, issues).message, issues);
       next();
     };
 
@@ -165,7 +168,7 @@ function guard(queues: Queues): Router {
   const scheduleIsCodeRoute: RequestHandler = (req, res, next) => {
     const job = jobOf(req);
     if (!job) return next();
-    refuse(res, 409, 'ERR_SCHEDULE_IS_CODE', scheduleIsCode(job));
+    refuse(res, 409, 'schedule_is_code', scheduleIsCode(job));
   };
   router.patch('/api/queues/:queueName/job-schedulers/:schedulerId', scheduleIsCodeRoute);
   router.put('/api/queues/:queueName/job-schedulers/:schedulerId/remove', scheduleIsCodeRoute);
@@ -184,7 +187,7 @@ function guard(queues: Queues): Router {
       const id = String(req.params.jobId);
       if (!job || !id.startsWith('repeat:') || !(await nextFires(job)).has(id)) return next();
       const message = `cannot ${action} ${job.name}:${id}: it is the next fire of a schedule, and ${scheduleIsCode(job)}${hint?.(job) ?? ''}`;
-      refuse(res, 409, 'ERR_SCHEDULE_IS_CODE', message);
+      refuse(res, 409, 'schedule_is_code', message);
     };
   router.patch('/api/queues/:queueName/:jobId/delay', notNextFire('reschedule'));
   router.patch('/api/queues/:queueName/:jobId/priority', notNextFire('change the priority of'));
@@ -218,7 +221,7 @@ function guard(queues: Queues): Router {
     if (!job) return next();
     const found = await queues.queue(job.name).getJob(String(req.params.jobId));
     const issues = found ? job.validate(structuredClone(found.data ?? {})) : null;
-    if (issues) return refuse(res, 400, 'ERR_PARAMS', `cannot retry: ${new ParamsError(job.name, issues).message}`, issues);
+    if (issues) return refuse(res, 400, 'invalid_params', `cannot retry: ${new ParamsError(job.name, issues).message}`, issues);
     next();
   });
   router.put('/api/queues/:queueName/retry/:queueStatus', async (req: Request, res: Response, next: NextFunction) => {
@@ -230,7 +233,7 @@ function guard(queues: Queues): Router {
       .filter((j) => j && job.validate(structuredClone(j.data ?? {})) !== null)
       .map((j) => ({ runId: `${job.name}:${j.id}` }));
     if (bad.length) {
-      return refuse(res, 400, 'ERR_PARAMS', `cannot retry: ${bad.length} run(s) have data that no longer matches the params`, bad);
+      return refuse(res, 400, 'invalid_params', `cannot retry: ${bad.length} run(s) have data that no longer matches the params`, bad);
     }
     next();
   });
@@ -267,7 +270,11 @@ export function createBoards(queues: Queues, bodyLimit: string): Boards {
   const json = jsonBody(bodyLimit);
   return {
     router: (req, res, next) => {
-      if (req.role !== 'admin' && req.role !== 'operator') return readOnly(req, res, next);
+      if (req.role !== 'admin' && req.role !== 'operator') {
+        // The read-only board would answer 405 QUEUE_READ_ONLY: answer as the API does.
+        if (MUTATING.has(req.method)) return refuse(res, 403, 'forbidden', 'read-only user: this action needs an operator or admin login');
+        return readOnly(req, res, next);
+      }
       json(req, res, (err?: unknown) => {
         if (err) return next(err);
         checks(req, res, (err2?: unknown) => (err2 ? next(err2) : full(req, res, next)));
@@ -282,12 +289,23 @@ export function createBoards(queues: Queues, bodyLimit: string): Boards {
  * worker, not a server fault: BullMQ marks them with a negative `code` (-1 no such job, -5 no such parent: 404; wrong
  * state, lock, pending or failed children: 409).
  */
-function boardError(error: Error & { statusCode?: number; code?: unknown }): { status: BoardStatus; body: Record<string, unknown> } {
+function boardError(error: Error & { statusCode?: number; code?: unknown; answerCode?: string }): {
+  status: BoardStatus;
+  body: Record<string, unknown>;
+} {
   const fromBullMQ = typeof error.code === 'number' && error.code < 0 ? (error.code === -1 || error.code === -5 ? 404 : 409) : undefined;
   // Bull Board's own errors carry their status (statusCode), as its handler expects; anything else is a fault of ours: 500.
   const status = (error.statusCode ?? fromBullMQ ?? 500) as BoardStatus;
-  const key = fromBullMQ === 404 ? 'ERRORS.JOB_NOT_FOUND' : fromBullMQ === 409 ? 'ERR_JOB_STATE' : 'ERRORS.INTERNAL_SERVER_ERROR';
-  return { status, body: { error: { key }, code: key, message: error.message } };
+  // `error.key` is for Bull Board's UI (its translations); `code` is jobscope's one style (the README's error table).
+  const [key, code] =
+    fromBullMQ === 404
+      ? ['ERRORS.JOB_NOT_FOUND', 'unknown_run']
+      : fromBullMQ === 409
+        ? ['ERR_JOB_STATE', 'run_state']
+        : status < 500
+          ? [error.answerCode ?? 'ERRORS.BAD_REQUEST', error.answerCode ?? (status === 404 ? 'not_found' : 'bad_request')]
+          : ['ERRORS.INTERNAL_SERVER_ERROR', 'internal'];
+  return { status, body: { error: { key }, code, message: error.message } };
 }
 
 /** The statuses Bull Board's adapter passes on (its HTTPStatus). */

@@ -166,11 +166,27 @@ export async function addUser(
   };
   if (at >= 0) users[at] = entry;
   else users.push(entry);
+  writeUsers(file, users);
+  return at >= 0 ? 'replaced' : 'added';
+}
+
+/** Removes one user (a server reading the file forgets its login at once); the file's users left are returned. */
+export function removeUser(file: string, name: string): UserEntry[] {
+  const users = readUsers(file);
+  const left = users.filter((u) => u.name !== name);
+  if (left.length === users.length) {
+    throw new ConfigError(`no user "${name}" in ${file}; its users: ${users.map((u) => u.name).join(', ') || '(none)'}`);
+  }
+  writeUsers(file, left);
+  return left;
+}
+
+/** Writes the file atomically (a temporary file renamed over it, mode 0600). */
+function writeUsers(file: string, users: UserEntry[]): void {
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
   writeFileSync(tmp, JSON.stringify({ users }, null, 2) + '\n', { mode: 0o600 });
   chmodSync(tmp, 0o600);
   renameSync(tmp, file);
-  return at >= 0 ? 'replaced' : 'added';
 }
 
 const signature = (s: { mtimeMs: number; size: number; ino: number }) => `${s.mtimeMs}:${s.size}:${s.ino}`;

@@ -11,10 +11,13 @@ export interface CliResult {
   stderr: string;
 }
 
-/** `env` is the child's whole environment (nothing is inherited unless passed); `stdin` is written to its standard input. */
-export function runCli(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 30_000, stdin = ''): Promise<CliResult> {
+/**
+ * `env` is the child's whole environment (nothing is inherited unless passed); `stdin` is written to its standard input;
+ * `cwd` is where it runs (default: the repository).
+ */
+export function runCli(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 30_000, stdin = '', cwd = ROOT): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env, cwd: ROOT });
+    const child = spawn(process.execPath, [BIN, ...args], { env, cwd });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));

@@ -161,7 +161,13 @@ class IntrospectionLiveness implements Liveness {
 /** The liveness check for these options: exactly one of `redis` and `introspect`. */
 export function liveness(opts: LivenessOptions): Liveness {
   if ((opts.redis === undefined) === (opts.introspect === undefined) || (opts.redis !== undefined && !opts.redis)) {
-    throw new TypeError('verify: give exactly one of `redis` (a URL or an ioredis client) and `introspect` for the liveness check');
+    // Say what was given: `redis: process.env.REDIS_URL` with the variable unset is the usual cause.
+    const shown = (v: unknown) => (v === undefined ? 'undefined' : v === '' ? 'an empty string' : v === null ? 'null' : 'given');
+    throw new TypeError(
+      'verify: give exactly one of `redis` (a URL or an ioredis client) and `introspect` for the liveness check ' +
+        `(redis is ${shown(opts.redis)}, introspect is ${shown(opts.introspect)}; a value read from an unset environment ` +
+        'variable such as REDIS_URL is undefined)',
+    );
   }
   const timeout = opts.livenessTimeoutMs ?? 2000;
   if (!(timeout > 0)) throw new TypeError('verify: `livenessTimeoutMs` must be positive');
