@@ -261,7 +261,16 @@ export function createApp(opts: ServerOptions): express.Express {
 
   // The guard reads headers only, so it runs before the login (no scrypt, no limiter for refused requests); the body is
   // parsed after it (nothing is read for an unknown client), once, with the depth limit: the routes' own parsers skip it.
-  app.use('/api', guard, auth, audit(logger, 'api'), body, idLimits, jobAccess(control.registry), apiRouter(control, bodyLimit, opts.traceUrl));
+  app.use(
+    '/api',
+    guard,
+    auth,
+    audit(logger, 'api'),
+    body,
+    idLimits,
+    jobAccess(control.registry),
+    apiRouter(control, bodyLimit, opts.traceUrl),
+  );
 
   app.use(BOARD_PATH, guard, auth, audit(logger, 'board'), body, createBoards(control.queues, bodyLimit).router);
   app.get('/', (_req, res) => res.redirect('/dashboard/'));
