@@ -802,7 +802,7 @@ export class Workers extends EventEmitter<RunEvents> {
           const reason: unknown = scope.signal.reason;
           if (!(reason instanceof RunCancelledError || reason instanceof RunTimeoutError)) return;
           void control
-            .cancel(childId, `its parent ${run.id} was ${reason instanceof RunTimeoutError ? 'timed out' : 'cancelled'}`)
+            .cancel(childId, `its parent ${run.id} was aborted (${reason instanceof RunTimeoutError ? 'timed out' : 'cancelled'})`)
             .catch(() => undefined);
         };
         scope.signal.addEventListener('abort', onAbort, { once: true });
