@@ -1,4 +1,5 @@
-// The dashboard in a real headless Chromium (Debian's /usr/bin/chromium driven by playwright-core) against a real server,
+// The dashboard in a real headless Chromium (Debian's /usr/bin/chromium, else @sparticuz/chromium's build: see
+// helpers/browser.ts; driven by playwright-core) against a real server,
 // workers and Redis on 127.0.0.1: log in, see the jobs, trigger a run with parameters from the form, watch its logs arrive
 // live, see a validation error, use the form's trigger options (run later, priority, idempotency key, overlap refusal), see
 // a timed-out run's outcome, see tokens and workers, the read-only view, Bull Board, and the refusal without a login; the
@@ -6,28 +7,21 @@
 // rows, timed log lines), a dead worker marked, the Jobs page refreshing itself, pages at 400 px, the favicon.
 // Screenshots go to test-artifacts/ (the README's docs/screenshots/ are copies of these).
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import type { Runtime } from '../src/runtime/runtime.ts';
+import { findBrowser, launchOptions, type TestBrowser } from './helpers/browser.ts';
 import { startRedis, type TestRedis } from './helpers/redis.ts';
 import { ROOT, jobsDir, removeDir, testRuntime } from './helpers/runtime.ts';
 import { ADMIN, JWT_LIKE, TestServer, VIEWER } from './helpers/server.ts';
 import { until, waitForRun } from './helpers/wait.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
 const ARTIFACTS = path.join(ROOT, 'test-artifacts');
-const ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--no-first-run',
-  '--disable-sync',
-];
+
+let browser: TestBrowser;
 
 let redis: TestRedis;
 let dir: string;
@@ -40,9 +34,7 @@ const problems: string[] = [];
 async function open(credentials?: { user: string; password: string }): Promise<Page> {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'jobscope-chromium-'));
   const context = await chromium.launchPersistentContext(dataDir, {
-    executablePath: CHROMIUM,
-    args: ARGS,
-    headless: true,
+    ...launchOptions(browser),
     viewport: { width: 1280, height: 860 },
     ...(credentials ? { httpCredentials: { username: credentials.user, password: credentials.password } } : {}),
   });
@@ -78,7 +70,9 @@ async function noTokenIn(page: Page): Promise<void> {
 }
 
 before(async () => {
-  assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install -y chromium`);
+  browser = await findBrowser();
+  // Which browser ran (and, the first time, how long the npm build took to unpack) is in the test output.
+  console.log(`browser: ${browser.source} ${browser.executablePath}${browser.unpackMs ? ` (unpacked in ${browser.unpackMs} ms)` : ''}`);
   mkdirSync(ARTIFACTS, { recursive: true });
   redis = await startRedis();
   dir = jobsDir({
