@@ -57,7 +57,7 @@ export interface RunRow {
   finishedAt: string | null;
   /** From the first attempt's start to the end (retries and their backoff included). */
   durationMs: number | null;
-  /** The first line of the last error, shortened. */
+  /** The first line of the last error, shortened (null for a completed run, whatever its earlier attempts said). */
   error: string | null;
 }
 
@@ -203,7 +203,8 @@ export function rowOf(job: string, id: string, state: RunState, values: (string 
     startedAt: iso(num(processedOn)),
     finishedAt: iso(end),
     durationMs: end && started ? Math.max(0, end - started) : null,
-    error: firstLine(failedReason),
+    // An earlier attempt's failedReason stays on a run that then completed: not the run's error.
+    error: state === 'completed' ? null : firstLine(failedReason),
   };
 }
 
@@ -264,6 +265,85 @@ interface WithMany {
   jobscopeMany(numKeys: number, ...keysThenArgs: (string | number)[]): Promise<unknown[]>;
 }
 
+/** The outcomes of failed runs that the index tells apart (the rest of BullMQ's failed set is 'failed'). */
+const FAILED_KINDS: RunOutcome[] = ['timeout', 'cancelled', 'skipped', 'misfire'];
+const HOUR_MS = 3_600_000;
+const DAY_MS = 86_400_000;
+/** Hours in the overview's runs-per-hour chart. */
+export const OVERVIEW_HOURS = 48;
+/** Jobs per TALLY call: one call never holds Redis for long. */
+const TALLY_JOBS = 100;
+/**
+ * The runs-per-hour counts of hours before the last two are recounted at most this often (a run's finish is indexed up to
+ * SYNC_MARGIN_MS late, retention removes old runs): 96 counts per job, the bulk of a full tally, not on every refresh.
+ */
+const CLOSED_HOURS_RECOUNT_MS = 60_000;
+/** Hours recounted on every call: the current one and the one before (late finishes). */
+const OPEN_HOURS = 2;
+
+// The overview's figures over many jobs in one command, summed in Redis so the answer is a few numbers whatever the number
+// of runs: O(log n) counts per set, never a read of the runs. KEYS, per job: its completed set, its failed set, then the
+// index sets of its failed runs by outcome (FAILED_KINDS order). ARGV: [1] since 24 h, [2] since 7 days, [3] the first
+// hour's start, [4] hours, [5] hour length (ms). Returns { totals (per window: completed, failed, then each kind),
+// completed per hour, failed per hour, per job whose last finished run failed: its position, that run's id }.
+const TALLY = `local per = 2 + ${FAILED_KINDS.length}
+local windows = { ARGV[1], ARGV[2] }
+local first, hours, hour = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local totals, done, failed, failing = {}, {}, {}, {}
+for i = 1, #windows * per do totals[i] = 0 end
+for h = 1, hours do done[h] = 0; failed[h] = 0 end
+for j = 0, #KEYS / per - 1 do
+  for w = 1, #windows do
+    for s = 1, per do
+      local i = (w - 1) * per + s
+      totals[i] = totals[i] + redis.call('ZCOUNT', KEYS[j * per + s], windows[w], '+inf')
+    end
+  end
+  for s = 1, 2 do
+    local key, into = KEYS[j * per + s], s == 1 and done or failed
+    if redis.call('ZCOUNT', key, first, '+inf') > 0 then
+      for h = 1, hours do
+        local from = first + (h - 1) * hour
+        into[h] = into[h] + redis.call('ZCOUNT', key, from, '(' .. (from + hour))
+      end
+    end
+  end
+  local ok = redis.call('ZREVRANGE', KEYS[j * per + 1], 0, 0, 'WITHSCORES')
+  local bad = redis.call('ZREVRANGE', KEYS[j * per + 2], 0, 0, 'WITHSCORES')
+  if bad[1] and (not ok[1] or tonumber(bad[2]) > tonumber(ok[2])) then
+    failing[#failing + 1] = j
+    failing[#failing + 1] = bad[1]
+  end
+end
+return { totals, done, failed, failing }`;
+
+interface WithTally {
+  jobscopeTally(numKeys: number, ...keysThenArgs: (string | number)[]): Promise<[number[], number[], number[], (string | number)[]]>;
+}
+
+/** Finished runs of a time window by outcome (from the runs Redis keeps: retention bounds them). */
+export interface OutcomeCounts {
+  finished: number;
+  completed: number;
+  failed: number;
+  timeout: number;
+  cancelled: number;
+  skipped: number;
+  misfire: number;
+  /** completed / finished; null without finished runs. */
+  successRate: number | null;
+}
+
+export interface RunsOverview {
+  /** Finished runs in the last 24 hours and the last 7 days. */
+  last24h: OutcomeCounts;
+  last7d: OutcomeCounts;
+  /** Runs finished per hour over the last OVERVIEW_HOURS hours (the last bucket is the current hour). */
+  hourly: { start: string; completed: number; failed: number }[];
+  /** The last run of every job whose last finished run did not complete, newest first. */
+  failing: RunRow[];
+}
+
 /** A score bound as Redis takes it. */
 function bound(n: number): string {
   return n === -Infinity ? '-inf' : n === Infinity ? '+inf' : String(n);
@@ -308,6 +388,8 @@ export class RunIndex {
   private readonly floors = new Map<string, number>();
   private floorsCheckedAt = 0;
   private readonly newest = new Map<string, string>();
+  /** The overview's per-hour counts of closed hours, by the jobs they count (see CLOSED_HOURS_RECOUNT_MS). */
+  private hourly: { jobs: string; at: number; firstHour: number; done: number[]; failed: number[] } | undefined;
 
   constructor(redis: Redis, keys: RedisKeys, registry: Registry) {
     this.redis = redis;
@@ -757,6 +839,86 @@ export class RunIndex {
     keyed.sort((a, b) => compare(b.key, a.key));
     const page = keyed.slice(0, o.limit);
     return { runs: page.map((k) => k.row), next: keyed.length > o.limit ? encodeCursor(page[page.length - 1].key) : null };
+  }
+
+  /**
+   * The fleet at a glance for the jobs given: finished runs by outcome in the last 24 h and 7 days, runs per hour, and the
+   * jobs whose last finished run failed. Counts of BullMQ's finished sets and of the index (brought up to date first),
+   * summed in Redis: a few commands per 100 jobs, whatever the number of runs.
+   */
+  async overview(jobs: string[], nowMs = Date.now()): Promise<RunsOverview> {
+    await this.sync();
+    if (!('jobscopeTally' in this.redis)) this.redis.defineCommand('jobscopeTally', { lua: TALLY });
+    const firstHour = Math.floor(nowMs / HOUR_MS) * HOUR_MS - (OVERVIEW_HOURS - 1) * HOUR_MS;
+    const jobsKey = jobs.join('\n');
+    const cached = this.hourly;
+    const whole = !cached || cached.jobs !== jobsKey || cached.firstHour !== firstHour || nowMs - cached.at > CLOSED_HOURS_RECOUNT_MS;
+    // Every hour when the counts of the closed ones are due, else only the open ones (the closed ones come from the cache).
+    const countFrom = whole ? firstHour : firstHour + (OVERVIEW_HOURS - OPEN_HOURS) * HOUR_MS;
+    const hours = whole ? OVERVIEW_HOURS : OPEN_HOURS;
+    const per = 2 + FAILED_KINDS.length;
+    const totals: number[] = new Array<number>(2 * per).fill(0);
+    const done: number[] = new Array<number>(hours).fill(0);
+    const failed: number[] = new Array<number>(hours).fill(0);
+    const failing: { job: string; id: string }[] = [];
+    for (let i = 0; i < jobs.length; i += TALLY_JOBS) {
+      const slice = jobs.slice(i, i + TALLY_JOBS);
+      const keys = slice.flatMap((job) => [
+        ...FINISHED.map((state) => this.finishedSet(job, state)),
+        ...FAILED_KINDS.map((kind) => this.keys.runIndex(job, 'failed', 'outcome', kind)),
+      ]);
+      const [t, d, f, bad] = await (this.redis as unknown as WithTally).jobscopeTally(
+        keys.length,
+        ...keys,
+        nowMs - DAY_MS,
+        nowMs - 7 * DAY_MS,
+        countFrom,
+        hours,
+        HOUR_MS,
+      );
+      t.forEach((n, k) => (totals[k] += Number(n)));
+      d.forEach((n, k) => (done[k] += Number(n)));
+      f.forEach((n, k) => (failed[k] += Number(n)));
+      for (let k = 0; k < bad.length; k += 2) failing.push({ job: slice[Number(bad[k])], id: String(bad[k + 1]) });
+    }
+    const window = (w: number): OutcomeCounts => {
+      const [completed, all, ...kinds] = totals.slice(w * per, (w + 1) * per);
+      const out: OutcomeCounts = {
+        finished: completed + all,
+        completed,
+        failed: all,
+        timeout: 0,
+        cancelled: 0,
+        skipped: 0,
+        misfire: 0,
+        successRate: null,
+      };
+      FAILED_KINDS.forEach((kind, k) => {
+        out[kind as 'timeout'] = kinds[k];
+        out.failed -= kinds[k];
+      });
+      // The index can lag BullMQ's set for a run that failed this instant: never a negative count.
+      out.failed = Math.max(0, out.failed);
+      out.successRate = out.finished ? completed / out.finished : null;
+      return out;
+    };
+    const read = this.redis.pipeline();
+    for (const f of failing) read.hmget(this.keys.bullJob(f.job, f.id), ...ROW_FIELDS);
+    const answers = failing.length ? ((await read.exec()) ?? []) : [];
+    const rows = failing
+      .map((f, i) => rowOf(f.job, f.id, 'failed', ((answers[i] as [Error | null, (string | null)[]])[1] ?? []) as (string | null)[]))
+      .filter((r): r is RunRow => r !== null)
+      .sort((a, b) => (b.finishedAt ?? '').localeCompare(a.finishedAt ?? ''));
+    if (whole) this.hourly = { jobs: jobsKey, at: nowMs, firstHour, done, failed };
+    const closed = this.hourly!;
+    const allDone = whole ? done : [...closed.done.slice(0, OVERVIEW_HOURS - OPEN_HOURS), ...done];
+    const allFailed = whole ? failed : [...closed.failed.slice(0, OVERVIEW_HOURS - OPEN_HOURS), ...failed];
+    return {
+      last24h: window(0),
+      last7d: window(1),
+      hourly: allDone.map((completed, h) => ({ start: new Date(firstHour + h * HOUR_MS).toISOString(), completed, failed: allFailed[h] })),
+      failing: rows,
+    };
   }
 
   /** Success rate and duration percentiles per hour (last 48 h) and per day (last 30 days, in `tz`), over the kept runs. */
