@@ -280,6 +280,11 @@ const TALLY_JOBS = 100;
 const CLOSED_HOURS_RECOUNT_MS = 60_000;
 /** Hours recounted on every call: the current one and the one before (late finishes). */
 const OPEN_HOURS = 2;
+/**
+ * How far behind BullMQ's failed sets the index may be for the overview (a failed run counted as 'failed' until the index
+ * has its outcome); the dashboard refreshes every 5 s.
+ */
+const OVERVIEW_INDEX_LAG_MS = 10_000;
 
 // The overview's figures over many jobs in one command, summed in Redis so the answer is a few numbers whatever the number
 // of runs: O(log n) counts per set, never a read of the runs. KEYS, per job: its completed set, its failed set, then the
@@ -294,14 +299,19 @@ for i = 1, #windows * per do totals[i] = 0 end
 for h = 1, hours do done[h] = 0; failed[h] = 0 end
 for j = 0, #KEYS / per - 1 do
   for w = 1, #windows do
-    for s = 1, per do
-      local i = (w - 1) * per + s
-      totals[i] = totals[i] + redis.call('ZCOUNT', KEYS[j * per + s], windows[w], '+inf')
+    local base = (w - 1) * per
+    local ok = redis.call('ZCOUNT', KEYS[j * per + 1], windows[w], '+inf')
+    local bad = redis.call('ZCOUNT', KEYS[j * per + 2], windows[w], '+inf')
+    totals[base + 1] = totals[base + 1] + ok
+    totals[base + 2] = totals[base + 2] + bad
+    -- The outcomes of failed runs, only where runs failed (most jobs, most of the time: none).
+    if bad > 0 then
+      for s = 3, per do totals[base + s] = totals[base + s] + redis.call('ZCOUNT', KEYS[j * per + s], windows[w], '+inf') end
     end
   end
   for s = 1, 2 do
     local key, into = KEYS[j * per + s], s == 1 and done or failed
-    if redis.call('ZCOUNT', key, first, '+inf') > 0 then
+    if hours <= 2 or redis.call('ZCOUNT', key, first, '+inf') > 0 then
       for h = 1, hours do
         local from = first + (h - 1) * hour
         into[h] = into[h] + redis.call('ZCOUNT', key, from, '(' .. (from + hour))
@@ -388,6 +398,8 @@ export class RunIndex {
   private readonly floors = new Map<string, number>();
   private floorsCheckedAt = 0;
   private readonly newest = new Map<string, string>();
+  /** When the last completed sync pass started (epoch ms). */
+  private syncedAt = 0;
   /** The overview's per-hour counts of closed hours, by the jobs they count (see CLOSED_HOURS_RECOUNT_MS). */
   private hourly: { jobs: string; at: number; firstHour: number; done: number[]; failed: number[] } | undefined;
 
@@ -415,7 +427,10 @@ export class RunIndex {
 
   /** Brings the index up to date with BullMQ's finished sets (cheap when nothing is new; concurrent callers share a pass). */
   sync(): Promise<void> {
-    this.syncing ??= this.syncPass().finally(() => (this.syncing = undefined));
+    const started = Date.now();
+    this.syncing ??= this.syncPass()
+      .then(() => void (this.syncedAt = Math.max(this.syncedAt, started)))
+      .finally(() => (this.syncing = undefined));
     return this.syncing;
   }
 
@@ -847,7 +862,10 @@ export class RunIndex {
    * summed in Redis: a few commands per 100 jobs, whatever the number of runs.
    */
   async overview(jobs: string[], nowMs = Date.now()): Promise<RunsOverview> {
-    await this.sync();
+    // The index tells the outcomes of failed runs apart (the counts themselves come from BullMQ's sets). A refresh waits
+    // for it only when it is older than OVERVIEW_INDEX_LAG_MS; else one is started for the next refresh.
+    if (Date.now() - this.syncedAt > OVERVIEW_INDEX_LAG_MS) await this.sync();
+    else void this.sync().catch(() => undefined);
     if (!('jobscopeTally' in this.redis)) this.redis.defineCommand('jobscopeTally', { lua: TALLY });
     const firstHour = Math.floor(nowMs / HOUR_MS) * HOUR_MS - (OVERVIEW_HOURS - 1) * HOUR_MS;
     const jobsKey = jobs.join('\n');
