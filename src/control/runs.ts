@@ -278,8 +278,11 @@ const TALLY_JOBS = 100;
  * SYNC_MARGIN_MS late, retention removes old runs): 96 counts per job, the bulk of a full tally, not on every refresh.
  */
 const CLOSED_HOURS_RECOUNT_MS = 60_000;
-/** Hours recounted on every call: the current one and the one before (late finishes). */
-const OPEN_HOURS = 2;
+/**
+ * Hours recounted on every call: the current one (the hour before was counted whole when the hour turned, and its late
+ * finishes are in the next recount of the closed hours).
+ */
+const OPEN_HOURS = 1;
 /**
  * How far behind BullMQ's failed sets the index may be for the overview (a failed run counted as 'failed' until the index
  * has its outcome); the dashboard refreshes every 5 s.
@@ -292,26 +295,34 @@ const OVERVIEW_INDEX_LAG_MS = 10_000;
 // hour's start, [4] hours, [5] hour length (ms). Returns { totals (per window: completed, failed, then each kind),
 // completed per hour, failed per hour, per job whose last finished run failed: its position, that run's id }.
 const TALLY = `local per = 2 + ${FAILED_KINDS.length}
-local windows = { ARGV[1], ARGV[2] }
+local windows = { ARGV[2], ARGV[1] }
 local first, hours, hour = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local totals, done, failed, failing = {}, {}, {}, {}
 for i = 1, #windows * per do totals[i] = 0 end
 for h = 1, hours do done[h] = 0; failed[h] = 0 end
 for j = 0, #KEYS / per - 1 do
+  -- The 7 days first: an outcome that did not happen in 7 days is not counted again for 24 h.
+  local seen = {}
   for w = 1, #windows do
-    local base = (w - 1) * per
+    local base = (#windows - w) * per
     local ok = redis.call('ZCOUNT', KEYS[j * per + 1], windows[w], '+inf')
     local bad = redis.call('ZCOUNT', KEYS[j * per + 2], windows[w], '+inf')
     totals[base + 1] = totals[base + 1] + ok
     totals[base + 2] = totals[base + 2] + bad
     -- The outcomes of failed runs, only where runs failed (most jobs, most of the time: none).
     if bad > 0 then
-      for s = 3, per do totals[base + s] = totals[base + s] + redis.call('ZCOUNT', KEYS[j * per + s], windows[w], '+inf') end
+      for s = 3, per do
+        if w == 1 or seen[s] then
+          local n = redis.call('ZCOUNT', KEYS[j * per + s], windows[w], '+inf')
+          totals[base + s] = totals[base + s] + n
+          seen[s] = n > 0
+        end
+      end
     end
   end
   for s = 1, 2 do
     local key, into = KEYS[j * per + s], s == 1 and done or failed
-    if hours <= 2 or redis.call('ZCOUNT', key, first, '+inf') > 0 then
+    if hours <= 1 or redis.call('ZCOUNT', key, first, '+inf') > 0 then
       for h = 1, hours do
         local from = first + (h - 1) * hour
         into[h] = into[h] + redis.call('ZCOUNT', key, from, '(' .. (from + hour))
@@ -865,7 +876,7 @@ export class RunIndex {
     // The index tells the outcomes of failed runs apart (the counts themselves come from BullMQ's sets). A refresh waits
     // for it only when it is older than OVERVIEW_INDEX_LAG_MS; else one is started for the next refresh.
     if (Date.now() - this.syncedAt > OVERVIEW_INDEX_LAG_MS) await this.sync();
-    else void this.sync().catch(() => undefined);
+    else if (Date.now() - this.syncedAt > OVERVIEW_INDEX_LAG_MS / 3) void this.sync().catch(() => undefined);
     if (!('jobscopeTally' in this.redis)) this.redis.defineCommand('jobscopeTally', { lua: TALLY });
     const firstHour = Math.floor(nowMs / HOUR_MS) * HOUR_MS - (OVERVIEW_HOURS - 1) * HOUR_MS;
     const jobsKey = jobs.join('\n');
