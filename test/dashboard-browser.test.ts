@@ -627,13 +627,25 @@ describe('dashboard in a browser', () => {
     // Runs per hour: a uPlot chart with its two series.
     await overview.locator('#chart-runs-hourly canvas').first().waitFor();
     assert.match((await overview.locator('#chart-runs-hourly').textContent()) ?? '', /Runs per hour.*completed.*failed/s);
+    // uPlot's stylesheet is on the page: the legend sits below the plot, not over it.
+    const [plotBox, legendBox] = await Promise.all([
+      overview.locator('#chart-runs-hourly .u-over').boundingBox(),
+      overview.locator('#chart-runs-hourly .u-legend').boundingBox(),
+    ]);
+    assert.ok(
+      plotBox && legendBox && legendBox.y >= plotBox.y + plotBox.height,
+      `legend ${JSON.stringify(legendBox)} over ${JSON.stringify(plotBox)}`,
+    );
 
-    // It refreshes by itself: a live token while nightly-report runs, one more finished run when it is done.
+    // Live tokens while a run holds one (the page opened while it does), then, refreshing by itself, one more finished
+    // run and no live token once it is done.
+    const { runId: live } = await runtime.queues.enqueue('greet', { name: 'tokens', times: 5 }, { trigger: 'manual' });
+    await until(async () => (await runtime.tokens.list()).some((t) => t.run === live), 10_000, 'its token');
+    await page.reload();
+    await until(async () => Number(await stat('ov-fleet', 'live-tokens').textContent()) >= 1, 5000, 'a live token');
     const before = Number(await stat('ov-24h', 'finished').textContent());
-    const { runId: nightly } = await runtime.queues.enqueue('nightly-report', {}, { trigger: 'manual' });
-    await until(async () => Number(await stat('ov-fleet', 'live-tokens').textContent()) >= 1, 12_000, 'a live token');
     await shot(page, 'overview');
-    await waitForRun(runtime, nightly);
+    await waitForRun(runtime, live);
     await until(async () => Number(await stat('ov-24h', 'finished').textContent()) === before + 1, 12_000, 'the new run counted');
     await until(async () => Number(await stat('ov-fleet', 'live-tokens').textContent()) === 0, 12_000, 'no live token');
     await noTokenIn(page);
