@@ -6,6 +6,7 @@ import { Control } from '../src/control/control.ts';
 import { registerDefinition } from '../src/jobs/define.ts';
 import { Registry } from '../src/jobs/registry.ts';
 import { startRedis, type TestRedis } from './helpers/redis.ts';
+import { until } from './helpers/wait.ts';
 
 const PREFIX = 'ov';
 const HOUR = 3_600_000;
@@ -106,8 +107,24 @@ describe('the overview', () => {
     assert.equal(again.hourly[47].completed, o.hourly[47].completed + 1);
     assert.equal(again.last24h.finished, 5);
 
+    // A run of an hour already closed: counted once the closed hours are recounted (in the background, once a minute).
+    await finished('c', 2, now - 5 * HOUR);
+    const cachedHour = (await control.overview()).hourly.find((b) => b.start === hourOf(now - 5 * HOUR));
+    assert.equal(cachedHour?.completed, at(now - 5 * HOUR)?.completed, 'from the cache until the recount');
+    await control.runIndex.overview(control.registry.names, Date.now() + 61_000);
+    await until(
+      async () =>
+        (await control.overview()).hourly.find((b) => b.start === hourOf(now - 5 * HOUR))?.completed === (cachedHour?.completed ?? 0) + 1,
+      5000,
+      'the recount of the closed hours',
+    );
+
     // Only the jobs asked about (a login limited to job groups).
     const onlyA = await control.overview(['a']);
     assert.deepEqual([onlyA.jobs, onlyA.last7d.finished, onlyA.last7d.timeout, onlyA.failing.length], [1, 3, 1, 0]);
+    assert.equal(
+      onlyA.hourly.reduce((n, b) => n + b.completed + b.failed, 0),
+      3,
+    );
   });
 });

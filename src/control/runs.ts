@@ -274,8 +274,8 @@ export const OVERVIEW_HOURS = 48;
 /** Jobs per TALLY call: one call never holds Redis for long. */
 const TALLY_JOBS = 100;
 /**
- * The runs-per-hour counts of hours before the last two are recounted at most this often (a run's finish is indexed up to
- * SYNC_MARGIN_MS late, retention removes old runs): 96 counts per job, the bulk of a full tally, not on every refresh.
+ * The runs-per-hour counts of closed hours are recounted, in the background, this often and when the hour turns (late
+ * finishes of the hour that just closed; retention removing old runs): 96 counts per job, the bulk of a whole tally.
  */
 const CLOSED_HOURS_RECOUNT_MS = 60_000;
 /**
@@ -413,6 +413,7 @@ export class RunIndex {
   private syncedAt = 0;
   /** The overview's per-hour counts of closed hours, by the jobs they count (see CLOSED_HOURS_RECOUNT_MS). */
   private hourly: { jobs: string; at: number; firstHour: number; done: number[]; failed: number[] } | undefined;
+  private recounting: Promise<void> | undefined;
 
   constructor(redis: Redis, keys: RedisKeys, registry: Registry) {
     this.redis = redis;
@@ -877,16 +878,83 @@ export class RunIndex {
     // for it only when it is older than OVERVIEW_INDEX_LAG_MS; else one is started for the next refresh.
     if (Date.now() - this.syncedAt > OVERVIEW_INDEX_LAG_MS) await this.sync();
     else if (Date.now() - this.syncedAt > OVERVIEW_INDEX_LAG_MS / 3) void this.sync().catch(() => undefined);
-    if (!('jobscopeTally' in this.redis)) this.redis.defineCommand('jobscopeTally', { lua: TALLY });
     const firstHour = Math.floor(nowMs / HOUR_MS) * HOUR_MS - (OVERVIEW_HOURS - 1) * HOUR_MS;
     const jobsKey = jobs.join('\n');
-    const cached = this.hourly;
-    const whole = !cached || cached.jobs !== jobsKey || cached.firstHour !== firstHour || nowMs - cached.at > CLOSED_HOURS_RECOUNT_MS;
-    // Every hour when the counts of the closed ones are due, else only the open ones (the closed ones come from the cache).
-    const countFrom = whole ? firstHour : firstHour + (OVERVIEW_HOURS - OPEN_HOURS) * HOUR_MS;
+    const cached = this.hourly?.jobs === jobsKey ? this.hourly : undefined;
+    // The closed hours come from the cache, recounted in the background once a minute and when the hour turns (the hour
+    // that just closed keeps the count of the last refresh until then); only a first call counts every hour itself.
+    const whole = !cached;
     const hours = whole ? OVERVIEW_HOURS : OPEN_HOURS;
+    const t = await this.tally(jobs, nowMs, firstHour + (OVERVIEW_HOURS - hours) * HOUR_MS, hours);
+    const closedHours = OVERVIEW_HOURS - OPEN_HOURS;
+    const closed = (from: number[] | undefined): number[] =>
+      Array.from({ length: closedHours }, (_, h) => (cached ? (from?.[(firstHour - cached.firstHour) / HOUR_MS + h] ?? 0) : 0));
+    const done = whole ? t.done : [...closed(cached?.done), ...t.done];
+    const failed = whole ? t.failed : [...closed(cached?.failed), ...t.failed];
+    this.hourly = { jobs: jobsKey, at: whole ? nowMs : cached.at, firstHour, done, failed };
+    if (cached && (cached.firstHour !== firstHour || nowMs - cached.at > CLOSED_HOURS_RECOUNT_MS)) this.recountHours(jobs, jobsKey);
+
     const per = 2 + FAILED_KINDS.length;
-    const totals: number[] = new Array<number>(2 * per).fill(0);
+    const window = (w: number): OutcomeCounts => {
+      const [completed, all, ...kinds] = t.totals.slice(w * per, (w + 1) * per);
+      const out: OutcomeCounts = {
+        finished: completed + all,
+        completed,
+        failed: all,
+        timeout: 0,
+        cancelled: 0,
+        skipped: 0,
+        misfire: 0,
+        successRate: null,
+      };
+      FAILED_KINDS.forEach((kind, k) => {
+        out[kind as 'timeout'] = kinds[k];
+        out.failed -= kinds[k];
+      });
+      // The index can lag BullMQ's set for a run that failed this instant: never a negative count.
+      out.failed = Math.max(0, out.failed);
+      out.successRate = out.finished ? completed / out.finished : null;
+      return out;
+    };
+    const read = this.redis.pipeline();
+    for (const f of t.failing) read.hmget(this.keys.bullJob(f.job, f.id), ...ROW_FIELDS);
+    const answers = t.failing.length ? ((await read.exec()) ?? []) : [];
+    const rows = t.failing
+      .map((f, i) => rowOf(f.job, f.id, 'failed', ((answers[i] as [Error | null, (string | null)[]])[1] ?? []) as (string | null)[]))
+      .filter((r): r is RunRow => r !== null)
+      .sort((a, b) => (b.finishedAt ?? '').localeCompare(a.finishedAt ?? ''));
+    return {
+      last24h: window(0),
+      last7d: window(1),
+      hourly: done.map((completed, h) => ({ start: new Date(firstHour + h * HOUR_MS).toISOString(), completed, failed: failed[h] })),
+      failing: rows,
+    };
+  }
+
+  /** Counts every hour of the overview again, off the request (one at a time), and keeps them for the next refreshes. */
+  private recountHours(jobs: string[], jobsKey: string): void {
+    if (this.recounting) return;
+    const nowMs = Date.now();
+    const firstHour = Math.floor(nowMs / HOUR_MS) * HOUR_MS - (OVERVIEW_HOURS - 1) * HOUR_MS;
+    this.recounting = this.tally(jobs, nowMs, firstHour, OVERVIEW_HOURS)
+      .then(({ done, failed }) => {
+        // Unless the hour turned meanwhile (the next refresh starts another).
+        if (this.hourly?.jobs === jobsKey && this.hourly.firstHour === firstHour)
+          this.hourly = { jobs: jobsKey, at: nowMs, firstHour, done, failed };
+      })
+      .catch(() => undefined)
+      .finally(() => (this.recounting = undefined));
+  }
+
+  /** TALLY over `jobs`, a slice at a time: window totals, runs per hour from `countFrom` for `hours`, the failing jobs. */
+  private async tally(
+    jobs: string[],
+    nowMs: number,
+    countFrom: number,
+    hours: number,
+  ): Promise<{ totals: number[]; done: number[]; failed: number[]; failing: { job: string; id: string }[] }> {
+    if (!('jobscopeTally' in this.redis)) this.redis.defineCommand('jobscopeTally', { lua: TALLY });
+    const totals: number[] = new Array<number>(2 * (2 + FAILED_KINDS.length)).fill(0);
     const done: number[] = new Array<number>(hours).fill(0);
     const failed: number[] = new Array<number>(hours).fill(0);
     const failing: { job: string; id: string }[] = [];
@@ -910,44 +978,7 @@ export class RunIndex {
       f.forEach((n, k) => (failed[k] += Number(n)));
       for (let k = 0; k < bad.length; k += 2) failing.push({ job: slice[Number(bad[k])], id: String(bad[k + 1]) });
     }
-    const window = (w: number): OutcomeCounts => {
-      const [completed, all, ...kinds] = totals.slice(w * per, (w + 1) * per);
-      const out: OutcomeCounts = {
-        finished: completed + all,
-        completed,
-        failed: all,
-        timeout: 0,
-        cancelled: 0,
-        skipped: 0,
-        misfire: 0,
-        successRate: null,
-      };
-      FAILED_KINDS.forEach((kind, k) => {
-        out[kind as 'timeout'] = kinds[k];
-        out.failed -= kinds[k];
-      });
-      // The index can lag BullMQ's set for a run that failed this instant: never a negative count.
-      out.failed = Math.max(0, out.failed);
-      out.successRate = out.finished ? completed / out.finished : null;
-      return out;
-    };
-    const read = this.redis.pipeline();
-    for (const f of failing) read.hmget(this.keys.bullJob(f.job, f.id), ...ROW_FIELDS);
-    const answers = failing.length ? ((await read.exec()) ?? []) : [];
-    const rows = failing
-      .map((f, i) => rowOf(f.job, f.id, 'failed', ((answers[i] as [Error | null, (string | null)[]])[1] ?? []) as (string | null)[]))
-      .filter((r): r is RunRow => r !== null)
-      .sort((a, b) => (b.finishedAt ?? '').localeCompare(a.finishedAt ?? ''));
-    if (whole) this.hourly = { jobs: jobsKey, at: nowMs, firstHour, done, failed };
-    const closed = this.hourly!;
-    const allDone = whole ? done : [...closed.done.slice(0, OVERVIEW_HOURS - OPEN_HOURS), ...done];
-    const allFailed = whole ? failed : [...closed.failed.slice(0, OVERVIEW_HOURS - OPEN_HOURS), ...failed];
-    return {
-      last24h: window(0),
-      last7d: window(1),
-      hourly: allDone.map((completed, h) => ({ start: new Date(firstHour + h * HOUR_MS).toISOString(), completed, failed: allFailed[h] })),
-      failing: rows,
-    };
+    return { totals, done, failed, failing };
   }
 
   /** Success rate and duration percentiles per hour (last 48 h) and per day (last 30 days, in `tz`), over the kept runs. */
