@@ -1,7 +1,11 @@
 // How fast GET /api/runs answers over a big history: fills a private redis-server with `--jobs` job queues of `--runs`
 // finished runs each (BullMQ bulk adds, finished by plain BullMQ workers: a mix of triggers, users and outcomes as
 // jobscope records them), then times the query over real HTTP with and without filters and prints p50/p95.
-// Usage: node --import tsx bench/runs-api.ts [--jobs 100] [--runs 1000] [--iterations 40]
+// Also times GET /api/overview (the dashboard's first page) over the same history.
+// Usage: node --import tsx bench/runs-api.ts [--jobs 100] [--runs 1000] [--iterations 40] [--fill workers|script] [--overview-only]
+// `--fill script` writes the finished runs with a Lua script in BullMQ's own layout (the hash fields and finished sets
+// BullMQ's workers leave, finish times spread over the last 7 days) instead of running them through BullMQ workers:
+// 1,000 jobs x 1,000 runs in a minute or two instead of most of an hour.
 import type { AddressInfo } from 'node:net';
 import { parseArgs } from 'node:util';
 import { Queue, UnrecoverableError, Worker } from 'bullmq';
@@ -18,11 +22,14 @@ const { values } = parseArgs({
     jobs: { type: 'string', default: '100' },
     runs: { type: 'string', default: '1000' },
     iterations: { type: 'string', default: '40' },
+    fill: { type: 'string', default: 'workers' },
+    'overview-only': { type: 'boolean', default: false },
   },
 });
 const JOBS = Number(values.jobs);
 const RUNS = Number(values.runs);
 const ITERATIONS = Number(values.iterations);
+if (values.fill !== 'workers' && values.fill !== 'script') throw new Error('--fill: workers or script');
 const PREFIX = 'bench';
 
 const redis = await startRedis();
@@ -91,18 +98,58 @@ async function fill(): Promise<number> {
   return performance.now() - started;
 }
 
+// One job's finished runs as BullMQ's workers leave them: the run hash (name, data, opts, timestamps, attempts, result or
+// failedReason and stacktrace) and its id in the job's completed or failed set (score: finishedOn). Run i (0-based)
+// finishes at ARGV[2] + i * ARGV[3]; what each run is follows runOf(). KEYS: [1] the queue's key prefix.
+const FILL = `local prefix, runs, start, step = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local users = { 'user:ada', 'user:bob', 'user:kim' }
+for i = 0, runs - 1 do
+  local kind = i % 10
+  local name = kind < 6 and 'schedule' or (kind < 9 and 'api' or 'manual')
+  local by = name == 'manual' and users[i % 3 + 1] or (name == 'api' and 'client' or nil)
+  local fail = (i % 100 == 7) and 'RunTimeoutError' or ((i % 20 == 3) and 'Error' or nil)
+  local id = tostring(i + 1)
+  local finished = start + i * step
+  local opts = '{"attempts":1,"removeOnComplete":{"count":1000},"removeOnFail":{"count":5000},"jobscope":'
+    .. (by and ('{"by":"' .. by .. '"}') or '{}') .. '}'
+  local key = prefix .. id
+  redis.call('HSET', key, 'name', name, 'data', '{"i":' .. i .. '}', 'opts', opts, 'timestamp', finished - 40,
+    'delay', 0, 'priority', 0, 'processedOn', finished - 20, 'finishedOn', finished, 'atm', 1, 'ats', 1)
+  if fail then
+    local message = fail == 'RunTimeoutError' and 'the run timed out after 30000 ms' or 'downstream said 503'
+    redis.call('HSET', key, 'failedReason', message, 'stacktrace', cjson.encode({ fail .. ': ' .. message .. '\\n    at bench' }))
+    redis.call('ZADD', prefix .. 'failed', finished, id)
+  else
+    redis.call('HSET', key, 'returnvalue', '1')
+    redis.call('ZADD', prefix .. 'completed', finished, id)
+  end
+end
+redis.call('SET', prefix .. 'id', runs)
+return runs`;
+
+async function fillByScript(): Promise<number> {
+  const started = performance.now();
+  const connection = new Redis(redis.url);
+  const span = 7 * 86_400_000;
+  const step = Math.floor(span / RUNS);
+  for (const name of names) await connection.eval(FILL, 1, `${PREFIX}:${name}:`, RUNS, Date.now() - span, step);
+  connection.disconnect();
+  return performance.now() - started;
+}
+
 function pct(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
 }
 
-const fillMs = await fill();
+const fillMs = values.fill === 'script' ? await fillByScript() : await fill();
 const control = new Control({ redisUrl: redis.url, prefix: PREFIX, registry });
 await control.ready();
 const app = express();
 app.use('/api', apiRouter(control, '100kb'));
 const server = app.listen(0, '127.0.0.1');
 await new Promise((r) => server.once('listening', r));
-const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/api/runs`;
+const api = `http://127.0.0.1:${(server.address() as AddressInfo).port}/api`;
+const base = `${api}/runs`;
 
 async function get(query: string): Promise<{ ms: number; body: { runs: unknown[]; next: string | null } }> {
   const t = performance.now();
@@ -139,7 +186,7 @@ const variants: [string, string][] = [
   ['job + state + trigger', `?job=${names[JOBS - 1]}&state=failed&trigger=schedule`],
 ];
 const rows: string[] = [];
-for (const [label, query] of variants) {
+for (const [label, query] of values['overview-only'] ? [] : variants) {
   for (let i = 0; i < 3; i++) await get(query);
   const times: number[] = [];
   let found = 0;
@@ -154,12 +201,51 @@ for (const [label, query] of variants) {
   );
 }
 
+// GET /api/overview: after the first query above brought the index up to date, as the dashboard's first page asks it.
+const syncTimes: number[] = [];
+for (let i = 0; i < ITERATIONS; i++) {
+  const t = performance.now();
+  await control.runIndex.sync();
+  syncTimes.push(performance.now() - t);
+}
+syncTimes.sort((a, b) => a - b);
+const overviewTimes: number[] = [];
+let overviewFirstMs = 0;
+// Redis's own time per overview (commandstats, summed over every command): what the overview costs the one Redis every
+// host shares, whatever else the bench machine is doing.
+let redisUsec = 0;
+const usecNow = async () => [...(await control.redis.info('commandstats')).matchAll(/usec=(\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
+let overview: { last24h: { finished: number }; last7d: { finished: number; timeout: number }; failing: unknown[] } | undefined;
+for (let i = 0; i < ITERATIONS + 3; i++) {
+  const t = performance.now();
+  const res = await fetch(`${api}/overview`);
+  const body = (await res.json()) as typeof overview;
+  if (res.status !== 200) throw new Error(`overview: ${res.status} ${JSON.stringify(body)}`);
+  if (i === 0) overviewFirstMs = performance.now() - t;
+  if (i >= 3) overviewTimes.push(performance.now() - t);
+  if (i === 2) redisUsec = -(await usecNow());
+  overview = body;
+}
+redisUsec += await usecNow();
+overviewTimes.sort((a, b) => a - b);
+rows.push(
+  `| ${'GET /api/overview'.padEnd(30)} | ${String(overview?.failing.length ?? 0).padStart(4)} | ${pct(overviewTimes, 50).toFixed(1).padStart(6)} | ${pct(overviewTimes, 95).toFixed(1).padStart(6)} |`,
+);
 console.log(`${JOBS} jobs x ${RUNS} runs (${(JOBS * RUNS).toLocaleString('en')} kept runs), filled in ${(fillMs / 1000).toFixed(1)} s`);
 console.log(`first query (builds the index from scratch): ${first.ms.toFixed(0)} ms; Redis keys: ${dbsize} (${String(counts)} index keys)`);
 console.log(
   `\n| query                          | rows |  p50 ms |  p95 ms |\n| ------------------------------ | ---- | ------- | ------- |`,
 );
 for (const r of rows) console.log(r);
+console.log(
+  `\nindex sync when nothing changed (every query above pays it): p50 ${pct(syncTimes, 50).toFixed(1)} ms, p95 ${pct(syncTimes, 95).toFixed(1)} ms;` +
+    ` first overview (counts all ${48} hours): ${overviewFirstMs.toFixed(0)} ms; Redis time per overview: ` +
+    `${(redisUsec / ITERATIONS / 1000).toFixed(1)} ms (background recounts and index syncs included)`,
+);
+console.log(
+  `overview: ${overview?.last24h.finished} runs finished in 24 h, ${overview?.last7d.finished} in 7 days (${overview?.last7d.timeout} timed out), ` +
+    `${overview?.failing.length} jobs failing now (the overview row's "rows")`,
+);
 
 server.close();
 await control.close();

@@ -431,6 +431,106 @@ function scheduleCell(job) {
 
 // ---------- pages ----------
 
+/** Finished runs of one window by outcome, as a tile: how many, the success rate, and each outcome that happened. */
+function windowTile(id, title, c) {
+  const rate = c.successRate === null ? '–' : `${(Math.floor(c.successRate * 1000) / 10).toFixed(1)}%`;
+  const parts = ['completed', 'failed', 'timeout', 'cancelled', 'skipped', 'misfire']
+    .filter((o) => c[o] > 0 || o === 'completed' || o === 'failed')
+    .map((o) => h('li', { 'data-outcome': o }, h('span', { class: `badge outcome-${o}` }, o), ' ', h('span', { class: 'num' }, c[o])));
+  return h(
+    'section',
+    { class: 'tile', id },
+    h('h3', {}, title),
+    h('p', { class: 'big' }, h('span', { 'data-stat': 'finished' }, c.finished), ' runs'),
+    h('p', {}, 'success rate ', h('strong', { 'data-stat': 'success-rate' }, rate)),
+    h('ul', { class: 'outcomes' }, parts),
+  );
+}
+
+/**
+ * The fleet at a glance, above the jobs table: runs by outcome in the last 24 h and 7 days, workers alive and dead, live
+ * tokens, the jobs failing now (their last run did not complete) and runs per hour. GET /api/overview, every 5 s; the
+ * chart is drawn once and given new data when the counts change.
+ */
+function overviewSection() {
+  const el = h('section', { id: 'overview', 'aria-label': 'Overview' });
+  const tiles = h('div', { class: 'tiles' });
+  const failing = h('div', { id: 'ov-failing' });
+  const chartBox = h('div', { class: 'chart', id: 'chart-runs-hourly' });
+  el.append(h('h1', {}, 'Overview'), tiles, h('div', { class: 'columns' }, failing, chartBox));
+  let plot = null;
+  let drawn = '';
+  const render = async () => {
+    const o = await api('overview');
+    tiles.replaceChildren(
+      windowTile('ov-24h', 'Last 24 hours', o.last24h),
+      windowTile('ov-7d', 'Last 7 days', o.last7d),
+      h(
+        'section',
+        { class: 'tile', id: 'ov-fleet' },
+        h('h3', {}, 'Fleet'),
+        h(
+          'p',
+          { class: 'big' },
+          h('span', { 'data-stat': 'jobs' }, o.jobs),
+          ' jobs',
+          o.paused ? h('span', { class: 'muted' }, ` (${o.paused} paused)`) : null,
+        ),
+        h(
+          'p',
+          {},
+          h('a', { href: 'workers.html' }, 'workers'),
+          ' ',
+          h('strong', { 'data-stat': 'workers-alive', class: 'ok' }, o.workers.alive),
+          ' alive · ',
+          h('strong', { 'data-stat': 'workers-dead', class: o.workers.dead ? 'bad' : '' }, o.workers.dead),
+          ' dead',
+        ),
+        h('p', {}, h('a', { href: 'tokens.html' }, 'live tokens'), ' ', h('strong', { 'data-stat': 'live-tokens' }, o.liveTokens)),
+      ),
+    );
+    failing.replaceChildren(
+      h('h3', {}, 'Failing now'),
+      o.failing.length
+        ? h(
+            'ul',
+            { class: 'failing' },
+            o.failing.map((r) =>
+              h(
+                'li',
+                { 'data-job': r.job },
+                h('strong', {}, jobLink(r.job)),
+                ' ',
+                runBadge(r),
+                ' ',
+                runLink(r.runId, when(r.finishedAt)),
+                r.error ? h('div', { class: 'error small' }, r.error) : null,
+              ),
+            ),
+          )
+        : h('p', { class: 'muted', id: 'ov-none-failing' }, 'No job is failing: every job’s last finished run completed.'),
+    );
+    const key = JSON.stringify(o.hourly);
+    if (key === drawn) return;
+    drawn = key;
+    const xs = o.hourly.map((b) => Date.parse(b.start) / 1000);
+    const data = [xs, o.hourly.map((b) => b.completed), o.hourly.map((b) => b.failed)];
+    if (plot) plot.setData(data);
+    else
+      plot = await chart(
+        chartBox,
+        'Runs per hour (48 h)',
+        xs,
+        [
+          { label: 'completed', color: '#1f8a4c', values: data[1] },
+          { label: 'failed', color: '#c0392b', values: data[2] },
+        ],
+        'runs',
+      );
+  };
+  return { el, render };
+}
+
 async function jobsPage() {
   const rows = new Map();
   const tbody = h('tbody', {});
@@ -529,7 +629,11 @@ async function jobsPage() {
       row.tr.replaceChildren(...cells(job, row));
     }
   };
+  const overview = overviewSection();
+  const overviewErrors = h('div', {});
   show(
+    overview.el,
+    overviewErrors,
     h('h1', {}, 'Jobs'),
     errors,
     tableWrap(
@@ -543,8 +647,9 @@ async function jobsPage() {
       '.',
     ),
   );
-  await render();
+  await Promise.all([render(), overview.render().catch((err) => overviewErrors.replaceChildren(failure(err)))]);
   setTimeout(() => every(5000, render, errors), 5000);
+  setTimeout(() => every(5000, overview.render, overviewErrors), 5000);
 }
 
 const OUTCOME_CHOICES = ['completed', 'failed', 'timeout', 'cancelled', 'skipped', 'misfire'];
@@ -699,7 +804,13 @@ async function chart(el, title, xs, series, unit) {
     width,
     height: 190,
     scales: { x: { time: true }, y: unit === '%' ? { range: [0, 100] } : { auto: true } },
-    axes: [{}, { values: (_u, ticks) => ticks.map((v) => (v === null ? '' : unit === '%' ? `${v}%` : dur(v * 1000))), size: 60 }],
+    axes: [
+      {},
+      {
+        values: (_u, ticks) => ticks.map((v) => (v === null ? '' : unit === '%' ? `${v}%` : unit === 'runs' ? String(v) : dur(v * 1000))),
+        size: 60,
+      },
+    ],
     series: [{}, ...series.map((s) => ({ label: s.label, stroke: s.color, width: 2, points: { show: true, size: 4 }, spanGaps: false }))],
   };
   el.replaceChildren();

@@ -16,17 +16,35 @@ export class ConfigError extends JobscopeError {
   }
 }
 
-/** A job file that is not a valid definition: names the file (and line, for a file that cannot be loaded), the field and the fix. */
+/** One mistake of a definition: the field (none: the file as a whole) and the fix. */
+export interface DefinitionProblem {
+  field: string | undefined;
+  problem: string;
+}
+
+/**
+ * A job file that is not a valid definition: names the file (and line, for a file that cannot be loaded), the field and the
+ * fix. A definition with several mistakes names them all (`problems`; one line each in the message, the first as `field`).
+ */
 export class JobDefinitionError extends JobscopeError {
   readonly file: string;
   readonly field: string | undefined;
   readonly line: number | undefined;
-  constructor(file: string, field: string | undefined, problem: string, at?: { line: number; column?: number }) {
+  readonly problems: DefinitionProblem[];
+  constructor(
+    file: string,
+    field: string | undefined,
+    problem: string,
+    at?: { line: number; column?: number },
+    more: DefinitionProblem[] = [],
+  ) {
     const where = at ? `${file}:${at.line}${at.column ? `:${at.column}` : ''}` : file;
-    super('ERR_JOB_DEFINITION', `${where}: ${field ? `${field}: ` : ''}${problem}`);
+    const problems = [{ field, problem }, ...more];
+    super('ERR_JOB_DEFINITION', problems.map((p) => `${where}: ${p.field ? `${p.field}: ` : ''}${p.problem}`).join('\n'));
     this.file = file;
     this.field = field;
     this.line = at?.line;
+    this.problems = problems;
   }
 }
 
@@ -38,7 +56,7 @@ export class JobFilesError extends JobscopeError {
       'ERR_JOB_FILES',
       errors.length === 1
         ? errors[0]!.message
-        : `${errors.length} job files need fixing:\n${errors.map((e) => `  ${e.message}`).join('\n')}`,
+        : `${errors.length} job files need fixing:\n${errors.map((e) => e.message.replace(/^/gm, '  ')).join('\n')}`,
     );
     this.errors = errors;
   }

@@ -11,6 +11,13 @@ export class RedisKeys {
   token(jti: string): string {
     return `${this.prefix}:token:${jti}`;
   }
+  /**
+   * Sorted set of the jtis of registered tokens (score: expiry, epoch ms): what GET /api/tokens reads instead of scanning
+   * the keyspace. Only an index: `token(jti)` stays the truth of liveness (a member whose key is gone is not live).
+   */
+  get tokenIndex(): string {
+    return `${this.prefix}:_tokens`;
+  }
   /** What `token(jti)` starts with (scripts build token keys from a jti). */
   get tokenPrefix(): string {
     return `${this.prefix}:token:`;

@@ -1,4 +1,5 @@
-// The dashboard in a real headless Chromium (Debian's /usr/bin/chromium driven by playwright-core) against a real server,
+// The dashboard in a real headless Chromium (Debian's /usr/bin/chromium, else @sparticuz/chromium's build: see
+// helpers/browser.ts; driven by playwright-core) against a real server,
 // workers and Redis on 127.0.0.1: log in, see the jobs, trigger a run with parameters from the form, watch its logs arrive
 // live, see a validation error, use the form's trigger options (run later, priority, idempotency key, overlap refusal), see
 // a timed-out run's outcome, see tokens and workers, the read-only view, Bull Board, and the refusal without a login; the
@@ -6,28 +7,21 @@
 // rows, timed log lines), a dead worker marked, the Jobs page refreshing itself, pages at 400 px, the favicon.
 // Screenshots go to test-artifacts/ (the README's docs/screenshots/ are copies of these).
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import type { Runtime } from '../src/runtime/runtime.ts';
+import { findBrowser, launchOptions, type TestBrowser } from './helpers/browser.ts';
 import { startRedis, type TestRedis } from './helpers/redis.ts';
 import { ROOT, jobsDir, removeDir, testRuntime } from './helpers/runtime.ts';
 import { ADMIN, JWT_LIKE, TestServer, VIEWER } from './helpers/server.ts';
 import { until, waitForRun } from './helpers/wait.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
 const ARTIFACTS = path.join(ROOT, 'test-artifacts');
-const ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--no-first-run',
-  '--disable-sync',
-];
+
+let browser: TestBrowser;
 
 let redis: TestRedis;
 let dir: string;
@@ -43,9 +37,7 @@ let acceptDialogs = true;
 async function open(credentials?: { user: string; password: string }): Promise<Page> {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'jobscope-chromium-'));
   const context = await chromium.launchPersistentContext(dataDir, {
-    executablePath: CHROMIUM,
-    args: ARGS,
-    headless: true,
+    ...launchOptions(browser),
     viewport: { width: 1280, height: 860 },
     ...(credentials ? { httpCredentials: { username: credentials.user, password: credentials.password } } : {}),
   });
@@ -85,7 +77,9 @@ async function noTokenIn(page: Page): Promise<void> {
 }
 
 before(async () => {
-  assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install -y chromium`);
+  browser = await findBrowser();
+  // Which browser ran (and, the first time, how long the npm build took to unpack) is in the test output.
+  console.log(`browser: ${browser.source} ${browser.executablePath}${browser.unpackMs ? ` (unpacked in ${browser.unpackMs} ms)` : ''}`);
   mkdirSync(ARTIFACTS, { recursive: true });
   redis = await startRedis();
   dir = jobsDir({
@@ -520,8 +514,18 @@ describe('dashboard in a browser', () => {
       'who retried is logged on the run',
     );
     assert.equal(await page.locator('button[data-action="retry"]').count(), 0, 'a completed run has no Retry button');
+    // The first attempt's error stays on its attempt row, and is not the completed run's error anywhere.
+    assert.match((await attempts.first().textContent()) ?? '', /the first attempt always fails/);
+    assert.equal(await page.locator('#run-error').count(), 0, 'no Error section on a completed run');
     await shot(page, 'run-retried');
     await noTokenIn(page);
+    for (const list of [`job.html?name=fickle`, `runs.html?job=fickle`]) {
+      await page.goto(`${srv.url}/dashboard/${list}`);
+      const row = page.locator(`table.runs tr[data-run="${runId}"]`);
+      await row.waitFor();
+      assert.equal(await row.getAttribute('data-outcome'), 'completed', list);
+      assert.equal((await row.locator('td.error').textContent())?.trim(), '', `${list}: no error beside the completed run`);
+    }
   });
 
   test('a child run links to its parent and the parent to its children', async () => {
@@ -582,13 +586,90 @@ describe('dashboard in a browser', () => {
     await until(async () => Number(await cell.textContent()) === before + 1, 12_000, 'the new count without a reload');
   });
 
+  test('the overview above the jobs: runs by outcome, success rate, jobs failing now with links, workers, live tokens, runs per hour', async () => {
+    // hang's last run times out (failing now); greet's last run completes (not failing).
+    const { runId: timedOut } = await runtime.queues.enqueue('hang', {}, { trigger: 'manual' });
+    await waitForRun(runtime, timedOut);
+    const { runId: greeted } = await runtime.queues.enqueue('greet', { name: 'overview', times: 1 }, { trigger: 'manual' });
+    await waitForRun(runtime, greeted);
+    const page = await open(ADMIN);
+    await page.goto(`${srv.url}/dashboard/`);
+    const overview = page.locator('#overview');
+    await overview.locator('#ov-24h [data-stat="finished"]').waitFor();
+    // Above the jobs table.
+    const [ovTop, jobsTop] = await Promise.all([overview.boundingBox(), page.locator('table.jobs').boundingBox()]);
+    assert.ok(ovTop && jobsTop && ovTop.y < jobsTop.y, 'the overview comes first');
+
+    // The figures, against Redis's finished sets counted here (the run history a test can see independently).
+    const client = runtime.control.redis;
+    const count = async (since: number) => {
+      let completed = 0;
+      let failed = 0;
+      for (const job of ['fickle', 'greet', 'hang', 'nightly-report', 'sync-dict']) {
+        completed += await client.zcount(`ui:${job}:completed`, since, '+inf');
+        failed += await client.zcount(`ui:${job}:failed`, since, '+inf');
+      }
+      return { completed, failed };
+    };
+    const day = await count(Date.now() - 86_400_000);
+    const stat = (tile: string, name: string) => overview.locator(`#${tile} [data-stat="${name}"]`);
+    await until(
+      async () => Number(await stat('ov-24h', 'finished').textContent()) === day.completed + day.failed,
+      10_000,
+      'the 24 h count',
+    );
+    const rate = Math.floor((day.completed / (day.completed + day.failed)) * 1000) / 10;
+    assert.equal(await stat('ov-24h', 'success-rate').textContent(), `${rate.toFixed(1)}%`);
+    assert.equal(Number(await overview.locator('#ov-24h li[data-outcome="completed"] .num').textContent()), day.completed);
+    assert.ok(Number(await overview.locator('#ov-24h li[data-outcome="timeout"] .num').textContent()) >= 1, 'timeouts told apart');
+    assert.ok(Number(await stat('ov-7d', 'finished').textContent()) >= day.completed + day.failed);
+    assert.equal(await stat('ov-fleet', 'jobs').textContent(), '5');
+    const workers = (await srv.request('/api/workers', { auth: ADMIN })).body as { alive: boolean }[];
+    assert.equal(Number(await stat('ov-fleet', 'workers-alive').textContent()), workers.filter((w) => w.alive).length);
+    assert.equal(Number(await stat('ov-fleet', 'workers-dead').textContent()), workers.filter((w) => !w.alive).length);
+
+    // Failing now: hang, linked to its job and to the run that timed out; greet is not there.
+    const hang = overview.locator('#ov-failing li[data-job="hang"]');
+    await hang.waitFor();
+    assert.equal(await hang.locator('[data-outcome]').textContent(), 'timeout');
+    assert.equal(await hang.locator('a[href^="job.html"]').getAttribute('href'), 'job.html?name=hang');
+    assert.equal(await hang.locator('a[href^="run.html"]').getAttribute('href'), `run.html?id=${encodeURIComponent(timedOut)}`);
+    assert.equal(await overview.locator('#ov-failing li[data-job="greet"]').count(), 0);
+
+    // Runs per hour: a uPlot chart with its two series.
+    await overview.locator('#chart-runs-hourly canvas').first().waitFor();
+    assert.match((await overview.locator('#chart-runs-hourly').textContent()) ?? '', /Runs per hour.*completed.*failed/s);
+    // uPlot's stylesheet is on the page: the legend sits below the plot, not over it.
+    const [plotBox, legendBox] = await Promise.all([
+      overview.locator('#chart-runs-hourly .u-over').boundingBox(),
+      overview.locator('#chart-runs-hourly .u-legend').boundingBox(),
+    ]);
+    assert.ok(
+      plotBox && legendBox && legendBox.y >= plotBox.y + plotBox.height,
+      `legend ${JSON.stringify(legendBox)} over ${JSON.stringify(plotBox)}`,
+    );
+
+    // Live tokens while a run holds one (the page opened while it does), then, refreshing by itself, one more finished
+    // run and no live token once it is done.
+    const { runId: live } = await runtime.queues.enqueue('greet', { name: 'tokens', times: 5 }, { trigger: 'manual' });
+    await until(async () => (await runtime.tokens.list()).some((t) => t.run === live), 10_000, 'its token');
+    await page.reload();
+    await until(async () => Number(await stat('ov-fleet', 'live-tokens').textContent()) >= 1, 5000, 'a live token');
+    const before = Number(await stat('ov-24h', 'finished').textContent());
+    await shot(page, 'overview');
+    await waitForRun(runtime, live);
+    await until(async () => Number(await stat('ov-24h', 'finished').textContent()) === before + 1, 12_000, 'the new run counted');
+    await until(async () => Number(await stat('ov-fleet', 'live-tokens').textContent()) === 0, 12_000, 'no live token');
+    await noTokenIn(page);
+  });
+
   test('every page fits a 400 px wide screen, and carries the favicon', async () => {
     const page = await open(ADMIN);
     await page.setViewportSize({ width: 400, height: 800 });
     const { runId } = await runtime.queues.enqueue('greet', { name: 'narrow', times: 1 }, { trigger: 'manual' });
     await waitForRun(runtime, runId);
     const pages: [string, string][] = [
-      ['', 'table.jobs'],
+      ['', '#chart-runs-hourly canvas'],
       ['runs.html', 'table.runs'],
       ['job.html?name=greet', '#chart-daily-rate canvas'],
       [`run.html?id=${encodeURIComponent(runId)}`, 'table.attempts'],

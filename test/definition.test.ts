@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { loadConfig, parseServices } from '../src/config.ts';
 import { parseDuration } from '../src/duration.ts';
+import { JobDefinitionError } from '../src/errors.ts';
 import { registerDefinition } from '../src/jobs/define.ts';
 import { cronProblem, describeSchedule, nextRuns, schedulerRepeat } from '../src/jobs/schedule.ts';
 import { tokenLifetime } from '../src/token/mint.ts';
@@ -65,6 +66,72 @@ describe('job definitions', () => {
   for (const [what, def, message] of cases) {
     test(`rejects ${what} with the file, field and fix`, () => assert.match(problem(def), message));
   }
+
+  test('a definition with several mistakes reports all of them, each with the message it gets alone', () => {
+    const caught = (() => {
+      try {
+        registerDefinition('my-job', '/jobs/my-job.ts', { ...ok, overlap: 'skipp', concurrency: 0 });
+      } catch (err) {
+        return err as JobDefinitionError;
+      }
+      assert.fail('no error');
+    })();
+    assert.ok(caught instanceof JobDefinitionError);
+    assert.equal(
+      caught.message,
+      [
+        '/jobs/my-job.ts: concurrency: must be an integer from 1 to 1000',
+        "/jobs/my-job.ts: overlap: must be 'queue', 'skip' or 'replace'",
+      ].join('\n'),
+    );
+    assert.equal(caught.field, 'concurrency');
+    assert.deepEqual(
+      caught.problems.map((p) => p.field),
+      ['concurrency', 'overlap'],
+    );
+    // Many fields at once: each field's first problem, in the order the fields are checked.
+    const lines = problem(
+      {
+        retries: 3,
+        token: { audience: [], scope: ['a b'] },
+        schedule: { every: 'often' },
+        attempts: 0,
+        concurrencyPerWorker: 5,
+        timeout: '2 minutes',
+        backoff: { type: 'linear', delay: 1 },
+        misfire: 'never',
+        group: 'a b',
+        keep: { completed: { count: -1 } },
+      },
+      'a:b',
+    ).split('\n');
+    assert.deepEqual(
+      lines.map((l) => l.replace(/^\/jobs\/my-job\.ts: /, '').replace(/:.*$/, '')),
+      [
+        '"a',
+        'retries',
+        'run',
+        'token.audience',
+        'token.scope',
+        'schedule.every',
+        'attempts',
+        'concurrencyPerWorker',
+        'backoff.type',
+        'timeout',
+        'misfire',
+        'group',
+        'keep.completed.count',
+      ],
+    );
+    // A valid concurrency is still compared with concurrencyPerWorker; an invalid one is not (its own problem is enough).
+    assert.match(problem({ ...ok, concurrency: 2, concurrencyPerWorker: 3 }), /concurrencyPerWorker: must not exceed concurrency \(2\)/);
+    assert.equal(
+      problem({ ...ok, concurrency: 0, concurrencyPerWorker: 3 }),
+      '/jobs/my-job.ts: concurrency: must be an integer from 1 to 1000',
+    );
+    // One mistake: exactly the one line it always was.
+    assert.equal(problem({ ...ok, overlap: 'skipp' }), "/jobs/my-job.ts: overlap: must be 'queue', 'skip' or 'replace'");
+  });
 
   test('rejects names BullMQ cannot use', () => {
     assert.match(problem(ok, 'a:b'), /"a:b" is not a usable job name: rename the file/);

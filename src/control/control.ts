@@ -28,6 +28,7 @@ import {
   type LogLine,
   type RunPage,
   type RunQuery,
+  type RunsOverview,
 } from './runs.ts';
 import { checkProject } from './project.ts';
 import { pauseJob, resumeJob, syncSchedules, type SyncReport } from './schedules.ts';
@@ -95,6 +96,16 @@ type RunReportSchedule = NonNullable<ReturnType<Registry['get']>['schedule']>;
 /** A run as GET /api/runs/:runId reports it: the RunReport plus the claims of each attempt's token(s). */
 export interface RunView extends RunReport {
   claims: TokenClaims[];
+}
+
+/** GET /api/overview: the fleet at a glance (the dashboard's first page). */
+export interface Overview extends RunsOverview {
+  generatedAt: string;
+  jobs: number;
+  paused: number;
+  /** Worker processes heard from in the last day (for a login limited to job groups: those serving its jobs). */
+  workers: { alive: number; dead: number };
+  liveTokens: number;
 }
 
 /** The worker connections of a job's queue, as BullMQ lists them. */
@@ -341,6 +352,30 @@ export class Control {
   /** The worker processes that sent a heartbeat in the last day: alive, or dead since (the executor registry). */
   liveWorkers(): Promise<WorkerStatus[]> {
     return listWorkers(this.redis, this.queues.keys);
+  }
+
+  /**
+   * The fleet at a glance over `jobs` (default: every job): runs by outcome (24 h, 7 days), runs per hour, the jobs failing
+   * now, workers alive and dead, live tokens. Only counts and indexes: no scan of the keyspace, no read of every run.
+   */
+  async overview(jobs: string[] = this.registry.names): Promise<Overview> {
+    const visible = new Set(jobs);
+    const everyJob = jobs.length === this.registry.names.length;
+    const [runs, workers, tokens, paused] = await Promise.all([
+      this.runIndex.overview(jobs),
+      this.liveWorkers(),
+      this.tokens.list(),
+      this.redis.smembers(this.queues.keys.paused),
+    ]);
+    const mine = workers.filter((w) => everyJob || w.jobs.some((j) => visible.has(j)));
+    return {
+      generatedAt: new Date().toISOString(),
+      jobs: jobs.length,
+      paused: paused.filter((j) => visible.has(j)).length,
+      workers: { alive: mine.filter((w) => w.alive).length, dead: mine.filter((w) => !w.alive).length },
+      liveTokens: tokens.filter((t) => visible.has(t.job)).length,
+      ...runs,
+    };
   }
 
   /** Runs across jobs, newest first, filtered, a page at a time (see runs.ts). */

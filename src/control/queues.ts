@@ -389,7 +389,9 @@ export function toReport(name: string, job: Job, state: RunState, logs: string[]
     data: job.data,
     progress: job.progress,
     result: state === 'completed' ? (job.returnvalue ?? null) : null,
-    error: job.failedReason === STALL_LIMIT_REASON ? stallLimitMessage() : job.failedReason || null,
+    // BullMQ keeps an earlier attempt's failedReason on a run that then completed: that was not the run's error (the
+    // attempt rows of the Run page still show it).
+    error: state === 'completed' ? null : job.failedReason === STALL_LIMIT_REASON ? stallLimitMessage() : job.failedReason || null,
     logs,
     createdAt: iso(job.timestamp),
     startedAt: iso(job.processedOn),

@@ -3,7 +3,7 @@ import { Ajv, type ErrorObject } from 'ajv';
 import type { FromSchema, JSONSchema } from 'json-schema-to-ts';
 import addFormatsModule from 'ajv-formats';
 import { parseDuration } from '../duration.ts';
-import { JobDefinitionError } from '../errors.ts';
+import { JobDefinitionError, type DefinitionProblem } from '../errors.ts';
 import type { AlertEvent, JobDefinition, KeepRule, ParamsIssue, RegisteredJob, ThenStep } from '../interfaces.ts';
 import { cronProblem, everyMs } from './schedule.ts';
 
@@ -75,39 +75,97 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-/** Checks a job file's default export and derives the registered job; throws JobDefinitionError. */
+/** Thrown by `fail` to leave the check of one field (its first problem is enough); never leaves registerDefinition. */
+const STOP = Symbol('stop');
+
+/**
+ * Checks a job file's default export and derives the registered job; throws JobDefinitionError naming every problem found
+ * (each field's first: the checks of one field stop at its first problem, the other fields are still checked).
+ */
 export function registerDefinition(name: string, file: string, raw: unknown): RegisteredJob {
+  const problems: DefinitionProblem[] = [];
   const fail = (field: string | undefined, problem: string): never => {
-    throw new JobDefinitionError(file, field, problem);
+    problems.push({ field, problem });
+    throw STOP;
   };
-  if (!JOB_NAME.test(name)) {
+  /** Runs the checks of one field; a problem there ends only them. */
+  const section = (check: () => void): boolean => {
+    const before = problems.length;
+    try {
+      check();
+    } catch (err) {
+      if (err !== STOP) throw err;
+    }
+    return problems.length === before;
+  };
+  let job: RegisteredJob | undefined;
+  try {
+    job = derive(name, file, raw, fail, section);
+  } catch (err) {
+    if (err !== STOP) throw err;
+  }
+  if (problems.length || !job) {
+    const [first, ...more] = problems;
+    throw new JobDefinitionError(file, first?.field, first?.problem ?? 'is not a valid definition', undefined, more);
+  }
+  return job;
+}
+
+function derive(
+  name: string,
+  file: string,
+  raw: unknown,
+  fail: (field: string | undefined, problem: string) => never,
+  section: (check: () => void) => boolean,
+): RegisteredJob {
+  section(() => {
+    if (JOB_NAME.test(name)) return;
     fail(
       undefined,
       `"${name}" is not a usable job name: rename the file to letters, digits, '-' or '_' (no ':' or '.'), at most 100 characters`,
     );
-  }
+  });
   if (!isPlainObject(raw)) fail(undefined, 'the default export must be defineJob({...}); add `export default defineJob({ ... })`');
   const def = raw as unknown as JobDefinition & Record<string, unknown>;
   for (const key of Object.keys(def)) {
-    if (!(KNOWN_KEYS as readonly string[]).includes(key)) fail(key, `unknown field; allowed fields: ${KNOWN_KEYS.join(', ')}`);
+    section(() => {
+      if (!(KNOWN_KEYS as readonly string[]).includes(key)) fail(key, `unknown field; allowed fields: ${KNOWN_KEYS.join(', ')}`);
+    });
   }
-  if (typeof def.run !== 'function') fail('run', 'must be a function: async run(ctx) { ... }');
-  if (def.description !== undefined && typeof def.description !== 'string') fail('description', 'must be a string');
+  section(() => {
+    if (typeof def.run !== 'function') fail('run', 'must be a function: async run(ctx) { ... }');
+  });
+  section(() => {
+    if (def.description !== undefined && typeof def.description !== 'string') fail('description', 'must be a string');
+  });
 
-  if (!isPlainObject(def.token)) fail('token', "is required: { audience: ['service-name'], scope: ['read'] } (least privilege)");
-  const { audience, scope, ...extraToken } = def.token as unknown as Record<string, unknown>;
-  if (Object.keys(extraToken).length) fail(`token.${Object.keys(extraToken)[0]}`, 'unknown field; allowed: audience, scope');
-  if (!Array.isArray(audience) || audience.length === 0 || !audience.every((a) => typeof a === 'string' && /^[A-Za-z0-9_.:/-]+$/.test(a))) {
-    fail('token.audience', "must be a non-empty array of service names, e.g. ['system']");
-  }
-  if (
-    scope !== undefined &&
-    (!Array.isArray(scope) || !scope.every((s) => typeof s === 'string' && /^[\x21\x23-\x5B\x5D-\x7E]+$/.test(s)))
-  ) {
-    fail('token.scope', "must be an array of scope strings without spaces, e.g. ['dict:read']");
-  }
+  const token = isPlainObject(def.token) ? def.token : {};
+  const { audience, scope, ...extraToken } = token as Record<string, unknown>;
+  section(() => {
+    if (!isPlainObject(def.token)) fail('token', "is required: { audience: ['service-name'], scope: ['read'] } (least privilege)");
+    if (Object.keys(extraToken).length) fail(`token.${Object.keys(extraToken)[0]}`, 'unknown field; allowed: audience, scope');
+  });
+  section(() => {
+    if (!isPlainObject(def.token)) return;
+    if (
+      !Array.isArray(audience) ||
+      audience.length === 0 ||
+      !audience.every((a) => typeof a === 'string' && /^[A-Za-z0-9_.:/-]+$/.test(a))
+    ) {
+      fail('token.audience', "must be a non-empty array of service names, e.g. ['system']");
+    }
+  });
+  section(() => {
+    if (
+      scope !== undefined &&
+      (!Array.isArray(scope) || !scope.every((s) => typeof s === 'string' && /^[\x21\x23-\x5B\x5D-\x7E]+$/.test(s)))
+    ) {
+      fail('token.scope', "must be an array of scope strings without spaces, e.g. ['dict:read']");
+    }
+  });
 
-  if (def.schedule !== undefined) {
+  section(() => {
+    if (def.schedule === undefined) return;
     const s = def.schedule as unknown as Record<string, unknown>;
     if (!isPlainObject(s)) fail('schedule', "must be { cron: '0 */5 * * * *', tz?: 'Area/City' } or { every: '30s' }");
     const keys = Object.keys(s).sort().join(',');
@@ -123,10 +181,11 @@ export function registerDefinition(name: string, file: string, raw: unknown): Re
       if (ms === null) fail('schedule.every', `"${String(s.every)}" is not a duration (examples: '30s', '5m', 60000)`);
       if (ms! < 1000) fail('schedule.every', 'must be at least 1s');
     } else fail('schedule', "must have cron or every: { cron: '0 */5 * * * *' } or { every: '30s' }");
-  }
+  });
 
-  let validate: RegisteredJob['validate'];
-  if (def.params !== undefined) {
+  let validate: RegisteredJob['validate'] = (data) => (isPlainObject(data) ? null : [{ path: '/', message: 'must be an object' }]);
+  section(() => {
+    if (def.params === undefined) return;
     if (!isPlainObject(def.params)) fail('params', "must be a JSON Schema object, e.g. { type: 'object', properties: {...} }");
     if (def.params.type !== 'object') fail('params.type', "must be 'object': run data is always a JSON object");
     let check: ReturnType<typeof ajv.compile>;
@@ -136,9 +195,7 @@ export function registerDefinition(name: string, file: string, raw: unknown): Re
       return fail('params', `is not a valid JSON Schema: ${(err as Error).message}`);
     }
     validate = (data) => (check(data) ? null : issuesOf(check.errors));
-  } else {
-    validate = (data) => (isPlainObject(data) ? null : [{ path: '/', message: 'must be an object' }]);
-  }
+  });
 
   const int = (field: 'attempts' | 'concurrency' | 'concurrencyPerWorker', min: number, max: number): number | undefined => {
     const v = def[field];
@@ -146,15 +203,22 @@ export function registerDefinition(name: string, file: string, raw: unknown): Re
     if (!Number.isInteger(v) || (v as number) < min || (v as number) > max) fail(field, `must be an integer from ${min} to ${max}`);
     return v as number;
   };
-  const attempts = int('attempts', 1, 100) ?? 1;
-  const concurrency = int('concurrency', 1, 1000) ?? 1;
-  const perWorker = int('concurrencyPerWorker', 1, 1000);
-  if (perWorker !== undefined && perWorker > concurrency) {
-    fail('concurrencyPerWorker', `must not exceed concurrency (${concurrency}): concurrency is the cluster-wide limit`);
-  }
+  let attempts = 1;
+  let concurrency = 1;
+  let perWorker: number | undefined;
+  section(() => void (attempts = int('attempts', 1, 100) ?? 1));
+  const concurrencyOk = section(() => void (concurrency = int('concurrency', 1, 1000) ?? 1));
+  section(() => {
+    perWorker = int('concurrencyPerWorker', 1, 1000);
+    // Compared only with a valid concurrency (a wrong one is reported already).
+    if (concurrencyOk && perWorker !== undefined && perWorker > concurrency) {
+      fail('concurrencyPerWorker', `must not exceed concurrency (${concurrency}): concurrency is the cluster-wide limit`);
+    }
+  });
 
   let rateLimit: RegisteredJob['rateLimit'];
-  if (def.rateLimit !== undefined) {
+  section(() => {
+    if (def.rateLimit === undefined) return;
     const r = def.rateLimit as unknown as Record<string, unknown>;
     if (!isPlainObject(r)) fail('rateLimit', "must be { max: 10, duration: '1m' }");
     const extra = Object.keys(r).filter((k) => k !== 'max' && k !== 'duration');
@@ -163,9 +227,10 @@ export function registerDefinition(name: string, file: string, raw: unknown): Re
     const ms = parseDuration(r.duration as string | number);
     if (ms === null || ms < 1) fail('rateLimit.duration', `"${String(r.duration)}" is not a duration (examples: '1s', '1m', 60000)`);
     rateLimit = { max: r.max as number, durationMs: ms! };
-  }
+  });
 
-  if (def.backoff !== undefined) {
+  section(() => {
+    if (def.backoff === undefined) return;
     const b = def.backoff as unknown as Record<string, unknown>;
     if (!isPlainObject(b) || (b.type !== 'fixed' && b.type !== 'exponential')) fail('backoff.type', "must be 'fixed' or 'exponential'");
     if (typeof b.delay !== 'number' || b.delay < 0) fail('backoff.delay', 'must be a number of milliseconds >= 0');
@@ -173,20 +238,26 @@ export function registerDefinition(name: string, file: string, raw: unknown): Re
     if (extra.length) fail(`backoff.${extra[0]}`, 'unknown field; allowed: type, delay, jitter');
     if (b.jitter !== undefined && (typeof b.jitter !== 'number' || b.jitter < 0 || b.jitter > 1))
       fail('backoff.jitter', 'must be between 0 and 1');
-  }
+  });
 
   let timeoutMs: number | undefined;
-  if (def.timeout !== undefined) {
+  section(() => {
+    if (def.timeout === undefined) return;
     const ms = parseDuration(def.timeout);
     if (ms === null) fail('timeout', `"${String(def.timeout)}" is not a duration (examples: '30s', '2m', 120000)`);
     timeoutMs = ms!;
-  }
-  if (def.overlap !== undefined && !['queue', 'skip', 'replace'].includes(def.overlap)) {
-    fail('overlap', "must be 'queue', 'skip' or 'replace'");
-  }
-  if (def.misfire !== undefined && def.misfire !== 'skip' && def.misfire !== 'once') fail('misfire', "must be 'skip' or 'once'");
+  });
+  section(() => {
+    if (def.overlap !== undefined && !['queue', 'skip', 'replace'].includes(def.overlap)) {
+      fail('overlap', "must be 'queue', 'skip' or 'replace'");
+    }
+  });
+  section(() => {
+    if (def.misfire !== undefined && def.misfire !== 'skip' && def.misfire !== 'once') fail('misfire', "must be 'skip' or 'once'");
+  });
   const then: RegisteredJob['then'] = [];
-  if (def.then !== undefined) {
+  section(() => {
+    if (def.then === undefined) return;
     if (!Array.isArray(def.then)) fail('then', "must be a list: ['report', { job: 'notify', data: (result, run) => ({ ... }) }]");
     (def.then as unknown[]).forEach((entry, i) => {
       if (typeof entry === 'string') return void then.push({ job: entry });
@@ -198,20 +269,24 @@ export function registerDefinition(name: string, file: string, raw: unknown): Re
       if (e.data !== undefined && typeof e.data !== 'function') fail(`then[${i}].data`, 'must be a function (result, run) => data');
       then.push({ job: e.job as string, data: e.data as ThenStep['data'] });
     });
-  }
+  });
   let shards: RegisteredJob['shards'];
-  if (def.shards !== undefined) {
+  section(() => {
+    if (def.shards === undefined) return;
     if (def.shards !== 'workers' && (!Number.isInteger(def.shards) || (def.shards as number) < 1 || (def.shards as number) > MAX_SHARDS)) {
       fail('shards', `must be an integer from 1 to ${MAX_SHARDS}, or 'workers' (one shard per live worker serving the job)`);
     }
     if (def.overlap === 'replace') fail('shards', "a sharded job cannot have overlap: 'replace'; use 'queue' or 'skip'");
     shards = def.shards;
-  }
-  if (def.group !== undefined && (typeof def.group !== 'string' || !GROUP.test(def.group))) {
-    fail('group', "must be a name of letters, digits, '-' or '_' (the same as `jobscope worker --group <name>`)");
-  }
+  });
+  section(() => {
+    if (def.group !== undefined && (typeof def.group !== 'string' || !GROUP.test(def.group))) {
+      fail('group', "must be a name of letters, digits, '-' or '_' (the same as `jobscope worker --group <name>`)");
+    }
+  });
   let alert: RegisteredJob['alert'];
-  if (def.alert !== undefined) {
+  section(() => {
+    if (def.alert === undefined) return;
     const a = def.alert as unknown as Record<string, unknown>;
     if (!isPlainObject(a)) fail('alert', "must be { webhook?: 'https://...', on?: ['failed', 'timeout', 'misfire', 'recovered'] }");
     const extra = Object.keys(a).filter((k) => k !== 'webhook' && k !== 'on');
@@ -231,9 +306,10 @@ export function registerDefinition(name: string, file: string, raw: unknown): Re
       fail('alert.on', `must be a list of ${ALERT_EVENTS.map((e) => `'${e}'`).join(', ')}`);
     }
     alert = { webhook: a.webhook as string | undefined, on: (a.on as AlertEvent[] | undefined) ?? [...ALERT_EVENTS] };
-  }
+  });
   let keep: RegisteredJob['keep'];
-  if (def.keep !== undefined) {
+  section(() => {
+    if (def.keep === undefined) return;
     const k = def.keep as unknown as Record<string, unknown>;
     if (!isPlainObject(k)) fail('keep', "must be { completed?: { count?: 1000, age?: '7d' }, failed?: { count?: 5000, age?: '30d' } }");
     const extra = Object.keys(k).filter((f) => f !== 'completed' && f !== 'failed');
@@ -255,16 +331,20 @@ export function registerDefinition(name: string, file: string, raw: unknown): Re
         if (ms === null || ms < 1000) fail(`keep.${which}.age`, `"${String(rule.age)}" is not a duration of 1s or more ('12h', '7d')`);
         out.age = Math.ceil(ms! / 1000);
       }
-      keep[which] = out;
+      keep![which] = out;
     }
-  }
-  if (def.paused !== undefined && typeof def.paused !== 'boolean') fail('paused', 'must be true or false (the state a new job starts in)');
+  });
+  section(() => {
+    if (def.paused !== undefined && typeof def.paused !== 'boolean')
+      fail('paused', 'must be true or false (the state a new job starts in)');
+  });
   let misfireGraceMs = DEFAULT_MISFIRE_GRACE_MS;
-  if (def.misfireGrace !== undefined) {
+  section(() => {
+    if (def.misfireGrace === undefined) return;
     const ms = parseDuration(def.misfireGrace);
     if (ms === null) fail('misfireGrace', `"${String(def.misfireGrace)}" is not a duration (examples: '5s', '1m')`);
     misfireGraceMs = ms!;
-  }
+  });
 
   return {
     name,

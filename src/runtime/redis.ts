@@ -36,11 +36,6 @@ export function connect(url: string, extra: RedisOptions = {}): Redis {
   return redis;
 }
 
-/** Every master of a cluster, or the one server: where a SCAN must run to see all keys. */
-export function scanTargets(redis: Redis): Redis[] {
-  return redis instanceof Cluster ? (redis as Cluster).nodes('master') : [redis];
-}
-
 export function isListening(host: string, port: number, timeoutMs = 500): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = net.connect({ host, port });

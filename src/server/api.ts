@@ -208,6 +208,11 @@ export function apiRouter(control: Control, bodyLimit: string, traceUrl?: string
     res.json(await control.cancel(String(req.params.runId), `cancelled by ${req.user} ${where}`));
   });
 
+  // The dashboard's first page: runs by outcome (24 h, 7 days), runs per hour, jobs failing now, workers, live tokens.
+  api.get('/overview', async (req, res) => {
+    res.json(await control.overview(visibleJobs(req, control.registry) ?? control.registry.names));
+  });
+
   api.get('/tokens', async (req, res) => {
     const visible = visibleJobs(req, control.registry);
     res.json((await control.liveTokens()).filter((t) => !visible || visible.includes(t.job)));
