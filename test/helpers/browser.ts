@@ -2,13 +2,12 @@
 // build inside the dev dependency @sparticuz/chromium (from the npm registry, unpacked here on first use), so that
 // `npm install && npm test` needs no browser on the machine. JOBSCOPE_TEST_CHROMIUM=<path> replaces the system path looked
 // at: a path that does not exist proves the npm fallback (.ci/run does that).
-import { spawn } from 'node:child_process';
-import { createReadStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
-import { pipeline } from 'node:stream/promises';
-import { createBrotliDecompress } from 'node:zlib';
+import { brotliDecompressSync } from 'node:zlib';
 import type { LaunchOptions } from 'playwright-core';
 
 export const SYSTEM_CHROMIUM = '/usr/bin/chromium';
@@ -49,13 +48,15 @@ export function systemChromium(): string {
   return process.env.JOBSCOPE_TEST_CHROMIUM || SYSTEM_CHROMIUM;
 }
 
-function untar(file: string, dir: string): Promise<void> {
-  const tar = spawn('tar', ['-x', '-C', dir], { stdio: ['pipe', 'ignore', 'inherit'] });
-  const done = new Promise<void>((resolve, reject) => {
-    tar.once('error', reject);
-    tar.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`tar exited with ${code} for ${file}`))));
+function untar(file: string, dir: string): void {
+  // Decompressed whole (about 4 MB) and handed to tar at once: streamed into tar's stdin, tar could exit at the end of the
+  // archive before the trailing padding was written, and the pipe's close failed the unpack ("Premature close").
+  const result = spawnSync('tar', ['-x', '-C', dir], {
+    input: brotliDecompressSync(readFileSync(file)),
+    stdio: ['pipe', 'ignore', 'pipe'],
   });
-  return Promise.all([pipeline(createReadStream(file), createBrotliDecompress(), tar.stdin), done]).then(() => undefined);
+  if (result.error) throw result.error;
+  if (result.status !== 0) throw new Error(`tar exited with ${result.status} for ${file}: ${String(result.stderr)}`);
 }
 
 /**
@@ -86,7 +87,7 @@ async function unpackNpmChromium(): Promise<{ dir: string; ms: number }> {
     else process.env.TMPDIR = saved;
   }
   await unpacked;
-  await untar(path.join(pkg, 'bin', 'al2023.tar.br'), work);
+  untar(path.join(pkg, 'bin', 'al2023.tar.br'), work);
   try {
     renameSync(work, dir);
   } catch (err) {
@@ -102,6 +103,13 @@ export async function findBrowser(): Promise<TestBrowser> {
   const system = systemChromium();
   if (existsSync(system)) return { source: 'system', executablePath: system, unpackMs: 0 };
   const { dir, ms } = await unpackNpmChromium();
+  // The package's fonts.conf names /tmp/fonts, where its own unpacking would put the fonts: ours are in dir/fonts/fonts.
+  // Without a font it can find, this build aborts the page (FATAL in SkFontMgr_FontConfigInterface) on its first text.
+  writeFileSync(
+    path.join(dir, 'fonts', 'fonts.conf'),
+    `<?xml version="1.0"?>\n<!DOCTYPE fontconfig SYSTEM "fonts.dtd">\n<fontconfig>\n  <dir>${path.join(dir, 'fonts', 'fonts')}</dir>\n` +
+      `  <cachedir>${path.join(dir, 'fonts-cache')}</cachedir>\n</fontconfig>\n`,
+  );
   return {
     source: 'npm',
     executablePath: path.join(dir, 'chromium'),
