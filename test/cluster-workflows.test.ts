@@ -11,6 +11,8 @@ export default {
   token: { audience: ['rec'] },
   shards: ${shards},
   concurrency: 4,
+  // At most 2 at once per process: 4 shards at once must use both workers (with 4 per process, one worker could take all).
+  concurrencyPerWorker: 2,
   attempts: 2,
   async run(ctx) {
     await post(ctx, 'start');
