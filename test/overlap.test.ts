@@ -24,10 +24,11 @@ before(async () => {
   dir = jobsDir({
     'only-one.ts': `export default { token: { audience: ['svc'] }, overlap: 'skip', ${body(800)} };`,
     'latest.ts': `export default { token: { audience: ['svc'] }, overlap: 'replace', ${body(5000)} };`,
+    'newest-wins.ts': `export default { token: { audience: ['svc'] }, overlap: 'replace', concurrency: 1, ${body(600)} };`,
     'ticker.ts': `export default { token: { audience: ['svc'] }, overlap: 'skip', schedule: { every: '1s' }, ${body(2500)} };`,
   });
   ({ runtime } = await testRuntime({ redisUrl: redis.url, jobsDir: dir, env: { JOBSCOPE_PREFIX: 'ov' } }));
-  await runtime.startWorkers(['only-one', 'latest']);
+  await runtime.startWorkers(['only-one', 'latest', 'newest-wins']);
 });
 after(async () => {
   await runtime.close();
@@ -73,6 +74,19 @@ describe('overlap', () => {
     await runtime.cancel(second.runId, 'test over');
     assert.equal((await waitForRun(runtime, second.runId)).state, 'failed');
     assert.deepEqual(await runtime.tokens.list(), []);
+  });
+
+  test('replace: an older run the newer trigger could not cancel does not run after the newer one has finished', async () => {
+    // The burst race, made deterministic: run B is reserved, then a newer trigger C reserves and looks for B before B is
+    // added (so its cancel finds nothing), then B is added. B waits behind C (concurrency 1) and starts after C completed.
+    const older = 'older-run';
+    assert.equal((await runtime.queues.overlap.claim('newest-wins', older, 'replace')).ok, true);
+    const newer = await runtime.queues.enqueue('newest-wins', {});
+    await runtime.queues.queue('newest-wins').add('api', {}, { jobId: older });
+    assert.equal((await waitForRun(runtime, newer.runId)).state, 'completed');
+    const report = await waitForRun(runtime, `newest-wins:${older}`);
+    assert.equal(report.state, 'failed', JSON.stringify(report));
+    assert.match(report.error!, new RegExp(`replaced by a newer run: ${newer.runId}`));
   });
 
   test('skip: a scheduled fire that came due while a run was active is recorded as skipped', async () => {

@@ -2,12 +2,15 @@
 // (`RedisKeys.overlap`): a run is added when it is triggered (or, for a scheduled fire, when it starts) and counts while
 // BullMQ still has it unfinished: waiting, delayed (a run-later trigger or a retry's backoff), active. One Lua script
 // checks and adds, so no two hosts can both see "nothing running" and both add (check-and-add as two steps let 4 of 30
-// concurrent triggers through). Finished and vanished runs are dropped as the script meets them.
+// concurrent triggers through). Finished and vanished runs are dropped as the script meets them, all but the newest.
 //
 // The score is the reservation's place in one order that every host shares: Redis's own clock in microseconds, made
 // strictly increasing. For 'replace' that order is the rule: a run with a newer reservation than its own has been replaced,
 // whether or not the cancel sent by the newer trigger reached it (a run reserved but not yet added when the newer trigger
 // looked for it cannot be cancelled by id: it finds out here when it starts, and ends without running its handler).
+// The newest reservation stays in the set after its run has finished or vanished: it no longer counts, but it still marks
+// every run reserved before it as replaced (an older run that could not start while the newest one held the slot would
+// otherwise find nothing newer when it finally starts, and run: 3 of 20 did so in a burst through two servers).
 import type { Redis } from 'ioredis';
 import type { RedisKeys } from '../keys.ts';
 
@@ -16,7 +19,8 @@ const RESERVATION_GRACE_MS = 5000;
 
 // KEYS[1] the job's overlap set. ARGV: [1] queue key prefix, [2] id to reserve ('' = none), [3] grace (ms),
 // [4] 'skip' (refuse when another run counts) or 'replace' (reserve anyway), [5] id to leave out (the caller itself).
-// Returns { 1 | 0 (refused), newer: the first counting run reserved after the caller ('' = none), ...older counting runs }.
+// Returns { 1 | 0 (refused), newer: the first run reserved after the caller that counts, or the newest reservation even
+// when it has finished ('' = none), ...older counting runs }.
 const CLAIM = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -39,7 +43,12 @@ for i = 1, #members, 2 do
       counts = not (redis.call('ZSCORE', ARGV[1] .. 'completed', id) or redis.call('ZSCORE', ARGV[1] .. 'failed', id))
     end
     if not counts then
-      redis.call('ZREM', KEYS[1], id)
+      -- ZRANGE is in reservation order: the last member is the newest reservation, kept as the mark of what it replaced.
+      if i == #members - 1 then
+        if selfScore and score > selfScore and newer == '' then newer = id end
+      else
+        redis.call('ZREM', KEYS[1], id)
+      end
     elseif selfScore and score > selfScore then
       if newer == '' then newer = id end
     else
@@ -73,7 +82,7 @@ export interface Claim {
   ok: boolean;
   /** The job's other runs that still count (unfinished), reserved before `self` (all of them when `self` is not reserved). */
   others: string[];
-  /** A counting run reserved after `self`: for 'replace', `self` has been replaced by it. */
+  /** A run reserved after `self` (counting, or the newest reservation even when finished): for 'replace', `self` was replaced by it. */
   newer: string | null;
 }
 
