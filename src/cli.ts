@@ -5,8 +5,8 @@ import { JobFilesError, JobscopeError } from './errors.ts';
 import { watchJobs, type JobsWatcher } from './jobs/watch.ts';
 import { loadRegistry, type Registry } from './jobs/registry.ts';
 import { describeSchedule } from './jobs/schedule.ts';
-import type { Logger } from './log.ts';
-import { isListening, startEmbeddedRedis, type EmbeddedRedis } from './runtime/redis.ts';
+import { captureConsole, type Logger } from './log.ts';
+import { isListening, isOutage, refusalOf, startEmbeddedRedis, type EmbeddedRedis } from './runtime/redis.ts';
 import { redactUrl } from './redact.ts';
 import { Runtime } from './runtime/runtime.ts';
 import { environment, list_, openControl, UsageError, type CliIO, type Env } from './cli/common.ts';
@@ -104,6 +104,27 @@ interface ServeFlags {
 
 async function serve(env: Env, mode: 'start' | 'worker' | 'server', flags: ServeFlags, io: CliIO): Promise<number> {
   const serving: Serving = {};
+  // Every line one JSON object: what a library prints on the console goes into the log (a Redis error into the Redis log).
+  const restoreConsole = captureConsole(env.logger, (err) => {
+    const redisLog = serving.runtime?.redisLog;
+    if (!redisLog || !(isOutage(err) || refusalOf(err))) return false;
+    redisLog.note(err, { source: 'console' });
+    return true;
+  });
+  try {
+    return await serveUntilSignal(env, mode, flags, io, serving);
+  } finally {
+    restoreConsole();
+  }
+}
+
+async function serveUntilSignal(
+  env: Env,
+  mode: 'start' | 'worker' | 'server',
+  flags: ServeFlags,
+  io: CliIO,
+  serving: Serving,
+): Promise<number> {
   try {
     await startServing(env, mode, flags, io, serving);
   } catch (err) {

@@ -33,6 +33,8 @@ export interface Config {
   tokenHeader: string | undefined;
   tokenMaxLifetimeMs: number;
   shutdownTimeoutMs: number;
+  /** JOBSCOPE_REDIS_OUTAGE_LOG_INTERVAL: while Redis is unreachable, how often a process says so again (default 30 s). */
+  redisOutageLogMs: number;
   /** BullMQ's lock on an active run and its stalled-run check: a worker silent this long loses the run to another. */
   lockDurationMs: number;
   /** How many times in a row a run's worker may die (crash, freeze past its lock) before the run fails for good. */
@@ -136,6 +138,12 @@ function duration(name: string, value: string | undefined, fallback: number): nu
   if (value === undefined || value === '') return fallback;
   const ms = parseDuration(value);
   if (ms === null) throw new ConfigError(`${name}: "${value}" is not a duration (examples: 500ms, 30s, 15m)`);
+  return ms;
+}
+
+function outageLogInterval(value: string | undefined): number {
+  const ms = duration('JOBSCOPE_REDIS_OUTAGE_LOG_INTERVAL', value, 30_000);
+  if (ms < 100) throw new ConfigError(`JOBSCOPE_REDIS_OUTAGE_LOG_INTERVAL: "${value}" is too short; use at least 100ms (default 30s)`);
   return ms;
 }
 
@@ -343,6 +351,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd()): Config 
     tokenHeader,
     tokenMaxLifetimeMs: duration('JOBSCOPE_TOKEN_MAX_LIFETIME', env.JOBSCOPE_TOKEN_MAX_LIFETIME, 15 * 60_000),
     shutdownTimeoutMs: duration('JOBSCOPE_SHUTDOWN_TIMEOUT', env.JOBSCOPE_SHUTDOWN_TIMEOUT, 30_000),
+    redisOutageLogMs: outageLogInterval(env.JOBSCOPE_REDIS_OUTAGE_LOG_INTERVAL),
     lockDurationMs: lockDuration(env.JOBSCOPE_LOCK_DURATION),
     maxStalls: maxStalls(env.JOBSCOPE_MAX_STALLS),
     runawayGraceMs: duration('JOBSCOPE_RUNAWAY_GRACE', env.JOBSCOPE_RUNAWAY_GRACE, 30_000),

@@ -9,6 +9,7 @@ import type { Redis } from 'ioredis';
 import type { AlertEvent, RegisteredJob, RunOutcome } from '../interfaces.ts';
 import type { RedisKeys } from '../keys.ts';
 import type { Logger } from '../log.ts';
+import type { RedisErrorLog } from '../runtime/redis.ts';
 
 /** Not a job name (those start with a letter or digit), so it can never clash with one. */
 export const ALERT_QUEUE = '__alerts';
@@ -66,14 +67,24 @@ export class Alerts extends EventEmitter<AlertEvents> {
   private readonly logger: Logger;
   private readonly queue: Queue;
   private worker: Worker | undefined;
+  /** The process's Redis log (outages once, not once per retry of this queue and worker). */
+  private readonly redisLog: RedisErrorLog | undefined;
 
-  constructor(redis: Redis, keys: RedisKeys, prefix: string, settings: AlertSettings, logger: Logger) {
+  constructor(redis: Redis, keys: RedisKeys, prefix: string, settings: AlertSettings, logger: Logger, redisLog?: RedisErrorLog) {
     super();
     this.redis = redis;
     this.keys = keys;
     this.settings = settings;
     this.logger = logger;
+    this.redisLog = redisLog;
     this.queue = new Queue(ALERT_QUEUE, { connection: redis, prefix });
+    // A Queue without an 'error' listener prints each error raw (multi-line) on stderr.
+    this.queue.on('error', (err) => this.redisError(err, 'alert queue error'));
+  }
+
+  private redisError(err: Error, msg: string): void {
+    if (this.redisLog) this.redisLog.note(err, { queue: ALERT_QUEUE }, msg);
+    else this.logger.error({ err: err.message }, msg);
   }
 
   /** Called once per run that has finished for good: records its outcome and queues the alerts it calls for. */
@@ -121,7 +132,7 @@ export class Alerts extends EventEmitter<AlertEvents> {
       },
       { connection, prefix, concurrency: 5 },
     );
-    this.worker.on('error', (err) => this.logger.error({ err: err.message }, 'alert delivery worker error'));
+    this.worker.on('error', (err) => this.redisError(err, 'alert delivery worker error'));
     this.worker.on('completed', (job) => {
       this.logger.info({ job: job.data.payload.job, event: job.data.payload.event }, 'alert delivered');
       this.emit('delivered', { job: job.data.payload.job, event: job.data.payload.event });
@@ -136,8 +147,9 @@ export class Alerts extends EventEmitter<AlertEvents> {
     });
   }
 
-  async close(): Promise<void> {
-    await this.worker?.close();
+  /** With `force` (Redis lost), the delivery worker stops without waiting for Redis; queued alerts stay queued. */
+  async close(opts: { force?: boolean } = {}): Promise<void> {
+    await this.worker?.close(opts.force);
     await this.queue.close();
   }
 }

@@ -12,7 +12,7 @@ import { describeSchedule } from '../jobs/schedule.ts';
 import type { Logger } from '../log.ts';
 import { redactUrl } from '../redact.ts';
 import { listWorkers, type WorkerStatus } from '../runtime/heartbeat.ts';
-import { connect, greetingOf, RedisErrorLog } from '../runtime/redis.ts';
+import { connect, greetingOf, RedisErrorLog, refusalOf, type RedisLogger } from '../runtime/redis.ts';
 import { TokenStore } from '../token/store.ts';
 import { RUN_FIELDS, type RunMeta } from '../keys.ts';
 import { applyRetention, DEFAULT_RETENTION, parseRunId, Queues, type CancelResult, type EnqueueResult, type JobSummary } from './queues.ts';
@@ -38,8 +38,13 @@ export interface ControlOptions {
   redisUrl: string;
   prefix: string;
   registry: Registry;
-  /** Where Redis errors go (refusals once with what to do, outages once per 30 s); none: silent. */
-  logger?: Pick<Logger, 'warn' | 'error'>;
+  /**
+   * Where Redis errors go (refusals once with what to do; an outage as one line when lost, one per `outageLogMs` while it
+   * lasts, one when back); none: silent.
+   */
+  logger?: RedisLogger;
+  /** How often a Redis outage is logged again while it lasts (JOBSCOPE_REDIS_OUTAGE_LOG_INTERVAL, default 30 s). */
+  outageLogMs?: number;
   /** A connection to share (the worker host's); by default the control plane opens and closes its own. */
   connection?: Redis;
   /** Retention defaults (JOBSCOPE_KEEP_*) for the runs this control plane enqueues; default: the built-in ones. */
@@ -137,6 +142,11 @@ export class Control {
   /** The run history across jobs (GET /api/runs) and a job's statistics. */
   readonly runIndex: RunIndex;
   readonly project: string | undefined;
+  /**
+   * The process's Redis health and error log (with a logger): every connection of the process reports into it (see
+   * RedisErrorLog), the readiness probe and the shutdown read it.
+   */
+  readonly redisLog: RedisErrorLog | undefined;
   private readonly redisUrl: string;
   private readonly ownsConnection: boolean;
   /** One QueueEvents (a blocking connection of its own) per job whose runs someone waits for. */
@@ -151,9 +161,9 @@ export class Control {
     this.redis = opts.connection ?? connect(opts.redisUrl);
     // Without a logger (createClient's default) Redis errors stay silent: ioredis reconnects and calls fail with them.
     const redis = this.redis;
-    const errors = opts.logger && new RedisErrorLog(opts.logger, { probe: () => greetingOf(redis) });
-    const onError = (err: Error) => errors?.note(err, {}, 'Redis error');
-    if (errors) this.redis.on('error', onError);
+    this.redisLog =
+      opts.logger && new RedisErrorLog(opts.logger, { everyMs: opts.outageLogMs, probe: () => greetingOf(redis), main: redis });
+    const onError = (err: Error) => this.redisLog?.note(err, {}, 'Redis error');
     this.tokens = new TokenStore(this.redis, opts.prefix);
     this.queues = new Queues(opts.registry, this.redis, opts.prefix, this.tokens, onError);
     applyRetention(opts.registry, opts.retention);
@@ -178,6 +188,12 @@ export class Control {
         return;
       } catch (err) {
         last = (err as Error).message;
+        // Refused for a reason (a wrong password, an ACL): waiting will not change it. Say why at once.
+        const refusal = refusalOf(err as Error);
+        if (refusal) {
+          this.redis.off('error', noteError);
+          throw new Error(`${refusal} (${redactUrl(this.redisUrl)}: ${last})`);
+        }
         if (Date.now() >= deadline) {
           this.redis.off('error', noteError);
           throw new Error(`cannot reach Redis at ${redactUrl(this.redisUrl)} within ${timeoutMs / 1000} s: ${last}`);
@@ -258,14 +274,16 @@ export class Control {
     const { job: name } = parseRunId(runId);
     const job = await this.queues.getJob(runId);
     let events = this.events.get(name);
+    const onQueueEventsError = (err: Error) => this.redisLog?.note(err, { job: name }, 'run events error');
     if (!events) {
       const connection = this.redis.duplicate();
       connection.on('error', () => {});
+      this.redisLog?.watch(connection);
       // Read the event stream from where it is now: with its default ('$', resolved when its first XREAD runs) an event
       // between a waiter's finished-check and that first read would be lost, and the waiter would wait forever.
       const ready = this.redis.xrevrange(this.queues.keys.queue(name) + 'events', '+', '-', 'COUNT', 1).then((last) => {
         const qe = new QueueEvents(name, { connection, prefix: this.prefix, lastEventId: last[0]?.[0] ?? '0-0' });
-        qe.on('error', () => {});
+        qe.on('error', onQueueEventsError);
         return qe.waitUntilReady().then(() => qe);
       });
       events = { ready, connection };
@@ -470,14 +488,24 @@ export class Control {
     return (await this.workersServing(job)) > 0;
   }
 
-  async close(): Promise<void> {
+  /**
+   * Closes the connections. With `force` (Redis lost: nothing could be said to it), drops them at once instead of waiting
+   * for goodbyes that cannot arrive.
+   */
+  async close(opts: { force?: boolean } = {}): Promise<void> {
+    this.redisLog?.close();
+    if (opts.force) {
+      for (const { connection } of this.events.values()) connection.disconnect();
+      if (this.ownsConnection) this.redis.disconnect();
+    }
     await Promise.all(
       [...this.events.values()].map(async ({ ready, connection }) => {
+        if (opts.force) return;
         await (await ready.catch(() => undefined))?.close();
         connection.disconnect();
       }),
     );
     await this.queues.close();
-    if (this.ownsConnection) await this.redis.quit().catch(() => undefined);
+    if (this.ownsConnection && !opts.force) await this.redis.quit().catch(() => undefined);
   }
 }

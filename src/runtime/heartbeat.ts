@@ -46,6 +46,7 @@ export class Heartbeat {
   private readonly active: () => string[];
   private readonly jobs: () => string[];
   private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
 
   /** `jobs` and `active` are read at every beat (a reload changes the jobs). */
   constructor(redis: Redis, keys: RedisKeys, info: { jobs: () => string[]; groups: string[] }, active: () => string[]) {
@@ -65,7 +66,9 @@ export class Heartbeat {
 
   async start(): Promise<void> {
     await this.send();
+    // One beat at a time: while Redis is unreachable a beat waits in the connection's queue, and the next waits for it.
     const tick = () => {
+      if (this.stopped) return;
       this.timer = setTimeout(() => void this.send().finally(tick), HEARTBEAT_MS);
       this.timer.unref();
     };
@@ -77,10 +80,14 @@ export class Heartbeat {
     await this.redis.hset(this.keys.workers, this.id, JSON.stringify(beat)).catch(() => undefined);
   }
 
-  /** A clean stop: gone from the registry at once (a crash leaves a beat that ages into "dead"). */
-  async stop(): Promise<void> {
+  /**
+   * A clean stop: gone from the registry at once (a crash leaves a beat that ages into "dead"). With `force` (Redis lost)
+   * nothing is sent: the entry ages into "dead" as a crashed worker's does.
+   */
+  async stop(opts: { force?: boolean } = {}): Promise<void> {
+    this.stopped = true;
     clearTimeout(this.timer);
-    await this.redis.hdel(this.keys.workers, this.id).catch(() => undefined);
+    if (!opts.force) await this.redis.hdel(this.keys.workers, this.id).catch(() => undefined);
   }
 }
 

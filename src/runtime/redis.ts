@@ -176,50 +176,211 @@ export function greetingOf(redis: Redis, timeoutMs = 500): Promise<string | null
   });
 }
 
-const OUTAGE = /ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENOTFOUND|Connection is closed|Stream isn't writeable/i;
+const OUTAGE =
+  /ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN|ENOTFOUND|Connection is closed|Stream isn't writeable|Socket closed unexpectedly|max retries per request/i;
+
+/** Is this error one of an unreachable Redis (refused, reset, closed), which ioredis retries by itself? */
+export function isOutage(err: Error): boolean {
+  return OUTAGE.test(err.message);
+}
+
+/** What the readiness probe and the shutdown are told about Redis: up, or lost since when, how often retried, and why. */
+export interface RedisState {
+  up: boolean;
+  /** While lost: when it was lost (ms since the epoch). */
+  lostAt?: number;
+  /** While lost: how long so far (ms). */
+  downMs?: number;
+  /** While lost: reconnect attempts of the process's main connection since it was lost. */
+  reconnectAttempts?: number;
+  /** The last error (an outage's connect error, or a refusal's reason). */
+  reason?: string;
+}
+
+type Watched = Pick<Redis, 'on' | 'status' | 'ping'>;
+
+/** A logger to tell (createClient's may lack `info`: the line saying Redis is back is then a warning). */
+export type RedisLogger = Pick<Logger, 'warn' | 'error'> & Partial<Pick<Logger, 'info'>>;
 
 /**
- * Logs Redis errors from many connections (one BullMQ worker per job, each retrying) as a person wants to read them: a
- * refusal with a reason once per reason with what to do, an outage once per `everyMs` with how many errors it stood for,
- * anything else as it comes.
+ * The Redis health of one process, and how its errors are logged: every connection of the process (the control plane's,
+ * the token store's, the cancel subscriber, BullMQ's queues and workers, the alert worker, QueueEvents...) reports into one
+ * instance (the Runtime's, `control.redisLog`), through `watch(connection)` or `note(err)` for errors that a BullMQ object
+ * re-emits. An operator reads:
+ * - a refusal with a reason (wrong password, ACL, maxclients, cluster) once per reason, with what to do;
+ * - an outage as one warning when Redis is lost, one every `everyMs` (30 s, JOBSCOPE_REDIS_OUTAGE_LOG_INTERVAL) while it stays
+ *   lost with how long and how many reconnect attempts, and one line when it is back: never a line per connection per retry;
+ * - anything else as it comes (one JSON line each).
  */
 export class RedisErrorLog {
-  private readonly logger: Pick<Logger, 'warn' | 'error'>;
-  private readonly everyMs: number;
+  private readonly logger: RedisLogger;
+  readonly everyMs: number;
   private readonly refusals = new Set<string>();
-  private lastOutage = 0;
-  private since = 0;
   /** Asks the server what it says to a new connection, when errors look like an outage: it may be a refusal (maxclients). */
   private readonly probe: (() => Promise<string | null>) | undefined;
+  /** The process's main connection: its reconnects are counted, and its PING says Redis is back. */
+  private main: Watched | undefined;
+  private lostAt = 0;
+  private attempts = 0;
+  private errors = 0;
+  private lastError = '';
+  private refusal: string | undefined;
+  private repeat: NodeJS.Timeout | undefined;
+  private recheck: NodeJS.Timeout | undefined;
+  private checking = false;
+  private closed = false;
 
-  constructor(logger: Pick<Logger, 'warn' | 'error'>, opts: { everyMs?: number; probe?: () => Promise<string | null> } = {}) {
+  constructor(logger: RedisLogger, opts: { everyMs?: number; probe?: () => Promise<string | null>; main?: Watched } = {}) {
     this.logger = logger;
     this.everyMs = opts.everyMs ?? 30_000;
     this.probe = opts.probe;
+    if (opts.main) this.watch(opts.main, { main: true });
+  }
+
+  /** Is Redis lost now (an outage noticed and not yet over)? */
+  get lost(): boolean {
+    return this.lostAt > 0;
+  }
+
+  state(): RedisState {
+    if (!this.lost) return { up: true, ...(this.refusal ? { reason: this.refusal } : {}) };
+    return {
+      up: false,
+      lostAt: this.lostAt,
+      downMs: Date.now() - this.lostAt,
+      reconnectAttempts: this.attempts,
+      reason: this.refusal ?? this.lastError,
+    };
+  }
+
+  /**
+   * Takes a connection's errors (instead of an empty 'error' listener) and, for the main one, its reconnects and its return.
+   * Returns the connection. The listeners stay for the connection's life: an 'error' with no listener would crash the process.
+   */
+  watch<R extends Watched>(redis: R, opts: { main?: boolean; bindings?: Record<string, unknown> } = {}): R {
+    const onError = (err: Error) => this.note(err, opts.bindings);
+    redis.on('error', onError);
+    if (opts.main) {
+      this.main = redis;
+      const onReconnecting = () => {
+        if (this.lost) this.attempts++;
+      };
+      // Closed under us (not by close()): lost at once, even before the first reconnect fails.
+      const onClose = () => {
+        if (!this.closed) this.lose('the connection to Redis closed');
+      };
+      const onReady = () => this.check();
+      redis.on('reconnecting', onReconnecting);
+      redis.on('close', onClose);
+      redis.on('ready', onReady);
+    }
+    return redis;
   }
 
   note(err: Error, bindings: Record<string, unknown> = {}, msg = 'Redis error'): void {
+    if (this.closed && isOutage(err)) return;
     const refusal = refusalOf(err);
     if (refusal) {
+      this.refusal = refusal;
       if (this.refusals.has(refusal)) return;
       this.refusals.add(refusal);
-      this.logger.error({ ...bindings, err: err.message }, refusal);
+      this.logger.error({ ...bindings, redis: 'refused', err: err.message }, refusal);
       return;
     }
-    if (!OUTAGE.test(err.message)) return void this.logger.error({ ...bindings, err: err.message }, msg);
-    this.since++;
-    const now = Date.now();
-    if (now - this.lastOutage < this.everyMs) return;
-    this.lastOutage = now;
+    if (!isOutage(err)) {
+      // While Redis is lost, whatever fails fails because of it: counted in the next "still unreachable" line, not logged.
+      if (this.lost) return void this.errors++;
+      return void this.logger.error({ ...bindings, err: err.message }, msg);
+    }
+    this.errors++;
+    this.lastError = err.message;
+    if (this.lost) return;
+    // One connection reset while the main one still works (a killed client, an idle timeout) is not an outage: ask.
+    if (this.main?.status === 'ready') this.check(err.message);
+    else this.lose(err.message);
+  }
+
+  /** Redis is unreachable: one line now, one every `everyMs` while it lasts, and a check for its return. */
+  private lose(reason: string): void {
+    if (this.lost || this.closed) return;
+    this.lostAt = Date.now();
+    this.attempts = 0;
+    this.errors = 0;
+    this.lastError ||= reason;
+    this.refusal = undefined;
+    this.logger.warn(
+      { redis: 'lost', err: reason },
+      `Redis connection lost (${reason}): runs resume by themselves when it is back; ` +
+        `this is repeated every ${Math.round(this.everyMs / 1000)} s while it lasts`,
+    );
+    this.askServer();
+    this.repeat = setInterval(() => {
+      const downMs = Date.now() - this.lostAt;
+      this.logger.warn(
+        { redis: 'lost', downMs, reconnectAttempts: this.attempts, errors: this.errors, err: this.refusal ?? this.lastError },
+        `Redis still unreachable after ${Math.round(downMs / 1000)} s (${this.attempts} reconnect attempts): ${this.refusal ?? this.lastError}`,
+      );
+      this.errors = 0;
+      this.askServer();
+    }, this.everyMs);
+    this.repeat.unref();
+    // A connection that comes back says so ('ready'); this also catches a main connection that never closed.
+    this.recheck = setInterval(() => this.check(), Math.min(1000, this.everyMs));
+    this.recheck.unref();
+  }
+
+  /** Does the main connection answer? Then an outage is over; when up, an error that looked like one was not. */
+  private check(reason?: string): void {
+    const main = this.main;
+    if (this.checking || this.closed || !main) return;
+    if (main.status !== 'ready') {
+      if (reason) this.lose(reason);
+      return;
+    }
+    this.checking = true;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('no answer to PING within 2 s')), 2000)));
+    Promise.race([main.ping(), late])
+      .then(
+        () => this.back(),
+        (err: Error) => this.lose(reason ?? err.message),
+      )
+      .finally(() => {
+        clearTimeout(timer);
+        this.checking = false;
+      });
+  }
+
+  private back(): void {
+    if (!this.lost) return;
+    const downMs = Date.now() - this.lostAt;
+    const line = { redis: 'back', downMs, reconnectAttempts: this.attempts };
+    const msg = `Redis is back after ${(downMs / 1000).toFixed(1)} s (${this.attempts} reconnect attempts): runs resume`;
+    if (this.logger.info) this.logger.info(line, msg);
+    else this.logger.warn(line, msg);
+    this.stopTimers();
+    this.lostAt = 0;
+    this.lastError = '';
+  }
+
+  /** The server may refuse new connections with a reason (maxclients) that clients only see as a reset: ask it once. */
+  private askServer(): void {
     void this.probe?.()
       .then((said) => {
-        if (said && refusalOf(new Error(said))) this.note(new Error(said.trim().replace(/^-/, '')), bindings, msg);
+        if (said && refusalOf(new Error(said))) this.note(new Error(said.trim().replace(/^-/, '')));
       })
       .catch(() => undefined);
-    this.logger.warn(
-      { ...bindings, err: err.message, errors: this.since },
-      `Redis unreachable (errors like this are logged once per ${Math.round(this.everyMs / 1000)} s); runs resume when it is back`,
-    );
-    this.since = 0;
+  }
+
+  private stopTimers(): void {
+    clearInterval(this.repeat);
+    clearInterval(this.recheck);
+    this.repeat = this.recheck = undefined;
+  }
+
+  /** The process is closing its connections: their errors are its own doing, not news. Listeners stay (no unhandled 'error'). */
+  close(): void {
+    this.closed = true;
+    this.stopTimers();
   }
 }

@@ -11,7 +11,7 @@ import type { Logger } from '../log.ts';
 import { loadKeys, type KeyStore } from '../token/keys.ts';
 import { TokenMinter } from '../token/mint.ts';
 import { TokenStore } from '../token/store.ts';
-import { connect } from './redis.ts';
+import { connect, type RedisErrorLog } from './redis.ts';
 import { Alerts } from '../control/alerts.ts';
 import { JobFilesError } from '../errors.ts';
 import { workflowProblems } from '../jobs/workflow.ts';
@@ -39,7 +39,7 @@ export type RuntimeConfig = Pick<
   | 'stateDir'
   | 'retention'
 > &
-  Partial<Pick<Config, 'traceUrl' | 'project'>>;
+  Partial<Pick<Config, 'traceUrl' | 'project' | 'redisOutageLogMs'>>;
 
 /**
  * The worker host of one process, on top of a control plane: signing keys, the token minter, the service clients and the
@@ -75,9 +75,10 @@ export class Runtime {
       logger,
       retention: config.retention,
       project: config.project,
+      outageLogMs: config.redisOutageLogMs,
     });
     // Token registrations and revocations of many concurrent runs share round trips (see notes/BASELINE.md).
-    this.tokenRedis = connect(config.redisUrl, { enableAutoPipelining: true });
+    this.tokenRedis = this.redisLog.watch(connect(config.redisUrl, { enableAutoPipelining: true }), { bindings: { connection: 'tokens' } });
     this.keys = keys ?? loadKeys(config);
     this.minter = new TokenMinter(this.keys, new TokenStore(this.tokenRedis, config.prefix), config.issuer);
     this.clients = new ServiceClients({ services: config.services, tokenHeader: config.tokenHeader });
@@ -90,7 +91,16 @@ export class Runtime {
         publicUrl: config.publicUrl,
       },
       logger,
+      this.redisLog,
     );
+  }
+
+  /**
+   * The process's Redis health and error log: every connection reports into it (watch(connection) or note(err)), so an
+   * outage is one line when lost, one per JOBSCOPE_REDIS_OUTAGE_LOG_INTERVAL while it lasts and one when back.
+   */
+  get redisLog(): RedisErrorLog {
+    return this.control.redisLog!;
   }
 
   /**
@@ -135,7 +145,7 @@ export class Runtime {
     const served = this.servedJobs(only, groups);
     this.subscriber = this.redis.duplicate();
     // duplicate() does not copy listeners: without one, a Redis outage is an unhandled 'error' event.
-    this.subscriber.on('error', () => {});
+    this.redisLog.watch(this.subscriber, { bindings: { connection: 'cancel-subscriber' } });
     this.workers = new Workers({
       registry: this.registry,
       control: this.control,
@@ -216,9 +226,23 @@ export class Runtime {
     return this.control.cancel(runId, reason);
   }
 
-  /** Graceful: stop taking work, hand back what is still active at the deadline, close every connection. */
+  /**
+   * Graceful: stop taking work, hand back what is still active at the deadline, close every connection. With Redis lost
+   * (at the deadline or now), nothing can be handed back or said goodbye to: the runs still here are named in the log (the
+   * stalled-run check gives them to another worker once Redis is back) and the connections are dropped, so the process
+   * exits within the deadline instead of waiting for Redis.
+   */
   async close(): Promise<void> {
     await this.workers?.close(this.config.shutdownTimeoutMs);
+    const force = this.redisLog.lost;
+    if (force) {
+      this.redisLog.close();
+      await this.heartbeat?.stop({ force });
+      await Promise.all([this.alerts.close({ force }), this.control.close({ force }), this.minter.close()]);
+      this.subscriber?.disconnect();
+      this.tokenRedis.disconnect();
+      return;
+    }
     await this.heartbeat?.stop();
     await this.alerts.close();
     this.subscriber?.disconnect();

@@ -104,6 +104,12 @@ interface Execution {
 /** How long an idle worker's BZPOPMIN blocks (BullMQ's `drainDelay`, seconds; its cap on Redis is 10). */
 const IDLE_WAIT_S = 10;
 
+/** How long a hand-back may wait for Redis (a shutdown must not wait for a Redis that is gone). */
+const HAND_BACK_TIMEOUT_MS = 2000;
+
+/** With Redis lost, how long after the shutdown deadline the workers get to wind down before the shutdown goes on. */
+const LOST_CLOSE_GRACE_MS = 1000;
+
 /** How long a replace run waits before it looks again whether the runs it replaced have stopped. */
 const REPLACE_RECHECK_MS = 250;
 
@@ -258,14 +264,19 @@ export class Workers extends EventEmitter<RunEvents> {
   private readonly retiring = new Set<Worker>();
   private served: string[] = [];
   private readonly outcomes: OutcomeFeed | undefined;
-  /** Every BullMQ worker's connection errors, logged once per reason or per 30 s of outage rather than once per retry. */
+  /**
+   * The process's Redis log (the control plane's, which every connection of the process reports into): BullMQ workers'
+   * errors are logged once per reason, an outage once when lost, every 30 s while it lasts and once when back.
+   */
   private readonly redisErrors: RedisErrorLog;
+  /** Runs that a shutdown could not hand back (Redis unreachable): the stalled-run check recovers them once it is back. */
+  private readonly unreturned = new Set<string>();
 
   constructor(deps: WorkerDeps) {
     super();
     this.deps = deps;
     this.outcomes = deps.alerts && new OutcomeFeed(deps.alerts);
-    this.redisErrors = new RedisErrorLog(deps.logger, { probe: () => greetingOf(deps.connection) });
+    this.redisErrors = deps.control.redisLog ?? new RedisErrorLog(deps.logger, { probe: () => greetingOf(deps.connection) });
     this.shutdown.signal.addEventListener('abort', () => {
       for (const execution of this.live) execution.abort(new ShutdownError());
     });
@@ -724,13 +735,24 @@ export class Workers extends EventEmitter<RunEvents> {
   ): Promise<never> {
     if (reason === 'lock-lost') {
       log.warn('run lost its lock (another worker has it now): this execution was aborted and its tokens revoked');
+    } else if (reason === 'shutdown' && this.redisErrors.lost) {
+      // Nothing can be said to Redis: the shutdown names the run (close()); its lock expires and another worker takes it.
+      this.unreturned.add(run.id);
     } else {
+      let timer: NodeJS.Timeout | undefined;
       try {
-        await (untilMs ? bullJob.moveToDelayed(untilMs, lock) : bullJob.moveToWait(lock));
+        // Bounded: Redis may go away during the call, and a shutdown must not wait for it.
+        const late = new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`no answer from Redis within ${HAND_BACK_TIMEOUT_MS} ms`)), HAND_BACK_TIMEOUT_MS);
+        });
+        await Promise.race([untilMs ? bullJob.moveToDelayed(untilMs, lock) : bullJob.moveToWait(lock), late]);
+        if (reason === 'shutdown') log.info('run handed back: the worker is shutting down; another worker takes it over');
       } catch (err) {
+        if (reason === 'shutdown') this.unreturned.add(run.id);
         log.warn({ err: (err as Error).message }, 'could not hand the run back; it is recovered when its lock expires');
+      } finally {
+        clearTimeout(timer);
       }
-      if (reason === 'shutdown') log.info('run handed back: the worker is shutting down; another worker takes it over');
     }
     if (reason !== 'replace') this.emit('run:handback', { job: run.job, runId: run.id, attempt: run.attempt, reason });
     throw new DelayedError();
@@ -817,21 +839,43 @@ export class Workers extends EventEmitter<RunEvents> {
     };
   }
 
-  /** Stops taking work; lets active runs finish until the deadline, then aborts them (their tokens are revoked). */
+  /**
+   * Stops taking work; lets active runs finish until the deadline, then aborts them (their tokens are revoked) and hands
+   * them back. With Redis lost, nothing can be handed back or closed cleanly: past the deadline and a short grace the
+   * shutdown goes on, naming the runs it could not hand back (their locks expire; the stalled-run check recovers them).
+   */
   async close(deadlineMs: number): Promise<void> {
-    const abortRuns = setTimeout(() => this.shutdown.abort(), deadlineMs);
-    // BullMQ's close can wait forever on a blocking connection caught in its reconnect back-off (after a Redis restart):
-    // past the deadline and a grace for aborted runs to record their outcome, shutdown goes on without it.
     let giveUp: NodeJS.Timeout | undefined;
-    const late = new Promise<'late'>((resolve) => (giveUp = setTimeout(() => resolve('late'), deadlineMs + 3000)));
+    let late: (value: 'late') => void = () => {};
+    const lateClose = new Promise<'late'>((resolve) => (late = resolve));
+    const abortRuns = setTimeout(() => {
+      this.shutdown.abort();
+      // BullMQ's close can wait forever on a blocking connection caught in its reconnect back-off (after a Redis restart, or
+      // while Redis is down): past a grace for aborted runs to record their outcome, shutdown goes on without it.
+      giveUp = setTimeout(() => late('late'), this.redisErrors.lost ? LOST_CLOSE_GRACE_MS : 3000);
+    }, deadlineMs);
+    // Redis lost and nothing running here: nothing to wait for (no run can finish, none can be taken).
+    if (this.redisErrors.lost && this.executions.size === 0) giveUp = setTimeout(() => late('late'), LOST_CLOSE_GRACE_MS);
     try {
       const closed = Promise.all([...this.workers.values(), ...this.retiring].map((w) => w.close())).then(() => 'closed' as const);
-      if ((await Promise.race([closed, late])) === 'late') {
-        this.deps.logger.warn('workers did not close within the shutdown deadline; continuing the shutdown');
+      if ((await Promise.race([closed, lateClose])) === 'late') {
+        this.deps.logger.warn(
+          this.redisErrors.lost ? { redis: 'lost' } : {},
+          'workers did not close within the shutdown deadline; continuing the shutdown',
+        );
       }
     } finally {
       clearTimeout(abortRuns);
       clearTimeout(giveUp);
+    }
+    const left = [...new Set([...this.unreturned, ...this.executions.keys()])];
+    if (left.length) {
+      this.deps.logger.warn(
+        { runs: left, redis: this.redisErrors.lost ? 'lost' : 'up' },
+        `shutdown could not hand back ${left.length} run(s) (${left.join(', ')})` +
+          `${this.redisErrors.lost ? ': Redis is unreachable' : ''}. Nothing is lost: once Redis answers, their locks expire ` +
+          'and the stalled-run check gives them to another worker',
+      );
     }
   }
 }

@@ -229,8 +229,17 @@ export function createApp(opts: ServerOptions): express.Express {
   });
   app.get('/readyz', async (_req, res) => {
     const jobs = control.registry.names.length;
-    if (await control.redisUp(1000)) res.json({ ok: true, redis: 'up', jobs });
-    else res.status(503).json({ ok: false, redis: 'down', jobs });
+    // Not ready while this process's Redis log says lost (one connection answering is not enough) or a PING fails.
+    const state = control.redisLog?.state();
+    let reason: string | undefined;
+    if (state && !state.up) {
+      reason = `Redis unreachable for ${Math.round((state.downMs ?? 0) / 1000)} s (${state.reconnectAttempts ?? 0} reconnect attempts)`;
+      if (state.reason) reason += `: ${state.reason}`;
+    } else if (!(await control.redisUp(1000))) {
+      reason = `Redis did not answer a PING within 1 s${state?.reason ? `: ${state.reason}` : ''}`;
+    }
+    if (reason) res.status(503).json({ ok: false, redis: 'down', jobs, reason });
+    else res.json({ ok: true, redis: 'up', jobs });
   });
 
   app.get('/logout', logout);
