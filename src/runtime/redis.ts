@@ -15,7 +15,7 @@ import type { Logger } from '../log.ts';
  */
 export function connect(url: string, extra: RedisOptions = {}): Redis {
   const target = parseRedisUrl(url);
-  const base: RedisOptions = { maxRetriesPerRequest: null, ...extra };
+  const base: RedisOptions = { maxRetriesPerRequest: null, retryStrategy: reconnectDelay, ...extra };
   let redis: Redis;
   if (target.kind === 'single') redis = new Redis(url, base);
   else if (target.kind === 'sentinel') {
@@ -34,6 +34,14 @@ export function connect(url: string, extra: RedisOptions = {}): Redis {
   // ioredis retries on its own; an unhandled 'error' event would crash the process instead.
   redis.on('error', () => {});
   return redis;
+}
+
+/**
+ * How long a lost connection waits before its next attempt: exponential from 50 ms, capped at 2 s (ioredis 6's default caps
+ * at 5 s: runs would resume up to 5 s after Redis is back), with jitter so a fleet's connections do not all come at once.
+ */
+export function reconnectDelay(times: number): number {
+  return Math.min(2 ** Math.min(times - 1, 10) * 50, 2000) + Math.floor(Math.random() * 200);
 }
 
 export function isListening(host: string, port: number, timeoutMs = 500): Promise<boolean> {

@@ -500,6 +500,8 @@ export interface ClusterOptions {
   prefix: string;
   /** Environment for every process, on top of the fixture's. */
   env?: Record<string, string>;
+  /** More redis-server arguments (e.g. `--appendonly yes` so that data outlives a stop and start). */
+  redisArgs?: string[];
 }
 
 export class Cluster {
@@ -512,12 +514,14 @@ export class Cluster {
   readonly publicKeyPem: string;
   readonly processes: JobscopeProcess[] = [];
   private readonly env: Record<string, string>;
+  private readonly redisArgs: string[];
   private count = 0;
   private readonly watchdog = new Watchdog();
 
   private constructor(opts: ClusterOptions) {
     this.prefix = opts.prefix;
     this.env = opts.env ?? {};
+    this.redisArgs = opts.redisArgs ?? [];
     this.jobsDir = jobsDir({ '_timeline.ts': TIMELINE_JOB_HELPER, ...opts.jobs });
     this.tmp = mkdtempSync(path.join(os.tmpdir(), 'jobscope-cluster-'));
     // One signing key for every process, so any of them verifies any run's token the same way.
@@ -532,7 +536,7 @@ export class Cluster {
     const cluster = new Cluster(opts);
     cluster.watchdog.removes(cluster.jobsDir, cluster.tmp);
     try {
-      cluster.redis = await startRedis();
+      cluster.redis = await startRedis(cluster.redisArgs);
       // TestRedis keeps its child private; the watchdog needs its pid.
       const redisPid = (cluster.redis as unknown as { child?: ChildProcess }).child?.pid;
       if (redisPid) cluster.watchdog.kills(redisPid);
@@ -586,6 +590,12 @@ export class Cluster {
       if (!proc.url) throw new Error(`${name}: no url in ${line.text}`);
     }
     return proc;
+  }
+
+  /** Restarts the cluster's Redis (after redis.stop()); the watchdog kills the new server too if the test process dies. */
+  async restartRedis(): Promise<void> {
+    await this.redis.start();
+    if (this.redis.pid) this.watchdog.kills(this.redis.pid);
   }
 
   /** Rewrites (or adds) a job file; processes started afterwards load the new version. */

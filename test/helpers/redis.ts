@@ -21,7 +21,8 @@ function answers(port: number): Promise<boolean> {
     const s = net.connect({ host: '127.0.0.1', port });
     s.once('connect', () => {
       s.end('PING\r\n');
-      s.once('data', (d) => resolve(d.toString().includes('PONG')));
+      // A server with a password answers NOAUTH: it is up all the same.
+      s.once('data', (d) => resolve(/PONG|NOAUTH/.test(d.toString())));
     });
     s.once('error', () => resolve(false));
     s.setTimeout(500, () => {
@@ -34,7 +35,14 @@ function answers(port: number): Promise<boolean> {
 export class TestRedis {
   port = 0;
   dir = '';
+  /** More redis-server arguments (e.g. `--appendonly yes` to keep data across stop/start, `--requirepass`); read at each start. */
+  args: string[] = [];
   private child: ChildProcess | undefined;
+
+  /** The running server's process id. */
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
 
   get url(): string {
     return `redis://127.0.0.1:${this.port}`;
@@ -45,7 +53,21 @@ export class TestRedis {
     if (!this.dir) this.dir = mkdtempSync(path.join(os.tmpdir(), 'jobscope-redis-'));
     this.child = spawn(
       'redis-server',
-      ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', this.dir, '--hz', '100'],
+      [
+        '--port',
+        String(this.port),
+        '--bind',
+        '127.0.0.1',
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--dir',
+        this.dir,
+        '--hz',
+        '100',
+        ...this.args,
+      ],
       {
         stdio: 'ignore',
       },
@@ -74,6 +96,8 @@ export class TestRedis {
   }
 }
 
-export async function startRedis(): Promise<TestRedis> {
-  return new TestRedis().start();
+export async function startRedis(args: string[] = []): Promise<TestRedis> {
+  const redis = new TestRedis();
+  redis.args = args;
+  return redis.start();
 }
