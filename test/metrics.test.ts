@@ -137,7 +137,9 @@ describe('/readyz', () => {
       const started = Date.now();
       const down = await http.request('/readyz');
       assert.equal(down.status, 503);
-      assert.deepEqual(down.body, { ok: false, redis: 'down', jobs: 3 });
+      const { reason, ...rest } = down.body as { reason: string };
+      assert.deepEqual(rest, { ok: false, redis: 'down', jobs: 3 });
+      assert.match(reason, /^Redis unreachable for \d+ s \(\d+ reconnect attempts\)/);
       assert.ok(Date.now() - started < 1500, 'bounded');
       assert.equal((await http.request('/healthz')).status, 200, 'liveness does not depend on Redis');
       const scraped = Date.now();

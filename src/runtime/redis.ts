@@ -236,6 +236,7 @@ export class RedisErrorLog {
   private repeat: NodeJS.Timeout | undefined;
   private recheck: NodeJS.Timeout | undefined;
   private checking = false;
+  private askedAt = 0;
   private closed = false;
 
   constructor(logger: RedisLogger, opts: { everyMs?: number; probe?: () => Promise<string | null>; main?: Watched } = {}) {
@@ -303,9 +304,11 @@ export class RedisErrorLog {
     this.errors++;
     this.lastError = err.message;
     if (this.lost) return;
-    // One connection reset while the main one still works (a killed client, an idle timeout) is not an outage: ask.
-    if (this.main?.status === 'ready') this.check(err.message);
-    else this.lose(err.message);
+    if (this.main?.status !== 'ready') return this.lose(err.message);
+    // Other connections fail while the main one works: a killed client, an idle timeout, or a server that refuses new
+    // connections (maxclients, which a client sees only as a reset): ask the server, and whether the main one still answers.
+    this.askServer();
+    this.check(err.message);
   }
 
   /** Redis is unreachable: one line now, one every `everyMs` while it lasts, and a check for its return. */
@@ -321,6 +324,7 @@ export class RedisErrorLog {
       `Redis connection lost (${reason}): runs resume by themselves when it is back; ` +
         `this is repeated every ${Math.round(this.everyMs / 1000)} s while it lasts`,
     );
+    this.askedAt = 0;
     this.askServer();
     this.repeat = setInterval(() => {
       const downMs = Date.now() - this.lostAt;
@@ -329,6 +333,7 @@ export class RedisErrorLog {
         `Redis still unreachable after ${Math.round(downMs / 1000)} s (${this.attempts} reconnect attempts): ${this.refusal ?? this.lastError}`,
       );
       this.errors = 0;
+      this.askedAt = 0;
       this.askServer();
     }, this.everyMs);
     this.repeat.unref();
@@ -371,8 +376,14 @@ export class RedisErrorLog {
     this.lastError = '';
   }
 
-  /** The server may refuse new connections with a reason (maxclients) that clients only see as a reset: ask it once. */
+  /**
+   * The server may refuse new connections with a reason (maxclients) that clients only see as a reset: ask it what it says
+   * to a new connection, at most once per `everyMs`.
+   */
   private askServer(): void {
+    const now = Date.now();
+    if (now - this.askedAt < this.everyMs) return;
+    this.askedAt = now;
     void this.probe?.()
       .then((said) => {
         if (said && refusalOf(new Error(said))) this.note(new Error(said.trim().replace(/^-/, '')));
