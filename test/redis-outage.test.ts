@@ -5,7 +5,8 @@
 //   every line is one JSON object; /readyz is 503 with a reason during the outage and 200 after; a run active when Redis
 //   went away finishes once it is back.
 // - SIGTERM while Redis is down: the process exits within JOBSCOPE_SHUTDOWN_TIMEOUT + 5 s, naming the run it could not hand
-//   back; once Redis is back another process recovers that run (stalled-run rule) and it completes.
+//   back and the run whose outcome it could not record; once Redis is back another process recovers both (stalled-run
+//   rule) and they complete.
 // - A refusal with a reason (a wrong password, at start-up and after a restart of Redis with a password) is logged once.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -21,6 +22,7 @@ const JOBS: Record<string, string> = {
   // Sleeps ctx.data.ms (honouring ctx.signal); in a process started with QUICK=1, 200 ms (a recovered run finishes fast).
   'slow.ts': `export default {
     token: { audience: ['rec'] },
+    concurrency: 2,
     async run(ctx) {
       const ms = process.env.QUICK === '1' ? 200 : ctx.data.ms;
       await new Promise((resolve, reject) => {
@@ -134,13 +136,15 @@ describe('Redis outage', () => {
     const proc = await cluster.spawn('start', { env });
     let rescuer: JobscopeProcess | undefined;
     try {
-      const { body: triggered } = await cluster.trigger(proc, 'slow', { ms: 60_000 });
-      const runId = String(triggered.runId);
-      await proc.waitForLog(new RegExp(`"run":"${runId}".*"msg":"run started"`), 10_000);
+      // One run still active at the deadline, one that finishes during the outage (its outcome cannot be recorded).
+      const runId = String((await cluster.trigger(proc, 'slow', { ms: 60_000 })).body.runId);
+      const shortId = String((await cluster.trigger(proc, 'slow', { ms: 1500 })).body.runId);
+      for (const id of [runId, shortId]) await proc.waitForLog(new RegExp(`"run":"${id}".*"msg":"run started"`), 10_000);
 
       const mark = proc.lines.length;
       await cluster.redis.stop();
       await waitFor(() => proc.lines.slice(mark).some(isLost), 5000, 'the "Redis connection lost" line');
+      await proc.waitForLog(new RegExp(`"run":"${shortId}".*"msg":"run completed"`), 5000);
       const signalled = Date.now();
       proc.signal('SIGTERM');
       await proc.waitExit(EXIT_BOUND_MS + 5000);
@@ -149,15 +153,18 @@ describe('Redis outage', () => {
       const named = proc.lines.filter((l) => /could not hand back/.test(msg(l)));
       assert.equal(named.length, 1, proc.tail(20));
       assert.deepEqual(named[0].json?.runs, [runId]);
+      assert.deepEqual(named[0].json?.unrecorded, [shortId]);
       assert.deepEqual(notJson(proc.lines), [], `lines that are not JSON:\n${proc.tail(30)}`);
 
       // Nothing lost: once Redis is back, the run's lock expires and another process takes it over.
       await cluster.restartRedis();
       rescuer = await cluster.spawn('start', { env: { ...env, QUICK: '1' } });
-      const report = await cluster.finished(rescuer, runId, 30_000);
-      assert.equal(report.state, 'completed', JSON.stringify(report));
-      assert.equal(report.result.pid, rescuer.pid, 'completed by the process that recovered it');
-      assert.ok(rescuer.logs(/recovered a stalled run/).length >= 1, rescuer.tail(20));
+      for (const id of [runId, shortId]) {
+        const report = await cluster.finished(rescuer, id, 30_000);
+        assert.equal(report.state, 'completed', JSON.stringify(report));
+        assert.equal(report.result.pid, rescuer.pid, `${id} completed by the process that recovered it`);
+      }
+      assert.ok(rescuer.logs(/recovered a stalled run/).length >= 2, rescuer.tail(20));
     } finally {
       await proc.kill().catch(() => undefined);
       await rescuer?.stop();

@@ -271,6 +271,8 @@ export class Workers extends EventEmitter<RunEvents> {
   private readonly redisErrors: RedisErrorLog;
   /** Runs that a shutdown could not hand back (Redis unreachable): the stalled-run check recovers them once it is back. */
   private readonly unreturned = new Set<string>();
+  /** Runs that ended here while Redis was lost, and when: their outcome waits in the connection's queue until it is back. */
+  private readonly endedWhileLost = new Map<string, number>();
 
   constructor(deps: WorkerDeps) {
     super();
@@ -279,6 +281,12 @@ export class Workers extends EventEmitter<RunEvents> {
     this.redisErrors = deps.control.redisLog ?? new RedisErrorLog(deps.logger, { probe: () => greetingOf(deps.connection) });
     this.shutdown.signal.addEventListener('abort', () => {
       for (const execution of this.live) execution.abort(new ShutdownError());
+    });
+    this.on('run:end', ({ runId }) => {
+      const lostAt = this.redisErrors.state().lostAt;
+      if (lostAt === undefined) return;
+      for (const [id, at] of this.endedWhileLost) if (at < lostAt) this.endedWhileLost.delete(id); // an earlier outage's
+      this.endedWhileLost.set(runId, Date.now());
     });
   }
 
@@ -869,12 +877,19 @@ export class Workers extends EventEmitter<RunEvents> {
       clearTimeout(giveUp);
     }
     const left = [...new Set([...this.unreturned, ...this.executions.keys()])];
-    if (left.length) {
+    // Finished here during this outage: their outcome never reached Redis, so they run again like the others.
+    const lostAt = this.redisErrors.state().lostAt ?? Infinity;
+    const unrecorded = [...this.endedWhileLost].filter(([id, at]) => at >= lostAt && !left.includes(id)).map(([id]) => id);
+    if (left.length || unrecorded.length) {
+      const lost = this.redisErrors.lost;
       this.deps.logger.warn(
-        { runs: left, redis: this.redisErrors.lost ? 'lost' : 'up' },
-        `shutdown could not hand back ${left.length} run(s) (${left.join(', ')})` +
-          `${this.redisErrors.lost ? ': Redis is unreachable' : ''}. Nothing is lost: once Redis answers, their locks expire ` +
-          'and the stalled-run check gives them to another worker',
+        { runs: left, ...(unrecorded.length ? { unrecorded } : {}), redis: lost ? 'lost' : 'up' },
+        `shutdown could not hand back ${left.length} run(s)${left.length ? ` (${left.join(', ')})` : ''}` +
+          (unrecorded.length
+            ? ` nor record the outcome of ${unrecorded.length} run(s) that finished here meanwhile (${unrecorded.join(', ')})`
+            : '') +
+          `${lost ? ': Redis is unreachable' : ''}. Nothing is lost: once Redis answers, their locks expire and the ` +
+          'stalled-run check gives them to another worker (a run that had finished runs again)',
       );
     }
   }
