@@ -69,7 +69,7 @@ function notJson(lines: LogLine[]): LogLine[] {
 }
 
 describe('Redis outage', () => {
-  test('a few lines per outage (lost, still lost every interval, back), all JSON; /readyz 503 then 200; the run finishes', async () => {
+  test('a few lines per outage (lost, still lost every interval, back), all JSON; /readyz 503 then 200; the run finishes', async (t) => {
     const proc = await cluster.spawn('start');
     try {
       const { body: triggered } = await cluster.trigger(proc, 'slow', { ms: 3000 });
@@ -95,6 +95,7 @@ describe('Redis outage', () => {
       assert.deepEqual(notJson(window), [], `lines that are not JSON:\n${proc.tail(40)}`);
       // This test's own /readyz request is logged by the request log: not the outage's doing.
       const outageLines = window.filter((l) => !(l.json?.msg === 'request' && l.json?.path === '/readyz'));
+      t.diagnostic(`${outageLines.length} log lines over a ${back.json?.downMs} ms outage with 21 jobs`);
       assert.equal(window.filter(isLost).length, 1, proc.tail(40));
       // One per interval of the outage (it lasted 7 s and the time for the connection to come back: up to ~2 s).
       const still = window.filter(isStillLost);
@@ -130,7 +131,7 @@ describe('Redis outage', () => {
     }
   });
 
-  test('SIGTERM while Redis is down exits within the shutdown timeout + 5 s, naming the run; another worker recovers it', async () => {
+  test('SIGTERM while Redis is down exits within the shutdown timeout + 5 s, naming the run; another worker recovers it', async (t) => {
     // A short lock: the run is recovered soon after Redis is back (the default would wait 30 s).
     const env = { JOBSCOPE_LOCK_DURATION: '3s' };
     const proc = await cluster.spawn('start', { env });
@@ -149,6 +150,7 @@ describe('Redis outage', () => {
       proc.signal('SIGTERM');
       await proc.waitExit(EXIT_BOUND_MS + 5000);
       const tookMs = Date.now() - signalled;
+      t.diagnostic(`SIGTERM -> exit: ${tookMs} ms (JOBSCOPE_SHUTDOWN_TIMEOUT ${SHUTDOWN_TIMEOUT_MS} ms)`);
       assert.ok(tookMs <= EXIT_BOUND_MS, `exited ${tookMs} ms after SIGTERM (bound ${EXIT_BOUND_MS} ms)\n${proc.tail(20)}`);
       const named = proc.lines.filter((l) => /could not hand back/.test(msg(l)));
       assert.equal(named.length, 1, proc.tail(20));

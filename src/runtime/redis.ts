@@ -237,6 +237,7 @@ export class RedisErrorLog {
   private recheck: NodeJS.Timeout | undefined;
   private checking = false;
   private askedAt = 0;
+  private checkedAt = 0;
   private closed = false;
 
   constructor(logger: RedisLogger, opts: { everyMs?: number; probe?: () => Promise<string | null>; main?: Watched } = {}) {
@@ -308,6 +309,9 @@ export class RedisErrorLog {
     // Other connections fail while the main one works: a killed client, an idle timeout, or a server that refuses new
     // connections (maxclients, which a client sees only as a reset): ask the server, and whether the main one still answers.
     this.askServer();
+    // At most one PING a second for this, however many connections fail (a thousand refused ones would ask a thousand times).
+    if (Date.now() - this.checkedAt < 1000) return;
+    this.checkedAt = Date.now();
     this.check(err.message);
   }
 
