@@ -378,6 +378,7 @@ export class RedisErrorLog {
     this.stopTimers();
     this.lostAt = 0;
     this.lastError = '';
+    this.refusal = undefined;
   }
 
   /**

@@ -867,10 +867,9 @@ export class Workers extends EventEmitter<RunEvents> {
     try {
       const closed = Promise.all([...this.workers.values(), ...this.retiring].map((w) => w.close())).then(() => 'closed' as const);
       if ((await Promise.race([closed, lateClose])) === 'late') {
-        this.deps.logger.warn(
-          this.redisErrors.lost ? { redis: 'lost' } : {},
-          'workers did not close within the shutdown deadline; continuing the shutdown',
-        );
+        if (this.redisErrors.lost) {
+          this.deps.logger.warn({ redis: 'lost' }, 'workers cannot close cleanly while Redis is unreachable; continuing the shutdown');
+        } else this.deps.logger.warn('workers did not close within the shutdown deadline; continuing the shutdown');
       }
     } finally {
       clearTimeout(abortRuns);
