@@ -98,6 +98,10 @@ export class RedisKeys {
   dispatchWake(processId: string): string {
     return `${this.prefix}:_wake:${processId}`;
   }
+  /** The Redis client name (not a key) of a worker process's one blocking connection: GET /api/workers/connections finds it. */
+  dispatchConnection(processId: string): string {
+    return `${this.prefix}:dispatch:${processId}`;
+  }
   overlap(job: string): string {
     return `${this.prefix}:overlap:${job}`;
   }

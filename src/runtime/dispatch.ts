@@ -8,19 +8,21 @@
 //
 // Stalled runs: BullMQ checks every queue every interval. Here a job is put in a set of busy jobs (`RedisKeys.busyJobs`)
 // when a process starts one of its runs, and every process checks only those queues each interval, so a crashed
-// worker's run goes back to the queue within the lock duration plus one interval, whatever the estate. A slow sweep of
-// every queue (each once per SWEEP_MS) is the backstop for a run whose process died between taking it and marking it.
-import { randomUUID } from 'node:crypto';
+// worker's run goes back to the queue within the lock duration plus one interval, whatever the estate.
+//
+// The backstop, every SWEEP_MS, is one script over every queue served here: a job with an active run missing from the
+// busy set (its process died between taking the run and marking the job) is put back in it, and a job whose earliest
+// delayed run is overdue (the process that held its wake-up died) gets its marker back, so some process takes it.
 import { createRedisBackend, Worker, type Job, type JobJson, type Processor, type WorkerOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { RedisKeys } from '../keys.ts';
 
 /** The longest one wait blocks (BullMQ's cap on Redis: a longer BZPOPMIN risks hanging over a reconnect). */
 const WAIT_S = 10;
-/** Every queue is looked at once in this period (stalled runs whose busy mark was lost, delayed runs whose marker was). */
-const SWEEP_MS = 5 * 60_000;
-/** The sweep advances this often (a slice of the queues each time). */
-const SWEEP_STEP_MS = 10_000;
+/** How often the backstop sweep looks at every queue (one script call for all of them). */
+const SWEEP_MS = 10_000;
+/** A delayed run this late is overdue: the process holding its wake-up is gone (a live one takes it within a few ms). */
+const OVERDUE_MS = 2000;
 /** After a Redis error in the wait or a fetch, try again after this long. */
 const RETRY_MS = 1000;
 
@@ -67,8 +69,24 @@ for i = 2, #ARGV do
 end
 return 0`;
 
-interface WithUnmark {
+// KEYS[1] the busy set. ARGV[1] the queue key prefix, ARGV[2] overdue before (ms), ARGV[3..] job names. Returns the jobs
+// whose earliest delayed run is overdue (their marker is put back).
+const SWEEP = `
+local due = {}
+for i = 3, #ARGV do
+  local q = ARGV[1] .. ARGV[i]
+  if redis.call('LLEN', q .. ':active') > 0 then redis.call('SADD', KEYS[1], ARGV[i]) end
+  local first = redis.call('ZRANGE', q .. ':delayed', 0, 0, 'WITHSCORES')
+  if first[2] and math.floor(tonumber(first[2]) / 4096) <= tonumber(ARGV[2]) then
+    redis.call('ZADD', q .. ':marker', 0, '0')
+    due[#due + 1] = ARGV[i]
+  end
+end
+return due`;
+
+interface WithScripts {
   jobscopeUnmarkIdle(key: string, queuePrefix: string, ...names: string[]): Promise<number>;
+  jobscopeSweep(key: string, queuePrefix: string, overdueBefore: number, ...names: string[]): Promise<string[]>;
 }
 
 interface Served {
@@ -90,6 +108,8 @@ interface Served {
 }
 
 export interface DispatcherDeps {
+  /** This process in the executor registry: its connection is named `RedisKeys.dispatchConnection(processId)`. */
+  processId: string;
   /** The shared connection the BullMQ workers use. */
   connection: Redis;
   keys: RedisKeys;
@@ -113,18 +133,17 @@ export class Dispatcher {
   private loop: Promise<void> | undefined;
   private stalledTimer: NodeJS.Timeout | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
-  private sweepAt = 0;
   private tokens = 0;
 
   constructor(deps: DispatcherDeps) {
     this.deps = deps;
-    const id = randomUUID();
-    this.wakeKey = deps.keys.dispatchWake(id);
+    this.wakeKey = deps.keys.dispatchWake(deps.processId);
     this.queuePrefix = `${deps.keys.prefix}:`;
-    this.blocking = deps.connection.duplicate({ connectionName: `${deps.keys.prefix}:dispatch:${id}` });
+    this.blocking = deps.connection.duplicate({ connectionName: deps.keys.dispatchConnection(deps.processId) });
     this.blocking.on('error', (err: Error) => deps.onError(err, { connection: 'dispatch' }));
     if (!('jobscopeUnmarkIdle' in deps.connection)) {
       deps.connection.defineCommand('jobscopeUnmarkIdle', { numberOfKeys: 1, lua: UNMARK_IDLE });
+      deps.connection.defineCommand('jobscopeSweep', { numberOfKeys: 1, lua: SWEEP });
     }
   }
 
@@ -192,7 +211,7 @@ export class Dispatcher {
   private start(): void {
     this.loop = this.waitLoop();
     this.stalledTimer = setInterval(() => void this.checkBusy(), this.deps.stalledIntervalMs);
-    this.sweepTimer = setInterval(() => void this.sweep(), SWEEP_STEP_MS);
+    this.sweepTimer = setInterval(() => void this.sweep(), SWEEP_MS);
     this.stalledTimer.unref();
     this.sweepTimer.unref();
   }
@@ -340,27 +359,29 @@ export class Dispatcher {
       const busy = (await this.deps.connection.smembers(this.deps.keys.busyJobs)).filter((name) => this.served.has(name));
       if (busy.length === 0) return;
       for (const name of busy) await this.served.get(name)?.worker.checkStalled();
-      await (this.deps.connection as unknown as WithUnmark).jobscopeUnmarkIdle(this.deps.keys.busyJobs, this.queuePrefix, ...busy);
+      await (this.deps.connection as unknown as WithScripts).jobscopeUnmarkIdle(this.deps.keys.busyJobs, this.queuePrefix, ...busy);
     } catch (err) {
       this.deps.onError(err as Error, { check: 'stalled runs' });
     }
   }
 
-  /** The backstop: a slice of every queue, so each is checked for stalled runs and due runs once per SWEEP_MS. */
+  /** The backstop (see the top of this file): one script over every queue served here; overdue runs are taken at once. */
   private async sweep(): Promise<void> {
-    const all = [...this.served.values()];
-    if (all.length === 0) return;
-    const slice = Math.ceil((all.length * SWEEP_STEP_MS) / SWEEP_MS);
+    const names = [...this.served.keys()];
+    if (names.length === 0) return;
     try {
-      for (let i = 0; i < slice; i++) {
-        const s = all[(this.sweepAt + i) % all.length];
-        await s.worker.checkStalled();
-        if (this.canTake(s) && !s.timer) await this.take(s);
+      const overdue = await (this.deps.connection as unknown as WithScripts).jobscopeSweep(
+        this.deps.keys.busyJobs,
+        this.queuePrefix,
+        Date.now() - OVERDUE_MS,
+        ...names,
+      );
+      for (const name of overdue) {
+        const s = this.served.get(name);
+        if (s && this.canTake(s)) void this.take(s);
       }
     } catch (err) {
       this.deps.onError(err as Error, { check: 'sweep' });
-    } finally {
-      this.sweepAt = (this.sweepAt + slice) % all.length;
     }
   }
 }

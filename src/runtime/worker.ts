@@ -31,6 +31,7 @@ import { tokenLifetime, type TokenMinter } from '../token/mint.ts';
 import { redactTokens, redactValue } from '../redact.ts';
 import { bindExec } from './exec.ts';
 import { Dispatcher, JobWorker } from './dispatch.ts';
+import { workerProcessId } from './heartbeat.ts';
 import { runInScope, type RunScope } from '../token/scope.ts';
 import { greetingOf, RedisErrorLog } from './redis.ts';
 import { attemptSpan, type AttemptSpan } from '../trace.ts';
@@ -264,6 +265,8 @@ export class Workers extends EventEmitter<RunEvents> {
   /** Workers replaced by a reload, finishing their runs. */
   private readonly retiring = new Set<JobWorker>();
   private readonly dispatcher: Dispatcher;
+  /** This process in the executor registry (the heartbeat) and in the name of its dispatcher's connection. */
+  readonly processId = workerProcessId();
   private served: string[] = [];
   private readonly outcomes: OutcomeFeed | undefined;
   /** Every BullMQ worker's connection errors, logged once per reason or per 30 s of outage rather than once per retry. */
@@ -275,6 +278,7 @@ export class Workers extends EventEmitter<RunEvents> {
     this.outcomes = deps.alerts && new OutcomeFeed(deps.alerts);
     this.redisErrors = new RedisErrorLog(deps.logger, { probe: () => greetingOf(deps.connection) });
     this.dispatcher = new Dispatcher({
+      processId: this.processId,
       connection: deps.connection,
       keys: deps.queues.keys,
       stalledIntervalMs: stalledInterval(deps.lockDurationMs),
