@@ -129,6 +129,8 @@ export class Dispatcher {
   private readonly queuePrefix: string;
   private waitingOn: Set<string> | null = null;
   private wakeIdle: (() => void) | null = null;
+  /** A wake-up is on its way to the wait: the wait rebuilds its keys after it anyway, so one is enough. */
+  private wakeSent = false;
   private closed = false;
   private loop: Promise<void> | undefined;
   private stalledTimer: NodeJS.Timeout | undefined;
@@ -145,11 +147,6 @@ export class Dispatcher {
       deps.connection.defineCommand('jobscopeUnmarkIdle', { numberOfKeys: 1, lua: UNMARK_IDLE });
       deps.connection.defineCommand('jobscopeSweep', { numberOfKeys: 1, lua: SWEEP });
     }
-  }
-
-  /** The connections this dispatcher holds beside the shared one. */
-  get connections(): Redis[] {
-    return [this.blocking];
   }
 
   /** Takes runs of `name` with `worker`, at most `capacity` at once in this process. */
@@ -169,10 +166,10 @@ export class Dispatcher {
     worker.startLocks();
     this.served.set(name, served);
     this.byMarker.set(served.marker, served);
-    if (!this.loop) this.start();
     // Runs may be waiting already: look now rather than at the marker (another process may have taken it).
     void this.take(served);
-    this.refresh(served);
+    if (this.loop) this.refresh(served);
+    else this.start();
   }
 
   /** Takes no new run of this worker's job; resolves when its runs here have ended. */
@@ -201,13 +198,6 @@ export class Dispatcher {
     await this.loop?.catch(() => undefined);
   }
 
-  /** The runs in progress here, by job. */
-  activeCount(): number {
-    let n = 0;
-    for (const s of this.served.values()) n += s.active;
-    return n;
-  }
-
   private start(): void {
     this.loop = this.waitLoop();
     this.stalledTimer = setInterval(() => void this.checkBusy(), this.deps.stalledIntervalMs);
@@ -234,6 +224,7 @@ export class Dispatcher {
       let popped: [string, string, string] | null;
       try {
         popped = (await this.blocking.bzpopmin(this.wakeKey, ...keys, WAIT_S)) as [string, string, string] | null;
+        if (popped?.[0] === this.wakeKey) this.wakeSent = false;
       } catch (err) {
         if (this.closed) break;
         this.deps.onError(err as Error, { connection: 'dispatch' });
@@ -265,8 +256,9 @@ export class Dispatcher {
   }
 
   private wake(): void {
-    this.wakeIdle?.();
-    void this.deps.connection.zadd(this.wakeKey, 0, '1').catch(() => undefined);
+    if (this.wakeSent) return;
+    this.wakeSent = true;
+    void this.deps.connection.zadd(this.wakeKey, 0, '1').catch(() => (this.wakeSent = false));
   }
 
   /** Takes runs of `s` while it has free slots and the queue has runs ready. */
@@ -308,7 +300,7 @@ export class Dispatcher {
         s.timerAt = 0;
         if (this.canTake(s)) void this.take(s);
         // No free slot here: leave the marker for another process.
-        else if (!this.closed && !s.retiring) this.handBackMarker(s, Date.now());
+        else if (!this.closed && !s.retiring) this.handBackMarker(s, 0);
       },
       Math.min(Math.max(0, at - Date.now()), 2 ** 31 - 1),
     );
@@ -323,8 +315,9 @@ export class Dispatcher {
     s.timerAt = 0;
   }
 
+  /** Sets the queue's marker as BullMQ does: member '0' (score 0) for runs ready now, '1' scored with a delayed run's time. */
   private handBackMarker(s: Served, at: number): void {
-    void this.deps.connection.zadd(s.marker, at, '1').catch((err: Error) => this.deps.onError(err, { job: s.name }));
+    void this.deps.connection.zadd(s.marker, at, at > 0 ? '1' : '0').catch((err: Error) => this.deps.onError(err, { job: s.name }));
   }
 
   /** One slot: processes the run, then (BullMQ's moveToFinished taking the next one) the runs after it while there are. */
@@ -334,11 +327,17 @@ export class Dispatcher {
       s.marked = true;
       void this.deps.connection.sadd(this.deps.keys.busyJobs, s.name).catch((err: Error) => this.deps.onError(err, { job: s.name }));
     }
+    // Whether BullMQ looked for a next run when the last one left the slot; when it did not (shutdown, reload, pause, a lost
+    // lock), runs held back by the job's concurrency may be waiting: the queue's marker is set for whoever can take them.
+    let lookedForNext = false;
+    const next = () => (lookedForNext = !this.closed && !s.retiring && !s.worker.isPaused() && !s.worker.closing);
     const slot = (async () => {
       let job: Job | void = first;
       while (job) {
-        job = await s.worker.processJob(job, job.token ?? token, () => !this.closed && !s.retiring && !s.worker.closing);
+        lookedForNext = false;
+        job = await s.worker.processJob(job, job.token ?? token, next);
       }
+      if (!lookedForNext) this.handBackMarker(s, 0);
     })()
       .catch((err: Error) => this.deps.onError(err, { job: s.name }))
       .finally(() => {

@@ -329,7 +329,9 @@ export class Workers extends EventEmitter<RunEvents> {
         names.includes(name) && registry.has(name) ? 'job changed: new runs use the new code' : 'job removed here',
       );
     }
-    for (const name of names) if (!this.workers.has(name)) await this.startJob(registry.get(name));
+    const started = await Promise.all(names.filter((name) => !this.workers.has(name)).map((name) => this.startJob(registry.get(name))));
+    // Given to the dispatcher together, so its wait starts over every new job at once (not once per job).
+    for (const job of started) this.dispatcher.serve(job.name, this.workers.get(job.name)!, job.concurrencyPerWorker);
     this.served = names;
     await Promise.all([...this.workers.values()].map((w) => w.waitUntilReady()));
   }
@@ -339,7 +341,8 @@ export class Workers extends EventEmitter<RunEvents> {
     return this.served;
   }
 
-  private async startJob(job: RegisteredJob): Promise<void> {
+  /** The job's BullMQ worker with its listeners, and its limits written to Redis; serve() hands it to the dispatcher. */
+  private async startJob(job: RegisteredJob): Promise<RegisteredJob> {
     const { connection, prefix, logger, queues, lockDurationMs, maxStalls } = this.deps;
     const { name } = job;
     const queue = queues.queue(name);
@@ -373,7 +376,7 @@ export class Workers extends EventEmitter<RunEvents> {
     });
     this.workers.set(name, worker);
     this.definitions.set(name, job);
-    this.dispatcher.serve(name, worker, job.concurrencyPerWorker);
+    return job;
   }
 
   /** A BullMQ worker's error: a completion refused for a lost lock is the run's news, not the worker's. */
