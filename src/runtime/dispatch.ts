@@ -11,8 +11,9 @@
 // worker's run goes back to the queue within the lock duration plus one interval, whatever the estate.
 //
 // The backstop, every SWEEP_MS, is one script over every queue served here: a job with an active run missing from the
-// busy set (its process died between taking the run and marking the job) is put back in it, and a job whose earliest
-// delayed run is overdue (the process that held its wake-up died) gets its marker back, so some process takes it.
+// busy set (its process died between taking the run and marking the job) is put back in it, and a job with runs to take
+// that nobody takes (its marker was popped by a process that froze or died: a frozen process's wait still holds its
+// connection, so Redis hands it markers; or the process holding a delayed run's wake-up died) gets its marker back.
 import { createRedisBackend, Worker, type Job, type JobJson, type Processor, type WorkerOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { RedisKeys } from '../keys.ts';
@@ -55,10 +56,11 @@ export class JobWorker extends Worker {
     return { job: job ?? undefined, retryAt };
   }
 
-  /** BullMQ's stalled-run check of this queue (throttled fleet-wide by BullMQ to once per stalledInterval). */
-  async checkStalled(): Promise<void> {
+  /** BullMQ's stalled-run check of this queue (throttled fleet-wide by BullMQ to once per stalledInterval): the runs put back. */
+  async checkStalled(): Promise<string[]> {
     const stalled = await this.getBackend().moveStalledJobsToWait();
     for (const id of stalled) this.emit('stalled', id, 'active');
+    return stalled;
   }
 }
 
@@ -70,14 +72,19 @@ end
 return 0`;
 
 // KEYS[1] the busy set. ARGV[1] the queue key prefix, ARGV[2] overdue before (ms), ARGV[3..] job names. Returns the jobs
-// whose earliest delayed run is overdue (their marker is put back).
+// that have runs to take now (their marker is set again): ready runs in a queue that is not paused or at its concurrency
+// (their marker may have been taken by a process that froze, or died before it could act), or an overdue delayed run.
 const SWEEP = `
 local due = {}
 for i = 3, #ARGV do
   local q = ARGV[1] .. ARGV[i]
-  if redis.call('LLEN', q .. ':active') > 0 then redis.call('SADD', KEYS[1], ARGV[i]) end
+  local active = redis.call('LLEN', q .. ':active')
+  if active > 0 then redis.call('SADD', KEYS[1], ARGV[i]) end
+  local meta = redis.call('HMGET', q .. ':meta', 'paused', 'concurrency')
+  local open = not meta[1] and not (meta[2] and active >= tonumber(meta[2]))
+  local ready = open and (redis.call('LLEN', q .. ':wait') > 0 or redis.call('ZCARD', q .. ':prioritized') > 0)
   local first = redis.call('ZRANGE', q .. ':delayed', 0, 0, 'WITHSCORES')
-  if first[2] and math.floor(tonumber(first[2]) / 4096) <= tonumber(ARGV[2]) then
+  if ready or (first[2] and math.floor(tonumber(first[2]) / 4096) <= tonumber(ARGV[2])) then
     redis.call('ZADD', q .. ':marker', 0, '0')
     due[#due + 1] = ARGV[i]
   end
@@ -357,7 +364,12 @@ export class Dispatcher {
     try {
       const busy = (await this.deps.connection.smembers(this.deps.keys.busyJobs)).filter((name) => this.served.has(name));
       if (busy.length === 0) return;
-      for (const name of busy) await this.served.get(name)?.worker.checkStalled();
+      for (const name of busy) {
+        const s = this.served.get(name)!;
+        // The marker set for a run put back can be taken by a frozen process's wait (its connection is still open): the
+        // process that put it back takes it itself when it can.
+        if ((await s.worker.checkStalled()).length > 0 && this.canTake(s)) void this.take(s);
+      }
       await (this.deps.connection as unknown as WithScripts).jobscopeUnmarkIdle(this.deps.keys.busyJobs, this.queuePrefix, ...busy);
     } catch (err) {
       this.deps.onError(err as Error, { check: 'stalled runs' });
