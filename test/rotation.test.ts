@@ -234,15 +234,19 @@ describe('JWKS refetch rate limit', () => {
       return es256(pair, payload);
     };
 
+    // The burst's tokens are made first: 200 key pairs take a while on a busy machine.
+    const bogus = await Promise.all(Array.from({ length: 200 }, (_, i) => tokenFor(ecPair(`bogus-${i}`))));
     // First use: one fetch, the known key verifies.
     assert.equal((await call(`${svc.url}/data`, bearer(await tokenFor(known)))).status, 200);
     assert.equal(served, 1);
+    const fetchedAt = Date.now();
 
-    // A burst of 200 bogus kids at once: no fetch at all (the last one was < 1 s ago).
-    const bogus = await Promise.all(Array.from({ length: 200 }, (_, i) => tokenFor(ecPair(`bogus-${i}`))));
+    // A burst of 200 bogus kids at once: no fetch at all while the last one was < 1 s ago (one more if the burst took longer).
     const burst = await Promise.all(bogus.map((t) => call(`${svc.url}/data`, bearer(t))));
     assert.ok(burst.every((r) => r.body.error === 'unknown_key'));
-    assert.equal(served, 1);
+    const burstMs = Date.now() - fetchedAt;
+    if (burstMs < 1000) assert.equal(served, 1, `served ${served} during a burst of ${burstMs} ms`);
+    else assert.ok(served <= 2, `served ${served} during a burst of ${burstMs} ms`);
 
     // A steady flood for 2.6 s: at most one fetch per second.
     const started = Date.now();
