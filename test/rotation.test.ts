@@ -241,14 +241,15 @@ describe('JWKS refetch rate limit', () => {
     assert.equal(served, 1);
     const fetchedAt = Date.now();
 
-    // A burst of 200 bogus kids at once: no fetch at all while the last one was < 1 s ago (one more if the burst took longer).
+    // A burst of 200 bogus kids at once: no fetch at all while the last one was < 1 s ago, at most one per second after
+    // (a loaded machine takes seconds to verify 200 tokens).
     const burst = await Promise.all(bogus.map((t) => call(`${svc.url}/data`, bearer(t))));
     assert.ok(burst.every((r) => r.body.error === 'unknown_key'));
     const burstMs = Date.now() - fetchedAt;
-    if (burstMs < 1000) assert.equal(served, 1, `served ${served} during a burst of ${burstMs} ms`);
-    else assert.ok(served <= 2, `served ${served} during a burst of ${burstMs} ms`);
+    assert.ok(served - 1 <= Math.floor(burstMs / 1000), `served ${served} during a burst of ${burstMs} ms`);
 
     // A steady flood for 2.6 s: at most one fetch per second.
+    const servedBefore = served;
     const started = Date.now();
     let sent = 0;
     while (Date.now() - started < 2600) {
@@ -257,8 +258,8 @@ describe('JWKS refetch rate limit', () => {
       await new Promise((r) => setTimeout(r, 20));
     }
     const elapsed = Date.now() - started;
-    assert.ok(sent > 50, `sent ${sent}`);
-    assert.ok(served - 1 <= Math.ceil(elapsed / 1000) + 1, `served ${served} in ${elapsed} ms`);
+    assert.ok(sent > 20, `sent ${sent}`);
+    assert.ok(served - servedBefore <= Math.ceil(elapsed / 1000) + 1, `served ${served - servedBefore} in ${elapsed} ms`);
     assert.ok(served - 1 >= 1, 'it does refetch once the interval has passed');
     assert.equal(verifier.jwksFetches, served);
 
