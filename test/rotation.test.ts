@@ -108,7 +108,7 @@ describe('rotation', () => {
     const runtimeA = await runtimeWith(keysDir);
     assert.equal(runtimeA.keys.current.kid, kidA);
     const shortA = await runtimeA.minter.mint(mintReq(2000));
-    const long = await runtimeA.minter.mint(mintReq(60_000));
+    const long = await runtimeA.minter.mint(mintReq(180_000));
     longA = long.raw;
     // The key is recorded in Redis until at least the exp of every token it signed.
     const score = Number(await client.zscore(jwksKey(PREFIX), canonicalJwk(runtimeA.keys.current)));
@@ -246,7 +246,7 @@ describe('JWKS refetch rate limit', () => {
     const burst = await Promise.all(bogus.map((t) => call(`${svc.url}/data`, bearer(t))));
     assert.ok(burst.every((r) => r.body.error === 'unknown_key'));
     const burstMs = Date.now() - fetchedAt;
-    assert.ok(served - 1 <= Math.floor(burstMs / 1000), `served ${served} during a burst of ${burstMs} ms`);
+    assert.ok(served - 1 <= Math.ceil(burstMs / 1000), `served ${served} during a burst of ${burstMs} ms`);
 
     // A steady flood for 2.6 s: at most one fetch per second.
     const servedBefore = served;
