@@ -35,8 +35,16 @@ export class JobWorker extends Worker {
     );
   }
 
+  /** What the dispatcher does when this worker is resumed (it takes runs again). */
+  onResume: () => void = () => {};
+
   /** BullMQ's resume() starts its loop through run(): that loop would block the shared connection, so it never starts. */
   override async run(): Promise<void> {}
+
+  override async resume(): Promise<void> {
+    await super.resume();
+    this.onResume();
+  }
 
   /** Lock renewal for the runs this worker processes (BullMQ's LockManager, started by its loop otherwise). */
   startLocks(): void {
@@ -171,6 +179,10 @@ export class Dispatcher {
       timerAt: 0,
     };
     worker.startLocks();
+    worker.onResume = () => {
+      void this.take(served);
+      this.refresh(served);
+    };
     this.served.set(name, served);
     this.byMarker.set(served.marker, served);
     // Runs may be waiting already: look now rather than at the marker (another process may have taken it).
