@@ -178,9 +178,9 @@ function maxStalls(value: string | undefined): number {
 }
 
 function lockDuration(value: string | undefined): number {
-  const ms = duration('JOBSCOPE_LOCK_DURATION', value, 30_000);
+  const ms = duration('JOBSCOPE_LOCK_DURATION', value, 10_000);
   // Locks are renewed every half duration: below a second, one slow event-loop turn would lose a healthy run.
-  if (ms < 1000) throw new ConfigError(`JOBSCOPE_LOCK_DURATION: "${value}" is too short; use at least 1s (default 30s)`);
+  if (ms < 1000) throw new ConfigError(`JOBSCOPE_LOCK_DURATION: "${value}" is too short; use at least 1s (default 10s)`);
   return ms;
 }
 

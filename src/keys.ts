@@ -87,6 +87,21 @@ export class RedisKeys {
     return `${this.prefix}:cancel`;
   }
   /** Sorted set (score: reservation order, Redis time in µs) of a job's runs that count for overlap 'skip'/'replace' until they finish. */
+  /**
+   * Set of the jobs that may have an active run (added when a process starts one, removed by a stalled check that finds the
+   * job's active list empty): the queues every process checks for stalled runs each interval (runtime/dispatch.ts).
+   */
+  get busyJobs(): string {
+    return `${this.prefix}:_busy`;
+  }
+  /** Sorted set a process's dispatcher waits on beside the job markers: a member added here wakes its wait (never kept). */
+  dispatchWake(processId: string): string {
+    return `${this.prefix}:_wake:${processId}`;
+  }
+  /** The Redis client name (not a key) of a worker process's one blocking connection: GET /api/workers/connections finds it. */
+  dispatchConnection(processId: string): string {
+    return `${this.prefix}:dispatch:${processId}`;
+  }
   overlap(job: string): string {
     return `${this.prefix}:overlap:${job}`;
   }

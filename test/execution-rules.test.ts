@@ -146,7 +146,7 @@ describe('execution fields of a definition', () => {
     const config = loadConfig({ JOBSCOPE_LOCK_DURATION: '5s', JOBSCOPE_RUNAWAY_GRACE: '2s' });
     assert.equal(config.lockDurationMs, 5000);
     assert.equal(config.runawayGraceMs, 2000);
-    assert.equal(loadConfig({}).lockDurationMs, 30_000);
+    assert.equal(loadConfig({}).lockDurationMs, 10_000);
     assert.throws(() => loadConfig({ JOBSCOPE_LOCK_DURATION: '200ms' }), /JOBSCOPE_LOCK_DURATION: "200ms" is too short/);
   });
 });

@@ -108,7 +108,7 @@ describe('rotation', () => {
     const runtimeA = await runtimeWith(keysDir);
     assert.equal(runtimeA.keys.current.kid, kidA);
     const shortA = await runtimeA.minter.mint(mintReq(2000));
-    const long = await runtimeA.minter.mint(mintReq(60_000));
+    const long = await runtimeA.minter.mint(mintReq(180_000));
     longA = long.raw;
     // The key is recorded in Redis until at least the exp of every token it signed.
     const score = Number(await client.zscore(jwksKey(PREFIX), canonicalJwk(runtimeA.keys.current)));
@@ -234,17 +234,22 @@ describe('JWKS refetch rate limit', () => {
       return es256(pair, payload);
     };
 
+    // The burst's tokens are made first: 200 key pairs take a while on a busy machine.
+    const bogus = await Promise.all(Array.from({ length: 200 }, (_, i) => tokenFor(ecPair(`bogus-${i}`))));
     // First use: one fetch, the known key verifies.
     assert.equal((await call(`${svc.url}/data`, bearer(await tokenFor(known)))).status, 200);
     assert.equal(served, 1);
+    const fetchedAt = Date.now();
 
-    // A burst of 200 bogus kids at once: no fetch at all (the last one was < 1 s ago).
-    const bogus = await Promise.all(Array.from({ length: 200 }, (_, i) => tokenFor(ecPair(`bogus-${i}`))));
+    // A burst of 200 bogus kids at once: no fetch at all while the last one was < 1 s ago, at most one per second after
+    // (a loaded machine takes seconds to verify 200 tokens).
     const burst = await Promise.all(bogus.map((t) => call(`${svc.url}/data`, bearer(t))));
     assert.ok(burst.every((r) => r.body.error === 'unknown_key'));
-    assert.equal(served, 1);
+    const burstMs = Date.now() - fetchedAt;
+    assert.ok(served - 1 <= Math.ceil(burstMs / 1000), `served ${served} during a burst of ${burstMs} ms`);
 
     // A steady flood for 2.6 s: at most one fetch per second.
+    const servedBefore = served;
     const started = Date.now();
     let sent = 0;
     while (Date.now() - started < 2600) {
@@ -253,8 +258,8 @@ describe('JWKS refetch rate limit', () => {
       await new Promise((r) => setTimeout(r, 20));
     }
     const elapsed = Date.now() - started;
-    assert.ok(sent > 50, `sent ${sent}`);
-    assert.ok(served - 1 <= Math.ceil(elapsed / 1000) + 1, `served ${served} in ${elapsed} ms`);
+    assert.ok(sent > 20, `sent ${sent}`);
+    assert.ok(served - servedBefore <= Math.ceil(elapsed / 1000) + 1, `served ${served - servedBefore} in ${elapsed} ms`);
     assert.ok(served - 1 >= 1, 'it does refetch once the interval has passed');
     assert.equal(verifier.jwksFetches, served);
 

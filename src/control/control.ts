@@ -355,16 +355,33 @@ export class Control {
     return this.tokens.list();
   }
 
+  /**
+   * Per job, the Redis connection of each live worker process serving it: the one blocking connection its dispatcher waits
+   * on for every job it serves (runtime/dispatch.ts), found by its client name in CLIENT LIST.
+   */
   async workers(): Promise<QueueWorkers[]> {
-    return Promise.all(
-      this.queues.all().map(async (queue) => {
-        const clients = await queue.getWorkers();
-        return {
-          job: queue.name,
-          workers: clients.map((c) => ({ name: c.name ?? null, addr: c.addr ?? null, age: Number(c.age ?? 0), idle: Number(c.idle ?? 0) })),
-        };
-      }),
-    );
+    const names = this.queues.all().map((q) => q.name);
+    const [live, lists] = await Promise.all([
+      this.liveWorkers(),
+      names.length ? this.queues.queue(names[0]).getBackend().getClientList() : Promise.resolve([] as string[]),
+    ]);
+    const clients = new Map<string, QueueWorkers['workers'][number]>();
+    for (const line of lists.join('\n').split('\n')) {
+      const fields = Object.fromEntries(line.split(' ').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+      if (fields.name)
+        clients.set(fields.name, {
+          name: fields.name,
+          addr: fields.addr ?? null,
+          age: Number(fields.age ?? 0),
+          idle: Number(fields.idle ?? 0),
+        });
+    }
+    return names.map((job) => ({
+      job,
+      workers: live
+        .filter((w) => w.alive && w.jobs.includes(job))
+        .flatMap((w) => clients.get(this.queues.keys.dispatchConnection(w.id)) ?? []),
+    }));
   }
 
   /** The worker processes that sent a heartbeat in the last day: alive, or dead since (the executor registry). */

@@ -111,6 +111,9 @@ async function shareJobscope(requireFromJob: NodeJS.Require): Promise<void> {
 
 const NOTHING = Symbol('no export');
 
+/** How many job files load at once. */
+const LOAD_AT_ONCE = 16;
+
 /**
  * The file's definition: `export default` (ESM, or TypeScript compiled to CommonJS) or `module.exports` (CommonJS).
  * `version` loads it afresh (--watch): a new URL for Node's import cache; CommonJS files are dropped from require.cache.
@@ -259,13 +262,22 @@ export async function loadJobs(
   const jobs: RegisteredJob[] = [];
   const errors: JobDefinitionError[] = [];
   const seen = new Map<string, string>();
-  for (const file of jobFiles(dir)) {
-    let job: RegisteredJob;
-    try {
-      job = reuse?.(file) ?? (await loadJob(file, version));
-    } catch (err) {
-      if (!(err instanceof JobDefinitionError)) throw err;
-      errors.push(err);
+  const files = jobFiles(dir);
+  // LOAD_AT_ONCE files load at once: each import waits on tsx's loader thread, so one at a time leaves the main thread
+  // idle. Taken in file order after, so which file wins a duplicate name does not depend on timing.
+  const loaded: (RegisteredJob | Error)[] = new Array(files.length);
+  let nextFile = 0;
+  const loader = async () => {
+    for (let i = nextFile++; i < files.length; i = nextFile++) {
+      loaded[i] = await Promise.resolve(reuse?.(files[i]) ?? loadJob(files[i], version)).catch((err: Error) => err);
+    }
+  };
+  await Promise.all(Array.from({ length: LOAD_AT_ONCE }, loader));
+  for (const [i, file] of files.entries()) {
+    const job = loaded[i];
+    if (job instanceof Error) {
+      if (!(job instanceof JobDefinitionError)) throw job;
+      errors.push(job);
       continue;
     }
     const other = seen.get(job.name);

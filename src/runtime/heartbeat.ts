@@ -38,8 +38,13 @@ function jobscopeVersion(): string {
   }
 }
 
+/** A worker process's id in the registry (also in the name of its dispatcher's Redis connection). */
+export function workerProcessId(): string {
+  return `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+}
+
 export class Heartbeat {
-  readonly id = `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+  readonly id: string;
   private readonly redis: Redis;
   private readonly keys: RedisKeys;
   private readonly beat: Omit<WorkerBeat, 'active' | 'lastSeen' | 'jobs'>;
@@ -49,7 +54,8 @@ export class Heartbeat {
   private stopped = false;
 
   /** `jobs` and `active` are read at every beat (a reload changes the jobs). */
-  constructor(redis: Redis, keys: RedisKeys, info: { jobs: () => string[]; groups: string[] }, active: () => string[]) {
+  constructor(redis: Redis, keys: RedisKeys, info: { id: string; jobs: () => string[]; groups: string[] }, active: () => string[]) {
+    this.id = info.id;
     this.redis = redis;
     this.keys = keys;
     this.active = active;

@@ -169,8 +169,11 @@ export class Runtime {
     this.recorder.watch(this.workers);
     this.alerts.startDelivery(this.redis, this.config.prefix);
     const workers = this.workers;
-    this.heartbeat = new Heartbeat(this.redis, this.control.queues.keys, { jobs: () => workers.jobs, groups: groups ?? [] }, () =>
-      workers.activeRuns(),
+    this.heartbeat = new Heartbeat(
+      this.redis,
+      this.control.queues.keys,
+      { id: workers.processId, jobs: () => workers.jobs, groups: groups ?? [] },
+      () => workers.activeRuns(),
     );
     await this.heartbeat.start();
     return this.workers;

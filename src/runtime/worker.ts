@@ -1,4 +1,5 @@
-// Workers: one BullMQ Worker per job. Each attempt mints its own tokens (RunTokenLease), runs the handler inside that
+// Workers: one BullMQ Worker per job, all fed by the process's Dispatcher (dispatch.ts: a fixed number of Redis connections
+// whatever the number of jobs). Each attempt mints its own tokens (RunTokenLease), runs the handler inside that
 // token's scope, and revokes the tokens the moment the run ends or is aborted (return, throw, timeout, cancel, shutdown,
 // lost lock). The rules that make this hold across every worker process live here and in overlap.ts:
 // - `concurrency` is BullMQ's global concurrency (kept in Redis), `concurrencyPerWorker` the Worker's own;
@@ -8,7 +9,7 @@
 // - an aborted handler that ignores its signal keeps its slot until it settles or `runawayGraceMs` has passed.
 import { EventEmitter } from 'node:events';
 import { inspect } from 'node:util';
-import { DelayedError, MetricsTime, UnrecoverableError, WaitingChildrenError, Worker, type Job, type Queue } from 'bullmq';
+import { DelayedError, MetricsTime, UnrecoverableError, WaitingChildrenError, type Job, type Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import {
   ChildRunError,
@@ -29,6 +30,8 @@ import { RunTokenLease } from '../token/lease.ts';
 import { tokenLifetime, type TokenMinter } from '../token/mint.ts';
 import { redactTokens, redactValue } from '../redact.ts';
 import { bindExec } from './exec.ts';
+import { Dispatcher, JobWorker } from './dispatch.ts';
+import { workerProcessId } from './heartbeat.ts';
 import { runInScope, type RunScope } from '../token/scope.ts';
 import { greetingOf, RedisErrorLog } from './redis.ts';
 import { attemptSpan, type AttemptSpan } from '../trace.ts';
@@ -62,7 +65,7 @@ export interface WorkerDeps {
   subscriber: Redis;
   prefix: string;
   tokenMaxLifetimeMs: number;
-  /** BullMQ lock duration and stalled-check interval. */
+  /** BullMQ lock duration; the busy queues are checked for stalled runs every half of it. */
   lockDurationMs: number;
   /** How many times in a row a run's worker may die before the run fails (BullMQ's maxStalledCount). */
   maxStalls: number;
@@ -101,8 +104,13 @@ interface Execution {
   abort(reason: Error): void;
 }
 
-/** How long an idle worker's BZPOPMIN blocks (BullMQ's `drainDelay`, seconds; its cap on Redis is 10). */
-const IDLE_WAIT_S = 10;
+/**
+ * How often the busy queues are checked for stalled runs: half the lock, so a crashed worker's run goes back to the queue
+ * at most lock + half a lock after the crash (15 s with the default 10 s lock).
+ */
+function stalledInterval(lockDurationMs: number): number {
+  return Math.max(500, Math.floor(lockDurationMs / 2));
+}
 
 /** How long a hand-back may wait for Redis (a shutdown must not wait for a Redis that is gone). */
 const HAND_BACK_TIMEOUT_MS = 2000;
@@ -251,7 +259,7 @@ export class ScopedToken implements RunToken {
 }
 
 export class Workers extends EventEmitter<RunEvents> {
-  readonly workers = new Map<string, Worker>();
+  readonly workers = new Map<string, JobWorker>();
   private readonly deps: WorkerDeps;
   private readonly shutdown = new AbortController();
   /** This process's executions by run id: a lost lock aborts the one it belongs to. */
@@ -261,7 +269,10 @@ export class Workers extends EventEmitter<RunEvents> {
   /** The definition each worker runs (a reload replaces a worker whose definition changed). */
   private readonly definitions = new Map<string, RegisteredJob>();
   /** Workers replaced by a reload, finishing their runs. */
-  private readonly retiring = new Set<Worker>();
+  private readonly retiring = new Set<JobWorker>();
+  private readonly dispatcher: Dispatcher;
+  /** This process in the executor registry (the heartbeat) and in the name of its dispatcher's connection. */
+  readonly processId = workerProcessId();
   private served: string[] = [];
   private readonly outcomes: OutcomeFeed | undefined;
   /**
@@ -279,6 +290,13 @@ export class Workers extends EventEmitter<RunEvents> {
     this.deps = deps;
     this.outcomes = deps.alerts && new OutcomeFeed(deps.alerts);
     this.redisErrors = deps.control.redisLog ?? new RedisErrorLog(deps.logger, { probe: () => greetingOf(deps.connection) });
+    this.dispatcher = new Dispatcher({
+      processId: this.processId,
+      connection: deps.connection,
+      keys: deps.queues.keys,
+      stalledIntervalMs: stalledInterval(deps.lockDurationMs),
+      onError: (err, context) => this.redisErrors.note(err, context, 'worker error'),
+    });
     this.shutdown.signal.addEventListener('abort', () => {
       for (const execution of this.live) execution.abort(new ShutdownError());
     });
@@ -320,8 +338,9 @@ export class Workers extends EventEmitter<RunEvents> {
       this.workers.delete(name);
       this.definitions.delete(name);
       this.retiring.add(worker);
-      void worker
-        .close()
+      void this.dispatcher
+        .retire(worker)
+        .then(() => worker.close())
         .catch((err: Error) => logger.error({ job: name, err: err.message }, 'could not close a retired worker'))
         .finally(() => this.retiring.delete(worker));
       logger.info(
@@ -329,7 +348,9 @@ export class Workers extends EventEmitter<RunEvents> {
         names.includes(name) && registry.has(name) ? 'job changed: new runs use the new code' : 'job removed here',
       );
     }
-    for (const name of names) if (!this.workers.has(name)) await this.startJob(registry.get(name));
+    const started = await Promise.all(names.filter((name) => !this.workers.has(name)).map((name) => this.startJob(registry.get(name))));
+    // Given to the dispatcher together, so its wait starts over every new job at once (not once per job).
+    for (const job of started) this.dispatcher.serve(job.name, this.workers.get(job.name)!, job.concurrencyPerWorker);
     this.served = names;
     await Promise.all([...this.workers.values()].map((w) => w.waitUntilReady()));
   }
@@ -339,28 +360,24 @@ export class Workers extends EventEmitter<RunEvents> {
     return this.served;
   }
 
-  private async startJob(job: RegisteredJob): Promise<void> {
+  /** The job's BullMQ worker with its listeners, and its limits written to Redis; serve() hands it to the dispatcher. */
+  private async startJob(job: RegisteredJob): Promise<RegisteredJob> {
     const { connection, prefix, logger, queues, lockDurationMs, maxStalls } = this.deps;
     const { name } = job;
     const queue = queues.queue(name);
     // Limits kept in Redis hold for every worker process of the job, however many there are.
     await queue.setGlobalConcurrency(job.concurrency);
     await (job.rateLimit ? queue.setGlobalRateLimit(job.rateLimit.max, job.rateLimit.durationMs) : queue.removeGlobalRateLimit());
-    const worker = new Worker(name, (bullJob: Job, lock?: string, signal?: AbortSignal) => this.attempt(job, bullJob, lock, signal), {
+    const worker = new JobWorker(name, (bullJob: Job, lock?: string, signal?: AbortSignal) => this.attempt(job, bullJob, lock, signal), {
       connection,
       prefix,
       concurrency: job.concurrencyPerWorker,
       lockDuration: lockDurationMs,
-      stalledInterval: lockDurationMs,
+      stalledInterval: stalledInterval(lockDurationMs),
       // A run whose worker dies is put back in the queue up to this many times in a row (BullMQ's default is once).
       maxStalledCount: maxStalls,
       // Per-minute completed/failed counts for Bull Board's metrics tab.
       metrics: { maxDataPoints: MetricsTime.ONE_WEEK },
-      // An idle worker waits for work in one BZPOPMIN, then looks for due delayed runs (one script call): two commands per
-      // wait. A new run wakes the wait at once (BullMQ's marker), and a delayed one bounds it, so waiting longer costs
-      // no latency; 10 s is the longest wait BullMQ allows on Redis. A process serving 200 jobs then sends ~40 commands/s
-      // while idle instead of ~80 (notes in BENCHMARKS.md).
-      drainDelay: IDLE_WAIT_S,
     });
     worker.on('error', (err) => this.workerError(name, err));
     worker.on('stalled', (id) => {
@@ -378,6 +395,7 @@ export class Workers extends EventEmitter<RunEvents> {
     });
     this.workers.set(name, worker);
     this.definitions.set(name, job);
+    return job;
   }
 
   /** A BullMQ worker's error: a completion refused for a lost lock is the run's news, not the worker's. */
@@ -865,7 +883,10 @@ export class Workers extends EventEmitter<RunEvents> {
     // Redis lost and nothing running here: nothing to wait for (no run can finish, none can be taken).
     if (this.redisErrors.lost && this.executions.size === 0) giveUp = setTimeout(() => late('late'), LOST_CLOSE_GRACE_MS);
     try {
-      const closed = Promise.all([...this.workers.values(), ...this.retiring].map((w) => w.close())).then(() => 'closed' as const);
+      const closed = this.dispatcher
+        .close()
+        .then(() => Promise.all([...this.workers.values(), ...this.retiring].map((w) => w.close())))
+        .then(() => 'closed' as const);
       if ((await Promise.race([closed, lateClose])) === 'late') {
         if (this.redisErrors.lost) {
           this.deps.logger.warn({ redis: 'lost' }, 'workers cannot close cleanly while Redis is unreachable; continuing the shutdown');
