@@ -350,7 +350,7 @@ export class Workers extends EventEmitter<RunEvents> {
     }
     const started = await Promise.all(names.filter((name) => !this.workers.has(name)).map((name) => this.startJob(registry.get(name))));
     // Given to the dispatcher together, so its wait starts over every new job at once (not once per job).
-    for (const job of started) this.dispatcher.serve(job.name, this.workers.get(job.name)!, job.concurrencyPerWorker);
+    for (const job of started) this.dispatcher.serve(job.name, this.workers.get(job.name)!, job.concurrencyPerWorker, job.concurrency);
     this.served = names;
     await Promise.all([...this.workers.values()].map((w) => w.waitUntilReady()));
   }
@@ -373,7 +373,9 @@ export class Workers extends EventEmitter<RunEvents> {
       prefix,
       concurrency: job.concurrencyPerWorker,
       lockDuration: lockDurationMs,
-      stalledInterval: stalledInterval(lockDurationMs),
+      // BullMQ's fleet-wide throttle of the check (a key that lives this long): shorter than the dispatcher's period, or a
+      // check that comes a few ms early finds the previous one's key and is skipped (a crashed run then waited 17 s, not 15).
+      stalledInterval: Math.floor(stalledInterval(lockDurationMs) * 0.8),
       // A run whose worker dies is put back in the queue up to this many times in a row (BullMQ's default is once).
       maxStalledCount: maxStalls,
       // Per-minute completed/failed counts for Bull Board's metrics tab.
