@@ -35,6 +35,17 @@ export class TestRedis {
   port = 0;
   dir = '';
   private child: ChildProcess | undefined;
+  /** Extra redis-server arguments (e.g. `['--maxclients', '30000']`). */
+  private readonly extraArgs: string[];
+
+  constructor(extraArgs: string[] = []) {
+    this.extraArgs = extraArgs;
+  }
+
+  /** redis-server's pid while it runs. */
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
 
   get url(): string {
     return `redis://127.0.0.1:${this.port}`;
@@ -45,7 +56,21 @@ export class TestRedis {
     if (!this.dir) this.dir = mkdtempSync(path.join(os.tmpdir(), 'jobscope-redis-'));
     this.child = spawn(
       'redis-server',
-      ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', this.dir, '--hz', '100'],
+      [
+        '--port',
+        String(this.port),
+        '--bind',
+        '127.0.0.1',
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--dir',
+        this.dir,
+        '--hz',
+        '100',
+        ...this.extraArgs,
+      ],
       {
         stdio: 'ignore',
       },
@@ -74,6 +99,6 @@ export class TestRedis {
   }
 }
 
-export async function startRedis(): Promise<TestRedis> {
-  return new TestRedis().start();
+export async function startRedis(extraArgs: string[] = []): Promise<TestRedis> {
+  return new TestRedis(extraArgs).start();
 }
