@@ -133,7 +133,18 @@ before(
       const batch = Array.from({ length: Math.min(START_BATCH, WORKERS - i) }, (_, k) =>
         cluster.spawn('worker', { name: `w${i + k + 1}`, readyTimeoutMs: READY_LIMIT_MS }),
       );
-      workers.push(...(await Promise.all(batch)));
+      const started = await Promise.allSettled(batch);
+      for (const r of started) if (r.status === 'fulfilled') workers.push(r.value);
+      const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) {
+        // Say what the fleet held by then: a Redis refusing or timing out connections is the usual reason.
+        const total = await connections(`start-up failed after ${workers.length} workers`).catch(() => NaN);
+        throw new Error(
+          `a worker did not start after ${workers.length} had: the fleet held ${total} Redis connections ` +
+            `(limit ${WORKERS * PER_PROCESS + controlPlane} for ${WORKERS} workers; redis maxclients ${effectiveMaxclients})\n` +
+            String((failed.reason as Error)?.message ?? failed.reason),
+        );
+      }
       phase(`${workers.length} workers ready, ${await connections(`${workers.length} workers`)} connections`);
     }
     await sleep(2000);
