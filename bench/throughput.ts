@@ -1,6 +1,7 @@
 // The benchmark: jobscope next to raw BullMQ, the signing ceiling and the naive token scope, in the same run on one private
 // Redis, each measurement in a fresh process (bench/variant.ts), variants alternating round by round; then end to end,
-// latency, scheduler drift, a 200-job idle process and, with --pg, the PostgreSQL peers (bench/peers.ts).
+// latency, scheduler drift, a 200-job idle process, the 1,000-job estate (bench/estate.ts) and, with --pg, the PostgreSQL
+// peers (bench/peers.ts).
 //   npm run bench [-- --quick] [--rounds 3] [--jobs 20000] [--pg postgres://...] [--node24 <node binary>] [--only a,b]
 // Prints a table, writes the results block of BENCHMARKS.md (not with --quick unless --write), and prints as its LAST
 // stdout line one JSON object (every key of issue 11).
@@ -384,6 +385,11 @@ try {
   const results = [await measureAll(process.execPath, redis, true)];
   if (NODE24) results.push(await measureAll(NODE24, redis, false));
   const json: Record<string, unknown> = { ...keysOf(results[0]) };
+  // The estate (issue 15): 1,000 and 2,000 job files on real worker processes, each part on a redis-server of its own.
+  if (want('estate')) {
+    log('\n== The estate (bench/estate.ts)');
+    Object.assign(json, await child(process.execPath, 'estate.ts', QUICK ? ['--quick'] : [], 1_200_000));
+  }
   if (results[1]) {
     for (const [k, v] of Object.entries(keysOf(results[1])))
       if (k !== 'peer_best_ratio_c50') json[`node24_${k === 'node' ? 'version' : k}`] = v;

@@ -500,7 +500,7 @@ export interface ClusterOptions {
   prefix: string;
   /** Environment for every process, on top of the fixture's. */
   env?: Record<string, string>;
-  /** More redis-server arguments (e.g. `--appendonly yes` so that data outlives a stop and start). */
+  /** More redis-server arguments (e.g. `--appendonly yes` so that data outlives a stop and start, `--maxclients 30000` for a fleet). */
   redisArgs?: string[];
 }
 
@@ -537,8 +537,7 @@ export class Cluster {
     cluster.watchdog.removes(cluster.jobsDir, cluster.tmp);
     try {
       cluster.redis = await startRedis(cluster.redisArgs);
-      // TestRedis keeps its child private; the watchdog needs its pid.
-      const redisPid = (cluster.redis as unknown as { child?: ChildProcess }).child?.pid;
+      const redisPid = cluster.redis.pid;
       if (redisPid) cluster.watchdog.kills(redisPid);
       cluster.timeline = await new Timeline({
         audience: 'rec',
@@ -576,16 +575,19 @@ export class Cluster {
   }
 
   /** Starts `jobscope <mode>` and resolves once it is ready ('workers started' / 'dashboard at'). */
-  async spawn(mode: Mode, opts: { env?: Record<string, string>; args?: string[]; name?: string } = {}): Promise<JobscopeProcess> {
+  async spawn(
+    mode: Mode,
+    opts: { env?: Record<string, string>; args?: string[]; name?: string; readyTimeoutMs?: number } = {},
+  ): Promise<JobscopeProcess> {
     const name = opts.name ?? `${mode}-${++this.count}`;
     const proc = new JobscopeProcess(name, mode, [mode, ...(opts.args ?? [])], this.processEnv(opts.env), this.tmp);
     this.processes.push(proc);
     this.watchdog.kills(proc.pid);
     void proc.exited.then(() => this.watchdog.forget(proc.pid));
     if (mode === 'worker') {
-      await proc.waitForLog(/"msg":"workers started"/, READY_TIMEOUT_MS);
+      await proc.waitForLog(/"msg":"workers started"/, opts.readyTimeoutMs ?? READY_TIMEOUT_MS);
     } else {
-      const line = await proc.waitForLog(/"msg":"dashboard at /, READY_TIMEOUT_MS);
+      const line = await proc.waitForLog(/"msg":"dashboard at /, opts.readyTimeoutMs ?? READY_TIMEOUT_MS);
       proc.url = String(line.json?.url ?? '');
       if (!proc.url) throw new Error(`${name}: no url in ${line.text}`);
     }

@@ -38,7 +38,6 @@ export class TestRedis {
   /** More redis-server arguments (e.g. `--appendonly yes` to keep data across stop/start, `--requirepass`); read at each start. */
   args: string[] = [];
   private child: ChildProcess | undefined;
-
   /** The running server's process id. */
   get pid(): number | undefined {
     return this.child?.pid;
