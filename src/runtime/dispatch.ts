@@ -225,17 +225,20 @@ export class Dispatcher {
       timerAt: 0,
     };
     worker.startLocks();
-    worker.onResume = () => {
-      void this.take(served);
-      this.changed();
-      this.refresh(served);
-    };
+    worker.onResume = () => this.open(served);
     this.served.set(name, served);
     this.byMarker.set(served.marker, served);
-    // Runs may be waiting already: look now rather than at the marker (another process may have taken it).
-    void this.take(served);
+    this.open(served);
+  }
+
+  /**
+   * `s` takes runs (again: a resume): looks now rather than at the marker (runs may be waiting already, their marker taken
+   * by another process), and makes the wait include it.
+   */
+  private open(s: Served): void {
+    void this.take(s);
     this.changed();
-    if (this.loop) this.refresh(served);
+    if (this.loop) this.refresh(s);
     else this.start();
   }
 
