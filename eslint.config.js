@@ -25,6 +25,22 @@ export default tseslint.config(
     },
   },
   {
+    // The floors: runtime/ (the worker host) and server/ (HTTP) stand on control/, token/, jobs/, http/, run/ and redis/;
+    // nothing on a lower floor imports from them.
+    files: ['src/control/**', 'src/token/**', 'src/jobs/**', 'src/http/**', 'src/run/**', 'src/redis/**'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            { group: ['**/runtime/*', '**/runtime/**'], message: 'runtime/ stands above this floor: import downwards only.' },
+            { group: ['**/server/*', '**/server/**'], message: 'server/ stands above this floor: import downwards only.' },
+          ],
+        },
+      ],
+    },
+  },
+  {
     files: ['dashboard/**/*.js'],
     languageOptions: {
       globals: {

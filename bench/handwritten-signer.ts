@@ -1,7 +1,7 @@
 // The hand-written compact JWS signer jobscope used before signing went through jsonwebtoken (kept only so the benchmark can
 // put the two side by side). Not used by src/.
 import { createHmac, sign as cryptoSign, type KeyObject } from 'node:crypto';
-import type { SigningKey } from '../src/token/keys.ts';
+import type { SigningKey } from '../src/token/signing-keys.ts';
 
 function signature(alg: string, key: KeyObject, input: string): string {
   return alg === 'ES256'

@@ -4,7 +4,7 @@
 import { createSecretKey, generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto';
 import jwt from 'jsonwebtoken';
 import type { TokenClaims } from '../src/interfaces.ts';
-import type { SigningKey } from '../src/token/keys.ts';
+import type { SigningKey } from '../src/token/signing-keys.ts';
 import { signToken } from '../src/token/signer.ts';
 import { signCompact } from './handwritten-signer.ts';
 

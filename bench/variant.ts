@@ -16,7 +16,7 @@ import { Redis } from 'ioredis';
 import { loadConfig } from '../src/config.ts';
 import { loadRegistry } from '../src/jobs/registry.ts';
 import { createLogger } from '../src/log.ts';
-import { startEmbeddedRedis } from '../src/runtime/redis.ts';
+import { startEmbeddedRedis } from '../src/cli/redis-server.ts';
 import { Runtime } from '../src/runtime/runtime.ts';
 import { fireTime } from '../src/runtime/worker.ts';
 import { freePort } from '../test/helpers/redis.ts';

@@ -6,14 +6,15 @@ import { watchJobs, type JobsWatcher } from './jobs/watch.ts';
 import { loadRegistry, type Registry } from './jobs/registry.ts';
 import { describeSchedule } from './jobs/schedule.ts';
 import { captureConsole, type Logger } from './log.ts';
-import { isListening, isOutage, refusalOf, startEmbeddedRedis, type EmbeddedRedis } from './runtime/redis.ts';
+import { isListening, startEmbeddedRedis, type EmbeddedRedis } from './cli/redis-server.ts';
+import { isOutage, refusalOf } from './redis/connect.ts';
 import { redactUrl } from './redact.ts';
 import { Runtime } from './runtime/runtime.ts';
 import { environment, list_, openControl, UsageError, type CliIO, type Env } from './cli/common.ts';
 import { trigger } from './cli/trigger.ts';
 import { usersCommand } from './cli/users.ts';
 import { adminCredentials, createApp, listen } from './server/app.ts';
-import { writeNewKey } from './token/keys.ts';
+import { writeNewKey } from './token/signing-keys.ts';
 import { createJobTokenVerifier, TokenRejectedError } from './token/verify.ts';
 import { enableTracing } from './trace.ts';
 
@@ -254,7 +255,7 @@ async function list(env: Env, json: boolean, io: CliIO): Promise<number> {
 async function verifyCommand(env: Env, token: string | undefined, audience: string | undefined, io: CliIO): Promise<number> {
   if (!token) throw new UsageError('usage: jobscope token verify <jwt> [--audience A]');
   const { config } = env;
-  const { loadKeys } = await import('./token/keys.ts');
+  const { loadKeys } = await import('./token/signing-keys.ts');
   const { currentJwksAt } = await import('./token/jwks.ts');
   const keys = loadKeys(config);
   let aud = audience;

@@ -8,8 +8,8 @@ import type { JobDefinition, RegisteredJob, RunReport, TriggerOptions } from './
 import { registerDefinition } from './jobs/define.ts';
 import { publishedRegistry } from './jobs/published.ts';
 import { loadRegistry, Registry } from './jobs/registry.ts';
-import { RedisKeys } from './keys.ts';
-import { connect } from './runtime/redis.ts';
+import { RedisKeys } from './run/redis-keys.ts';
+import { connect } from './redis/connect.ts';
 import type { Logger } from './log.ts';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- any definition, whatever its data and result types

@@ -11,7 +11,7 @@ import { connect, type ChannelModel, type Channel, type ConsumeMessage } from 'a
 import { Queue, QueueEvents, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { consumeWithScope, createScopes, scopedProcessor, type AmqpChannel, type Scopes } from '../src/index.ts';
-import { generateEcPem } from '../src/token/keys.ts';
+import { generateEcPem } from '../src/token/signing-keys.ts';
 import { startRedis, type TestRedis } from './helpers/redis.ts';
 import { VerifyingService } from './helpers/service.ts';
 import { until } from './helpers/wait.ts';

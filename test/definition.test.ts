@@ -241,7 +241,7 @@ describe('config', () => {
 
 describe('REDIS_URL forms', () => {
   test('one server, a Sentinel master, a Cluster; the cluster needs a hash-tag prefix', async () => {
-    const { parseRedisUrl } = await import('../src/config.ts');
+    const { parseRedisUrl } = await import('../src/redis/url.ts');
     assert.deepEqual(parseRedisUrl('redis://:pw@h:6379/2'), { kind: 'single', url: 'redis://:pw@h:6379/2' });
     assert.deepEqual(parseRedisUrl('redis+sentinel://:s%40cret@a:26379,b:26380/mymaster/3?sentinelPassword=x'), {
       kind: 'sentinel',

@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { Redis } from 'ioredis';
-import { isListening, startEmbeddedRedis } from '../src/runtime/redis.ts';
+import { isListening, startEmbeddedRedis } from '../src/cli/redis-server.ts';
 import { BIN } from './helpers/cli.ts';
 import { freePort } from './helpers/redis.ts';
 import { jobsDir, removeDir, ROOT } from './helpers/runtime.ts';

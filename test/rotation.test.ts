@@ -13,7 +13,7 @@ import { createLogger } from '../src/log.ts';
 import type { Runtime } from '../src/runtime/runtime.ts';
 import { adminCredentials, createApp } from '../src/server/app.ts';
 import { canonicalJwk, jwksKey, PUBLISH_HEADROOM_MS, publishedJwks } from '../src/token/jwks.ts';
-import { keyFilesOf, writeNewKey } from '../src/token/keys.ts';
+import { keyFilesOf, writeNewKey } from '../src/token/signing-keys.ts';
 import type { MintRequest } from '../src/token/mint.ts';
 import { closeVerifiers, type JobTokenMiddleware } from '../src/token/verify.ts';
 import { runCli, type CliResult } from './helpers/cli.ts';

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { createScopes, ScopeError, type Scopes } from '../src/index.ts';
-import { generateEcPem } from '../src/token/keys.ts';
+import { generateEcPem } from '../src/token/signing-keys.ts';
 import { checkSubject } from '../src/scopes.ts';
 import { startRedis, type TestRedis } from './helpers/redis.ts';
 import { VerifyingService } from './helpers/service.ts';

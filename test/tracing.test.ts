@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import type { Runtime } from '../src/runtime/runtime.ts';
-import { generateEcPem } from '../src/token/keys.ts';
+import { generateEcPem } from '../src/token/signing-keys.ts';
 import { createScopes } from '../src/scopes.ts';
 import { enableTracing, type Tracing } from '../src/trace.ts';
 import { startRedis, type TestRedis } from './helpers/redis.ts';

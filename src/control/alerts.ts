@@ -7,9 +7,9 @@ import { Queue, Worker, type Job } from 'bullmq';
 import got from 'got';
 import type { Redis } from 'ioredis';
 import type { AlertEvent, RegisteredJob, RunOutcome } from '../interfaces.ts';
-import type { RedisKeys } from '../keys.ts';
+import type { RedisKeys } from '../run/redis-keys.ts';
 import type { Logger } from '../log.ts';
-import type { RedisErrorLog } from '../runtime/redis.ts';
+import type { RedisErrorLog } from '../redis/connect.ts';
 
 /** Not a job name (those start with a letter or digit), so it can never clash with one. */
 export const ALERT_QUEUE = '__alerts';

@@ -11,10 +11,10 @@ import type { Registry } from '../jobs/registry.ts';
 import { describeSchedule } from '../jobs/schedule.ts';
 import type { Logger } from '../log.ts';
 import { redactUrl } from '../redact.ts';
-import { listWorkers, type WorkerStatus } from '../runtime/heartbeat.ts';
-import { connect, greetingOf, RedisErrorLog, refusalOf, type RedisLogger } from '../runtime/redis.ts';
+import { listWorkers, type WorkerStatus } from './fleet.ts';
+import { connect, greetingOf, RedisErrorLog, refusalOf, type RedisLogger } from '../redis/connect.ts';
 import { TokenStore } from '../token/store.ts';
-import { RUN_FIELDS, type RunMeta } from '../keys.ts';
+import { RUN_FIELDS, type RunMeta } from '../run/redis-keys.ts';
 import { applyRetention, DEFAULT_RETENTION, parseRunId, Queues, type CancelResult, type EnqueueResult, type JobSummary } from './queues.ts';
 import {
   appendRunLine,

@@ -12,7 +12,7 @@
 // every run reserved before it as replaced (an older run that could not start while the newest one held the slot would
 // otherwise find nothing newer when it finally starts, and run: 3 of 20 did so in a burst through two servers).
 import type { Redis } from 'ioredis';
-import type { RedisKeys } from '../keys.ts';
+import type { RedisKeys } from '../run/redis-keys.ts';
 
 /** A reserved run whose BullMQ hash does not exist yet is being added; past this it was never added (the adder died). */
 const RESERVATION_GRACE_MS = 5000;

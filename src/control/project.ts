@@ -4,7 +4,7 @@
 // runner or CLI of another project refuses to start there and says how to choose a prefix of its own.
 import type { Redis } from 'ioredis';
 import { ProjectConflictError } from '../errors.ts';
-import type { RedisKeys } from '../keys.ts';
+import type { RedisKeys } from '../run/redis-keys.ts';
 import { redactUrl } from '../redact.ts';
 
 /** A prefix made from a project name (package names may hold '@' and '/'); in braces when the current one is a hash tag. */

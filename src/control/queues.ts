@@ -8,7 +8,7 @@ import { OverlapSkippedError, ParamsError, RunFinishedError, TriggerOptionsError
 import type { KeepRule, RegisteredJob, Retention, RunOutcome, RunReport, RunState, Trigger, TriggerOptions } from '../interfaces.ts';
 import type { Registry } from '../jobs/registry.ts';
 import { nextRuns } from '../jobs/schedule.ts';
-import { RedisKeys, RUN_FIELDS, type RunMeta } from '../keys.ts';
+import { RedisKeys, RUN_FIELDS, type RunMeta } from '../run/redis-keys.ts';
 import type { TokenStore } from '../token/store.ts';
 import { OverlapRules } from './overlap.ts';
 import { traceIdOf } from '../trace.ts';

@@ -13,7 +13,7 @@
 import type { Redis } from 'ioredis';
 import type { RunOutcome, RunState } from '../interfaces.ts';
 import type { Registry } from '../jobs/registry.ts';
-import { RUN_FIELDS, type RedisKeys, type RunMeta } from '../keys.ts';
+import { RUN_FIELDS, type RedisKeys, type RunMeta } from '../run/redis-keys.ts';
 import { outcomeOf, runIdOf } from './queues.ts';
 
 export const OUTCOMES: RunOutcome[] = ['completed', 'failed', 'timeout', 'cancelled', 'skipped', 'misfire'];

@@ -2,7 +2,7 @@
 // has no jobs folder (createClient) validates data and enqueues with exactly the options the runners use.
 import type { Redis } from 'ioredis';
 import type { JobDefinition, RegisteredJob } from '../interfaces.ts';
-import type { RedisKeys } from '../keys.ts';
+import type { RedisKeys } from '../run/redis-keys.ts';
 import { registerDefinition } from './define.ts';
 import { Registry } from './registry.ts';
 

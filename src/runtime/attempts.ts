@@ -5,7 +5,7 @@
 // succeeds at once costs no extra Redis command; a log line costs one.
 import type { Job, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { RUN_FIELDS, type RedisKeys } from '../keys.ts';
+import { RUN_FIELDS, type RedisKeys } from '../run/redis-keys.ts';
 import { appendRunLine, type RecordedAttempt } from '../control/runs.ts';
 import type { Workers } from './worker.ts';
 

@@ -16,7 +16,7 @@
 // connection, so Redis hands it markers; or the process holding a delayed run's wake-up died) gets its marker back.
 import { createRedisBackend, Worker, type Job, type JobJson, type Processor, type WorkerOptions } from 'bullmq';
 import { Command, type Redis } from 'ioredis';
-import type { RedisKeys } from '../keys.ts';
+import type { RedisKeys } from '../run/redis-keys.ts';
 
 /** The longest one wait blocks (BullMQ's cap on Redis: a longer BZPOPMIN risks hanging over a reconnect). */
 const WAIT_S = 10;

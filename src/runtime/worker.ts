@@ -23,7 +23,7 @@ import {
 } from '../errors.ts';
 import type { ChildTriggerOptions, JobContext, RegisteredJob, RunInfo, RunOutcome, RunToken, Trigger } from '../interfaces.ts';
 import type { Registry } from '../jobs/registry.ts';
-import { RUN_FIELDS, type RunMeta } from '../keys.ts';
+import { RUN_FIELDS, type RunMeta } from '../run/redis-keys.ts';
 import type { Logger } from '../log.ts';
 import type { ServiceClients } from '../http/clients.ts';
 import { RunTokenLease } from '../token/lease.ts';
@@ -33,7 +33,7 @@ import { bindExec } from './exec.ts';
 import { Dispatcher, JobWorker } from './dispatch.ts';
 import { workerProcessId } from './heartbeat.ts';
 import { runInScope, type RunScope } from '../token/scope.ts';
-import { greetingOf, RedisErrorLog } from './redis.ts';
+import { greetingOf, RedisErrorLog } from '../redis/connect.ts';
 import { attemptSpan, type AttemptSpan } from '../trace.ts';
 import type { Alerts, FinishedRun } from '../control/alerts.ts';
 import type { Control } from '../control/control.ts';

@@ -3,8 +3,8 @@
 // `<prefix>:jwks`, scored by the time until which it must stay published (at least the exp of every token it signed).
 // The member is the canonical JWK JSON, so add, extend (ZADD GT), prune and list are single atomic commands.
 import type { Redis } from 'ioredis';
-import { connect } from '../runtime/redis.ts';
-import { publicJwk, type KeyStore, type PublicJwk, type SigningKey } from './keys.ts';
+import { connect } from '../redis/connect.ts';
+import { publicJwk, type KeyStore, type PublicJwk, type SigningKey } from './signing-keys.ts';
 
 export function jwksKey(prefix: string): string {
   return `${prefix}:jwks`;

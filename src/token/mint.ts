@@ -2,7 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import type { TokenClaims } from '../interfaces.ts';
 import { currentJwks, KeyPublisher } from './jwks.ts';
-import type { KeyStore, PublicJwk } from './keys.ts';
+import type { KeyStore, PublicJwk } from './signing-keys.ts';
 import { Signer, signToken } from './signer.ts';
 import type { ExecutionLock, TokenStore } from './store.ts';
 

@@ -9,7 +9,7 @@ import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import jwt from 'jsonwebtoken';
 import type { TokenClaims } from '../interfaces.ts';
-import type { SigningKey } from './keys.ts';
+import type { SigningKey } from './signing-keys.ts';
 
 function headerOf(key: SigningKey) {
   return { alg: key.alg, typ: 'at+jwt', kid: key.kid };

@@ -7,7 +7,7 @@
 import type { Redis } from 'ioredis';
 import { LockLostError } from '../errors.ts';
 import type { LiveToken, TokenClaims } from '../interfaces.ts';
-import { RedisKeys, RUN_FIELDS } from '../keys.ts';
+import { RedisKeys, RUN_FIELDS } from '../run/redis-keys.ts';
 
 /** A history written where no run hash exists (a run removed meanwhile): kept this long past its token, then gone. */
 const ORPHAN_HISTORY_GRACE_MS = 60_000;

@@ -7,7 +7,7 @@ export { REJECT_CODES, TokenRejectedError, type RejectCode } from './errors.ts';
 export { type JobTokenClaims } from './claims.ts';
 export { extractToken, type RequestLike } from './extract.ts';
 export { rejection, type Rejection } from './rejection.ts';
-export { type JwksDocument, type KeyOptions } from './keys.ts';
+export { type JwksDocument, type KeyOptions } from './key-source.ts';
 export { type IntrospectionOptions, type LivenessOptions } from './liveness.ts';
 export { createJobTokenVerifier, type JobTokenVerifier, type ScopeOptions, type VerifyOptions } from './verifier.ts';
 export { type JobTokenMiddleware } from './middleware.ts';

@@ -12,7 +12,7 @@ import jwt from 'jsonwebtoken';
 import type { Redis } from 'ioredis';
 import { checkIssuedAt, checkLifetime, missingScopes, scopesOf, seconds, typedClaims, type JobTokenClaims } from './claims.ts';
 import { TokenRejectedError } from './errors.ts';
-import { keySource, type KeyOptions, type KeySource } from './keys.ts';
+import { keySource, type KeyOptions, type KeySource } from './key-source.ts';
 import { liveness, type Liveness, type LivenessOptions } from './liveness.ts';
 import { expressMiddleware, type JobTokenMiddleware } from './middleware.ts';
 
