@@ -133,6 +133,11 @@ export const RUN_FIELDS = {
   attempts: 'jsAttempts',
   /** One `<ms>,<attempt>` line per log line, in step with the run's BullMQ log list (the Run page's log times). */
   logMeta: 'jsLogMeta',
+  /**
+   * How a run that did not complete ended, written by the worker when it records the failure: 'failed', 'timeout',
+   * 'cancelled', 'not-started'... (RunOutcome). The read model takes a failed run's outcome from here, never from its error.
+   */
+  outcome: 'jsOutcome',
 } as const;
 
 /** What jobscope keeps in a run's BullMQ options (`opts.jobscope`): who triggered it and where it belongs. */
