@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import type { TokenClaims } from '../interfaces.ts';
 import { currentJwks, KeyPublisher } from './jwks.ts';
 import type { KeyStore, PublicJwk } from './signing-keys.ts';
-import { Signer, signToken } from './signer.ts';
+import { Signer } from './signer.ts';
 import type { ExecutionLock, TokenStore } from './store.ts';
 
 /** Extra lifetime beyond the job's timeout, so a run that ends right at its timeout still has a valid token for cleanup calls. */
@@ -73,12 +73,6 @@ export class TokenMinter {
       ...(req.id !== undefined ? { id: req.id } : {}),
     };
     return claims;
-  }
-
-  /** A signed token, not registered: not live until `store.register`. */
-  sign(req: MintRequest, nowMs = Date.now()): MintedToken {
-    const claims = this.claims(req, nowMs);
-    return { raw: signToken(this.keys.current, claims), claims };
   }
 
   /**
