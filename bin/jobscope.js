@@ -14,12 +14,12 @@ process.stderr.on('error', (err) => {
   if (!CLOSED.has(err.code)) throw err;
 });
 
-const built = new URL('../dist/cli.js', import.meta.url);
+const built = new URL('../dist/cli/main.js', import.meta.url);
 let cli = built.href;
 if (!existsSync(built)) {
   const { register } = await import('tsx/esm/api');
   register();
-  cli = new URL('../src/cli.ts', import.meta.url).href;
+  cli = new URL('../src/cli/main.ts', import.meta.url).href;
 }
 const { main } = await import(cli);
 const code = await main(process.argv.slice(2));

@@ -1,5 +1,5 @@
 // `npm start`: the example system service plus `jobscope start` on ./jobs, so the demo works end to end in one command.
-import { main } from '../src/cli.ts';
+import { main } from '../src/cli/main.ts';
 import { createSystemService } from './system-service.ts';
 
 const servicePort = Number(process.env.SYSTEM_SERVICE_PORT ?? 4000);
