@@ -111,7 +111,7 @@ describe('the overview', () => {
     await finished('c', 2, now - 5 * HOUR);
     const cachedHour = (await control.overview()).hourly.find((b) => b.start === hourOf(now - 5 * HOUR));
     assert.equal(cachedHour?.completed, at(now - 5 * HOUR)?.completed, 'from the cache until the recount');
-    await control.runIndex.overview(control.registry.names, Date.now() + 61_000);
+    await control.runCounts.overview(control.registry.names, Date.now() + 61_000);
     await until(
       async () =>
         (await control.overview()).hourly.find((b) => b.start === hourOf(now - 5 * HOUR))?.completed === (cachedHour?.completed ?? 0) + 1,
