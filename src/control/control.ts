@@ -437,6 +437,8 @@ export class Control {
       opts.jobscope = { ...opts.jobscope, retriedBy: by };
       await this.redis.hset(key, 'opts', JSON.stringify(opts));
     }
+    // Its next failure records its own outcome; one nobody records (a stall past the cap) must not show this one's.
+    await this.redis.hdel(this.queues.keys.run(runId), RUN_FIELDS.outcome);
     await job.retry('failed');
     if (by && (await job.log(`retried by ${by}`).catch(() => -1)) >= 0) {
       await appendRunLine(this.redis, this.queues.keys.run(runId), RUN_FIELDS.logMeta, `${Date.now()},0`, job.opts.keepLogs ?? 0);

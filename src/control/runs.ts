@@ -14,9 +14,6 @@ import { FAILED_OUTCOMES, OUTCOMES } from '../run/outcome.ts';
 import { RUN_FIELDS, UNFINISHED_PLACES, type RedisKeys } from '../run/redis-keys.ts';
 import { bound, FINISHED, indexPart, type Finished, type RunIndex } from './run-index.ts';
 
-export type { RunRow } from '../run/model.ts';
-export { OUTCOMES } from '../run/outcome.ts';
-
 export const UNFINISHED_STATES = ['active', 'waiting', 'prioritized', 'delayed', 'waiting-children'];
 /** Unfinished runs listed per job and state: the newest this many (a backlog deeper than that is in Bull Board). */
 export const UNFINISHED_CAP = 200;
