@@ -2,7 +2,7 @@
 import type { Got } from 'got';
 import type { JobTokenClaims } from './token/verify.ts';
 
-export type Trigger = 'manual' | 'schedule' | 'api' | 'retry' | 'parent' | 'misfire';
+export type Trigger = 'manual' | 'schedule' | 'api' | 'retry' | 'parent' | 'misfire' | 'shard';
 export type Overlap = 'queue' | 'skip' | 'replace';
 export type Misfire = 'skip' | 'once';
 /** How a finished run ended. Only `completed` is a success. */

@@ -3,7 +3,7 @@
 // the executor registry (live and dead workers), a job's statistics and its schedule in words, and `keep` in job files.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { bucketStats, percentile, tzOffsetMs } from '../src/control/runs.ts';
+import { bucketStats, percentile, tzOffsetMs } from '../src/control/stats.ts';
 import { registerDefinition } from '../src/jobs/define.ts';
 import type { Runtime } from '../src/runtime/runtime.ts';
 import { startRedis, type TestRedis } from './helpers/redis.ts';

@@ -13,8 +13,11 @@ const HOUR = 3_600_000;
 let redis: TestRedis;
 let control: Control;
 
-/** A finished run as BullMQ's worker leaves it: its hash and its id in the job's completed or failed set. */
-async function finished(job: string, id: number, endMs: number, error?: { name: string; message: string }): Promise<void> {
+/**
+ * A finished run as a worker leaves it: its hash (with the outcome jobscope's worker records for a failure) and its id in
+ * the job's completed or failed set.
+ */
+async function finished(job: string, id: number, endMs: number, error?: { name: string; message: string; outcome: string }): Promise<void> {
   const key = `${PREFIX}:${job}:${id}`;
   await control.redis.hset(key, {
     name: 'api',
@@ -25,7 +28,11 @@ async function finished(job: string, id: number, endMs: number, error?: { name: 
     finishedOn: endMs,
     atm: 1,
     ...(error
-      ? { failedReason: error.message, stacktrace: JSON.stringify([`${error.name}: ${error.message}\n    at test`]) }
+      ? {
+          failedReason: error.message,
+          stacktrace: JSON.stringify([`${error.name}: ${error.message}\n    at test`]),
+          jsOutcome: error.outcome,
+        }
       : { returnvalue: '1' }),
   });
   await control.redis.zadd(`${PREFIX}:${job}:${error ? 'failed' : 'completed'}`, endMs, String(id));
@@ -50,11 +57,11 @@ describe('the overview', () => {
     const now = Date.now();
     // a: its last run completed (an hour ago) after a timeout; one more a day and a half ago.
     await finished('a', 1, now - 30 * HOUR);
-    await finished('a', 2, now - 2 * HOUR, { name: 'RunTimeoutError', message: 'the run timed out after 300 ms' });
+    await finished('a', 2, now - 2 * HOUR, { name: 'RunTimeoutError', message: 'the run timed out after 300 ms', outcome: 'timeout' });
     await finished('a', 3, now - HOUR);
     // b: its last run failed (ten minutes ago).
     await finished('b', 1, now - 3 * HOUR);
-    await finished('b', 2, now - 10 * 60_000, { name: 'Error', message: 'upstream said 503\nmore lines' });
+    await finished('b', 2, now - 10 * 60_000, { name: 'Error', message: 'upstream said 503\nmore lines', outcome: 'failed' });
     // Older than 7 days: in no window.
     await finished('b', 3, now - 8 * 24 * HOUR);
 
@@ -111,7 +118,7 @@ describe('the overview', () => {
     await finished('c', 2, now - 5 * HOUR);
     const cachedHour = (await control.overview()).hourly.find((b) => b.start === hourOf(now - 5 * HOUR));
     assert.equal(cachedHour?.completed, at(now - 5 * HOUR)?.completed, 'from the cache until the recount');
-    await control.runIndex.overview(control.registry.names, Date.now() + 61_000);
+    await control.runCounts.overview(control.registry.names, Date.now() + 61_000);
     await until(
       async () =>
         (await control.overview()).hourly.find((b) => b.start === hourOf(now - 5 * HOUR))?.completed === (cachedHour?.completed ?? 0) + 1,

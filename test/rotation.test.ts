@@ -12,7 +12,8 @@ import { Redis } from 'ioredis';
 import { createLogger } from '../src/log.ts';
 import type { Runtime } from '../src/runtime/runtime.ts';
 import { adminCredentials, createApp } from '../src/server/app.ts';
-import { canonicalJwk, jwksKey, PUBLISH_HEADROOM_MS, publishedJwks } from '../src/token/jwks.ts';
+import { canonicalJwk, PUBLISH_HEADROOM_MS, publishedJwks } from '../src/token/jwks.ts';
+import { RedisKeys } from '../src/run/redis-keys.ts';
 import { keyFilesOf, writeNewKey } from '../src/token/signing-keys.ts';
 import type { MintRequest } from '../src/token/mint.ts';
 import { closeVerifiers, type JobTokenMiddleware } from '../src/token/verify.ts';
@@ -111,7 +112,7 @@ describe('rotation', () => {
     const long = await runtimeA.minter.mint(mintReq(180_000));
     longA = long.raw;
     // The key is recorded in Redis until at least the exp of every token it signed.
-    const score = Number(await client.zscore(jwksKey(PREFIX), canonicalJwk(runtimeA.keys.current)));
+    const score = Number(await client.zscore(new RedisKeys(PREFIX).jwks, canonicalJwk(runtimeA.keys.current)));
     assert.ok(score >= long.claims.exp * 1000, 'published until the last exp');
 
     // Rotate: a new key, the old file removed, a runner restarted on the directory.
@@ -156,11 +157,11 @@ describe('rotation', () => {
     assert.equal((await call(`${svc.url}/data`, bearer(longA))).status, 200);
 
     // Once every token of the old key can have expired (its last exp plus the publishing headroom), it leaves the JWKS.
-    const until = Number(await client.zscore(jwksKey(PREFIX), canonicalJwk(runtimeA.keys.current)));
+    const until = Number(await client.zscore(new RedisKeys(PREFIX).jwks, canonicalJwk(runtimeA.keys.current)));
     assert.ok(until >= long.claims.exp * 1000 && until <= long.claims.exp * 1000 + PUBLISH_HEADROOM_MS);
     assert.ok((await publishedJwks(client, PREFIX)).some((k) => k.kid === kidA));
     // On a copy (listing prunes): still there just before `until`, gone just after.
-    await client.copy(jwksKey(PREFIX), jwksKey('rot-copy'));
+    await client.copy(new RedisKeys(PREFIX).jwks, new RedisKeys('rot-copy').jwks);
     assert.ok((await publishedJwks(client, 'rot-copy', until - 1)).some((k) => k.kid === kidA));
     assert.ok(!(await publishedJwks(client, 'rot-copy', until + 1)).some((k) => k.kid === kidA));
   });
@@ -172,7 +173,7 @@ describe('rotation', () => {
     const monitor = await client.monitor();
     const writes: string[] = [];
     monitor.on('monitor', (_time: string, args: string[]) => {
-      if (String(args[0]).toLowerCase() === 'zadd' && args[1] === jwksKey(PREFIX)) writes.push(args.join(' '));
+      if (String(args[0]).toLowerCase() === 'zadd' && args[1] === new RedisKeys(PREFIX).jwks) writes.push(args.join(' '));
     });
     const settled = () => new Promise((r) => setTimeout(r, 200));
     try {
@@ -183,7 +184,7 @@ describe('rotation', () => {
       const long = await runtime.minter.mint(mintReq(PUBLISH_HEADROOM_MS + 120_000));
       await settled();
       assert.equal(writes.length, 2, writes.join('\n'));
-      const until = Number(await client.zscore(jwksKey(PREFIX), canonicalJwk(runtime.keys.current)));
+      const until = Number(await client.zscore(new RedisKeys(PREFIX).jwks, canonicalJwk(runtime.keys.current)));
       assert.ok(until >= long.claims.exp * 1000);
       await Promise.all([...minted, long].map((t) => runtime.minter.revoke(t.claims.jti)));
     } finally {

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { jobOptions } from '../src/control/queues.ts';
-import type { RunRow } from '../src/control/runs.ts';
+import type { RunRow } from '../src/run/model.ts';
 import type { Runtime } from '../src/runtime/runtime.ts';
 import { startRedis, type TestRedis } from './helpers/redis.ts';
 import { jobsDir, removeDir, testRuntime } from './helpers/runtime.ts';

@@ -14,22 +14,15 @@ import { redactUrl } from '../redact.ts';
 import { listWorkers, type WorkerStatus } from './fleet.ts';
 import { connect, greetingOf, RedisErrorLog, refusalOf, type RedisLogger } from '../redis/connect.ts';
 import { TokenStore } from '../token/store.ts';
+import { attemptRows, attemptsWithClaims, logLines, type AttemptRow, type LogLine } from '../run/detail.ts';
+import { appendRunLine } from '../run/lines.ts';
+import { parseRunId, runReport } from '../run/model.ts';
 import { RUN_FIELDS, type RunMeta } from '../run/redis-keys.ts';
-import { applyRetention, DEFAULT_RETENTION, parseRunId, Queues, type CancelResult, type EnqueueResult, type JobSummary } from './queues.ts';
-import {
-  appendRunLine,
-  attemptRows,
-  logLines,
-  rowAt,
-  RunIndex,
-  RunQueryError,
-  type AttemptRow,
-  type JobStats,
-  type LogLine,
-  type RunPage,
-  type RunQuery,
-  type RunsOverview,
-} from './runs.ts';
+import { applyRetention, DEFAULT_RETENTION, Queues, type CancelResult, type EnqueueResult, type JobSummary } from './queues.ts';
+import { RunCounts, type RunsOverview } from './overview.ts';
+import { RunIndex } from './run-index.ts';
+import { RunHistory, RunQueryError, type RunPage, type RunQuery } from './runs.ts';
+import { jobStats, type JobStats } from './stats.ts';
 import { checkProject } from './project.ts';
 import { pauseJob, resumeJob, syncSchedules, type SyncReport } from './schedules.ts';
 import { traceTrigger } from '../trace.ts';
@@ -119,28 +112,18 @@ export interface QueueWorkers {
   workers: { name: string | null; addr: string | null; age: number; idle: number }[];
 }
 
-const CLAIM_FIELDS = ['iss', 'sub', 'aud', 'scope', 'jti', 'iat', 'nbf', 'exp', 'run', 'att', 'act'] as const;
-
-/** Only the known claim fields survive, whatever was stored. */
-function pickClaims(text: string): TokenClaims | null {
-  try {
-    const raw = JSON.parse(text) as Record<string, unknown>;
-    const out: Record<string, unknown> = {};
-    for (const f of CLAIM_FIELDS) out[f] = raw[f];
-    return out as unknown as TokenClaims;
-  } catch {
-    return null;
-  }
-}
-
 export class Control {
   readonly registry: Registry;
   readonly prefix: string;
   readonly redis: Redis;
   readonly queues: Queues;
   readonly tokens: TokenStore;
-  /** The run history across jobs (GET /api/runs) and a job's statistics. */
+  /** The index of finished runs by outcome, trigger and who (filters BullMQ cannot answer). */
   readonly runIndex: RunIndex;
+  /** The run history across jobs (GET /api/runs). */
+  readonly history: RunHistory;
+  /** The overview's counts (GET /api/overview). */
+  readonly runCounts: RunCounts;
   readonly project: string | undefined;
   /**
    * The process's Redis health and error log (with a logger): every connection of the process reports into it (see
@@ -168,6 +151,8 @@ export class Control {
     this.queues = new Queues(opts.registry, this.redis, opts.prefix, this.tokens, onError);
     applyRetention(opts.registry, opts.retention);
     this.runIndex = new RunIndex(this.redis, this.queues.keys, opts.registry);
+    this.history = new RunHistory(this.redis, this.queues.keys, opts.registry, this.runIndex);
+    this.runCounts = new RunCounts(this.redis, this.queues.keys, this.runIndex);
   }
 
   /** Resolves when Redis answers; rejects with a clear message after `timeoutMs`. */
@@ -257,13 +242,8 @@ export class Control {
   }
 
   async run(runId: string): Promise<RunView> {
-    const report = await this.queues.report(runId);
-    const stored = await this.tokens.history(report.runId);
-    const claims = stored
-      .map(pickClaims)
-      .filter((c): c is TokenClaims => c !== null)
-      .sort((a, b) => a.att - b.att || a.iat - b.iat);
-    return { ...report, claims };
+    const { run, logs } = await this.queues.readWithLogs(runId);
+    return { ...runReport(run, logs), claims: run.claims };
   }
 
   /**
@@ -281,7 +261,7 @@ export class Control {
       this.redisLog?.watch(connection);
       // Read the event stream from where it is now: with its default ('$', resolved when its first XREAD runs) an event
       // between a waiter's finished-check and that first read would be lost, and the waiter would wait forever.
-      const ready = this.redis.xrevrange(this.queues.keys.queue(name) + 'events', '+', '-', 'COUNT', 1).then((last) => {
+      const ready = this.redis.xrevrange(this.queues.keys.events(name), '+', '-', 'COUNT', 1).then((last) => {
         const qe = new QueueEvents(name, { connection, prefix: this.prefix, lastEventId: last[0]?.[0] ?? '0-0' });
         qe.on('error', onQueueEventsError);
         return qe.waitUntilReady().then(() => qe);
@@ -397,7 +377,7 @@ export class Control {
     const visible = new Set(jobs);
     const everyJob = jobs.length === this.registry.names.length;
     const [runs, workers, tokens, paused] = await Promise.all([
-      this.runIndex.overview(jobs),
+      this.runCounts.overview(jobs),
       this.liveWorkers(),
       this.tokens.list(),
       this.redis.smembers(this.queues.keys.paused),
@@ -415,7 +395,7 @@ export class Control {
 
   /** Runs across jobs, newest first, filtered, a page at a time (see runs.ts). */
   listRuns(query: RunQuery): Promise<RunPage> {
-    return this.runIndex.query(query);
+    return this.history.query(query);
   }
 
   /** Success rate and duration percentiles of a job per hour and per day (`tz`: the days' time zone). */
@@ -426,49 +406,18 @@ export class Control {
     } catch {
       return Promise.reject(new RunQueryError(`tz: "${tz}" is not an IANA time zone`));
     }
-    return this.runIndex.stats(name, tz);
+    return jobStats(this.redis, this.queues.keys, name, tz);
   }
 
   /** A run as the Run page shows it: the report and claims, plus each attempt and each log line's time and attempt. */
   async runDetail(runId: string): Promise<RunDetail> {
-    const view = await this.run(runId);
-    const { job, id } = parseRunId(view.runId);
-    const [recorded, meta, processedOn, finishedOn, attemptsMade, stacktrace] = await this.redis.hmget(
-      this.queues.keys.bullJob(job, id),
-      RUN_FIELDS.attempts,
-      RUN_FIELDS.logMeta,
-      'processedOn',
-      'finishedOn',
-      'atm',
-      'stacktrace',
-    );
-    let stacks: string[] = [];
-    try {
-      stacks = stacktrace ? (JSON.parse(stacktrace) as string[]) : [];
-    } catch {
-      stacks = [];
-    }
-    const rows = attemptRows(
-      view.state,
-      {
-        recorded,
-        processedOn: processedOn ? Number(processedOn) : null,
-        finishedOn: finishedOn ? Number(finishedOn) : null,
-        attemptsMade: Number(attemptsMade ?? 0),
-        stacktrace: stacks,
-      },
-      view.outcome,
-    );
-    // A token belongs to the attempt it names (att), else to the attempt that had started when it was issued.
-    const claimsOf = new Map<AttemptRow, TokenClaims[]>(rows.map((r) => [r, []]));
-    for (const c of view.claims) {
-      const row = rows.find((r) => r.attempt === c.att && r.outcome !== 'handed back') ?? rowAt(rows, c.iat * 1000 + 999);
-      if (row) claimsOf.get(row)?.push(c);
-    }
+    const { run, logs } = await this.queues.readWithLogs(runId);
+    const rows = attemptRows(run);
     return {
-      ...view,
-      attemptList: rows.map((row) => ({ ...row, claims: claimsOf.get(row) ?? [] })),
-      logLines: logLines(view.logs, meta, rows),
+      ...runReport(run, logs),
+      claims: run.claims,
+      attemptList: attemptsWithClaims(rows, run.claims),
+      logLines: logLines(logs, run.logMeta, rows),
     };
   }
 
@@ -488,6 +437,8 @@ export class Control {
       opts.jobscope = { ...opts.jobscope, retriedBy: by };
       await this.redis.hset(key, 'opts', JSON.stringify(opts));
     }
+    // Its next failure records its own outcome; one nobody records (a stall past the cap) must not show this one's.
+    await this.redis.hdel(this.queues.keys.run(runId), RUN_FIELDS.outcome);
     await job.retry('failed');
     if (by && (await job.log(`retried by ${by}`).catch(() => -1)) >= 0) {
       await appendRunLine(this.redis, this.queues.keys.run(runId), RUN_FIELDS.logMeta, `${Date.now()},0`, job.opts.keepLogs ?? 0);

@@ -1,17 +1,20 @@
-// One BullMQ queue per job: enqueueing (with params validation, trigger options and overlap rules), run lookups and
-// outcomes, cancel. The server, the CLI and the workers all go through this module; none of them touches BullMQ queues directly.
+// One BullMQ queue per job: enqueueing (with params validation, trigger options and overlap rules), reading a run (its
+// state, hash and logs, handed to the read model in run/model.ts), cancel. The server, the CLI and the workers all go
+// through this module; none of them touches BullMQ queues directly.
 import { createHash, randomUUID } from 'node:crypto';
 import { Queue, type Job, type JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { parseDuration } from '../duration.ts';
 import { OverlapSkippedError, ParamsError, RunFinishedError, TriggerOptionsError, UnknownRunError } from '../errors.ts';
-import type { KeepRule, RegisteredJob, Retention, RunOutcome, RunReport, RunState, Trigger, TriggerOptions } from '../interfaces.ts';
+import type { KeepRule, RegisteredJob, Retention, RunReport, RunState, TriggerOptions } from '../interfaces.ts';
 import type { Registry } from '../jobs/registry.ts';
 import { nextRuns } from '../jobs/schedule.ts';
+import { parseRunId, runIdOf, runOf, runReport, type Run } from '../run/model.ts';
+import { outcomeOf } from '../run/outcome.ts';
 import { RedisKeys, RUN_FIELDS, type RunMeta } from '../run/redis-keys.ts';
+import { scripts } from '../run/scripts.ts';
 import type { TokenStore } from '../token/store.ts';
 import { OverlapRules } from './overlap.ts';
-import { traceIdOf } from '../trace.ts';
 
 /** How many finished runs are kept for the API and dashboard, and how long, unless the environment or the job says otherwise. */
 export const DEFAULT_RETENTION: Retention = {
@@ -43,21 +46,6 @@ export function jobOptions(job: RegisteredJob): JobsOptions {
     removeOnFail: keepJobs(job.keep?.failed ?? defaults.failed),
     keepLogs: defaults.logs,
   };
-}
-
-export function runIdOf(job: string, id: string | undefined): string {
-  return `${job}:${id}`;
-}
-
-/** Splits `<job>:<id>`; the job part never contains ':' (job names cannot), the id part may (scheduler ids do). */
-export function parseRunId(runId: string): { job: string; id: string } {
-  const i = runId.indexOf(':');
-  if (i < 1 || i === runId.length - 1) throw new UnknownRunError(runId);
-  return { job: runId.slice(0, i), id: runId.slice(i + 1) };
-}
-
-function iso(ms: number | undefined | null): string | null {
-  return ms ? new Date(ms).toISOString() : null;
 }
 
 /** BullMQ's priority range: 1 runs first; 0 (none) runs before every prioritised run, first in first out. */
@@ -100,32 +88,6 @@ export function runOptions(opts: TriggerOptions, nowMs = Date.now()): { delay?: 
   return out;
 }
 
-/** How a finished run ended, from its state and the name of the error its last attempt recorded (see worker.ts). */
-export function outcomeOf(state: RunState, stacktrace: readonly string[] | null | undefined): RunOutcome | null {
-  if (state === 'completed') return 'completed';
-  if (state !== 'failed') return null;
-  const last = stacktrace?.[stacktrace.length - 1] ?? '';
-  const name = /^(\w+)/.exec(last)?.[1];
-  return OUTCOME_OF_ERROR[name ?? ''] ?? 'failed';
-}
-
-/** BullMQ's reason for a run that stalled more than maxStalledCount times (set by the stalled check, applied by a worker). */
-export const STALL_LIMIT_REASON = 'job stalled more than allowable limit';
-
-/** What a run that stalled past the cap reports as its error. */
-export function stallLimitMessage(maxStalls?: number): string {
-  const cap = maxStalls === undefined ? 'JOBSCOPE_MAX_STALLS' : `JOBSCOPE_MAX_STALLS (${maxStalls})`;
-  return `stalled too often: its worker stopped (crashed, or froze past its lock) more times in a row than ${cap} allows`;
-}
-
-/** The error classes whose names mark an outcome other than 'failed'. */
-export const OUTCOME_OF_ERROR: Record<string, RunOutcome> = {
-  RunTimeoutError: 'timeout',
-  RunCancelledError: 'cancelled',
-  RunSkippedError: 'skipped',
-  RunMisfireError: 'misfire',
-};
-
 export interface JobSummary {
   name: string;
   description: string;
@@ -147,18 +109,6 @@ export interface CancelResult {
   outcome: 'removed' | 'signalled';
 }
 
-// Appends to a JSON list in a field of a run's hash, only while the run exists.
-const APPEND_CHILD = `if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local raw = redis.call('HGET', KEYS[1], ARGV[1])
-local list = raw and cjson.decode(raw) or {}
-list[#list + 1] = ARGV[2]
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(list))
-return 1`;
-
-interface WithAppend {
-  jobscopeAppendChild(key: string, field: string, value: string): Promise<number>;
-}
-
 export class Queues {
   readonly registry: Registry;
   readonly redis: Redis;
@@ -178,7 +128,7 @@ export class Queues {
     this.prefix = prefix;
     this.keys = new RedisKeys(prefix);
     this.overlap = new OverlapRules(redis, this.keys);
-    if (!('jobscopeAppendChild' in redis)) redis.defineCommand('jobscopeAppendChild', { numberOfKeys: 1, lua: APPEND_CHILD });
+    scripts(redis);
     this.tokens = tokens;
     this.onError = onError;
     for (const name of registry.names) this.queues.set(name, this.open(name));
@@ -262,7 +212,7 @@ export class Queues {
   /** Records on a run the id of a run it started (a field of its BullMQ hash: it goes when the run goes). */
   async addChild(parentRunId: string, childRunId: string): Promise<void> {
     const { job, id } = parseRunId(parentRunId);
-    await (this.redis as unknown as WithAppend).jobscopeAppendChild(this.keys.bullJob(job, id), RUN_FIELDS.children, childRunId);
+    await scripts(this.redis).appendChild(this.keys.bullJob(job, id), RUN_FIELDS.children, childRunId);
   }
 
   async getJob(runId: string): Promise<Job> {
@@ -273,40 +223,41 @@ export class Queues {
     return found;
   }
 
-  async report(runId: string): Promise<RunReport> {
-    const { job: name, id } = parseRunId(runId);
-    if (!this.registry.has(name)) throw new UnknownRunError(runId);
-    const queue = this.queue(name);
-    // State first: a job read before its state could predate its completion and lack the result.
-    const state = (await queue.getJobState(id)) as RunState;
-    const [job, logs, fields] = await Promise.all([queue.getJob(id), queue.getJobLogs(id, 0, -1), this.runFields(name, id)]);
-    if (!job) throw new UnknownRunError(runId);
-    return toReport(name, job, state, logs.logs, fields);
+  /** A run from its hash as it is now (null when it is gone); state first: a hash read before its state could predate its end. */
+  async read(job: string, id: string): Promise<Run | null> {
+    const state = (await this.queue(job).getJobState(id)) as RunState;
+    const hash = await this.redis.hgetall(this.keys.bullJob(job, id));
+    return Object.keys(hash).length ? runOf(job, id, state, hash) : null;
   }
 
-  /** jobscope's own fields of a run's hash. */
-  async runFields(job: string, id: string): Promise<RunFields> {
-    const [trigger, children] = await this.redis.hmget(this.keys.bullJob(job, id), RUN_FIELDS.trigger, RUN_FIELDS.children);
-    let list: string[] = [];
-    try {
-      list = children ? (JSON.parse(children) as string[]) : [];
-    } catch {
-      list = [];
-    }
-    return { trigger: (trigger as Trigger | null) ?? null, children: list };
+  /** A run and its log lines; UnknownRunError when there is no such run. */
+  async readWithLogs(runId: string): Promise<{ run: Run; logs: string[] }> {
+    const { job, id } = parseRunId(runId);
+    if (!this.registry.has(job)) throw new UnknownRunError(runId);
+    const [run, logs] = await Promise.all([this.read(job, id), this.queue(job).getJobLogs(id, 0, -1)]);
+    if (!run) throw new UnknownRunError(runId);
+    return { run, logs: logs.logs };
+  }
+
+  async report(runId: string): Promise<RunReport> {
+    const { run, logs } = await this.readWithLogs(runId);
+    return runReport(run, logs);
   }
 
   /** Recent runs of a job, newest first. */
   async recentRuns(name: string, limit = 20): Promise<RunReport[]> {
-    const queue = this.queue(name);
-    const jobs = await queue.getJobs(['active', 'waiting', 'delayed', 'prioritized', 'completed', 'failed'], 0, limit - 1, false);
-    const reports = await Promise.all(
-      jobs.filter(Boolean).map(async (j) => {
-        const [state, fields] = await Promise.all([j.getState(), this.runFields(name, j.id!)]);
-        return toReport(name, j, state as RunState, [], fields);
-      }),
+    const ids = await this.queue(name).getRanges(
+      ['active', 'waiting', 'delayed', 'prioritized', 'completed', 'failed'],
+      0,
+      limit - 1,
+      false,
     );
-    return reports.sort((a, b) => (b.createdAt ?? '').localeCompare(a.createdAt ?? '')).slice(0, limit);
+    const runs = await Promise.all(ids.map((id) => this.read(name, id)));
+    return runs
+      .filter((r): r is Run => r !== null)
+      .map((r) => runReport(r, []))
+      .sort((a, b) => (b.createdAt ?? '').localeCompare(a.createdAt ?? ''))
+      .slice(0, limit);
   }
 
   /**
@@ -317,7 +268,8 @@ export class Queues {
     const job = await this.getJob(runId);
     const state = await job.getState();
     if (state === 'completed' || state === 'failed') {
-      throw new RunFinishedError(runId, outcomeOf(state, job.stacktrace) ?? state);
+      const recorded = await this.redis.hget(this.keys.bullJob(job.queueName, job.id!), RUN_FIELDS.outcome);
+      throw new RunFinishedError(runId, outcomeOf(state, recorded) ?? state);
     }
     let result: CancelResult | undefined;
     if (state !== 'active') {
@@ -363,47 +315,4 @@ export class Queues {
   async close(): Promise<void> {
     await Promise.all([...this.queues.values()].map((q) => q.close()));
   }
-}
-
-/** The run's meta from its options (see RunMeta). */
-export function metaOf(job: Pick<Job, 'opts'>): RunMeta {
-  return ((job.opts as { jobscope?: RunMeta }).jobscope ?? {}) as RunMeta;
-}
-
-export interface RunFields {
-  trigger: Trigger | null;
-  children: string[];
-}
-
-export function toReport(name: string, job: Job, state: RunState, logs: string[], fields?: RunFields): RunReport {
-  const finished = state === 'completed' || state === 'failed';
-  const meta = metaOf(job);
-  const trigger = fields?.trigger;
-  return {
-    runId: runIdOf(name, job.id),
-    job: name,
-    state,
-    outcome: outcomeOf(state, job.stacktrace),
-    attempts: job.attemptsMade,
-    trigger: trigger || (job.name as RunReport['trigger']) || 'api',
-    data: job.data,
-    progress: job.progress,
-    result: state === 'completed' ? (job.returnvalue ?? null) : null,
-    // BullMQ keeps an earlier attempt's failedReason on a run that then completed: that was not the run's error (the
-    // attempt rows of the Run page still show it).
-    error: state === 'completed' ? null : job.failedReason === STALL_LIMIT_REASON ? stallLimitMessage() : job.failedReason || null,
-    logs,
-    createdAt: iso(job.timestamp),
-    startedAt: iso(job.processedOn),
-    finishedAt: finished ? iso(job.finishedOn) : null,
-    // A retry's backoff is counted from its failure, which the job does not keep: only a run-later trigger has a known due time.
-    dueAt: state === 'delayed' && job.attemptsMade === 0 ? iso(job.timestamp + (job.delay ?? 0)) : null,
-    priority: job.priority ?? 0,
-    triggeredBy: meta.by ?? (job.name === 'schedule' ? 'schedule' : null),
-    retriedBy: meta.retriedBy ?? null,
-    parent: meta.parent ?? null,
-    children: fields?.children ?? [],
-    shard: meta.shard ?? null,
-    traceId: traceIdOf(meta.traceparent),
-  };
 }

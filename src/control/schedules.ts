@@ -6,6 +6,7 @@ import { Queue } from 'bullmq';
 import type { RegisteredJob } from '../interfaces.ts';
 import type { Logger } from '../log.ts';
 import { schedulerRepeat } from '../jobs/schedule.ts';
+import { scripts } from '../run/scripts.ts';
 import { jobOptions, type Queues } from './queues.ts';
 
 export interface SyncReport {
@@ -26,7 +27,7 @@ async function withLock<T>(queues: Queues, fn: () => Promise<T>): Promise<T> {
     return await fn();
   } finally {
     // Release only our own lock.
-    await queues.redis.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0", 1, key, id);
+    await scripts(queues.redis).releaseLock(key, id);
   }
 }
 

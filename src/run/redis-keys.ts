@@ -22,12 +22,9 @@ export class RedisKeys {
   get tokenPrefix(): string {
     return `${this.prefix}:token:`;
   }
-  /**
-   * Where versions before 0.2 kept a run's claims history (a list); it now lives in the run's BullMQ hash (RUN_FIELDS.claims)
-   * and goes with the run. Read for runs started before an upgrade.
-   */
-  claims(runId: string): string {
-    return `${this.prefix}:claims:${runId}`;
+  /** Sorted set of the public keys still published at /.well-known/jwks.json (token/jwks.ts). */
+  get jwks(): string {
+    return `${this.prefix}:jwks`;
   }
   /** A run's BullMQ hash from its run id (`<job>:<bullmq id>`). */
   run(runId: string): string {
@@ -86,7 +83,6 @@ export class RedisKeys {
   get cancelChannel(): string {
     return `${this.prefix}:cancel`;
   }
-  /** Sorted set (score: reservation order, Redis time in µs) of a job's runs that count for overlap 'skip'/'replace' until they finish. */
   /**
    * Set of the jobs that may have an active run (added when a process starts one, removed by a stalled check that finds the
    * job's active list empty): the queues every process checks for stalled runs each interval (runtime/dispatch.ts).
@@ -102,14 +98,31 @@ export class RedisKeys {
   dispatchConnection(processId: string): string {
     return `${this.prefix}:dispatch:${processId}`;
   }
+  /** Sorted set (score: reservation order, Redis time in µs) of a job's runs that count for overlap 'skip'/'replace' until they finish. */
   overlap(job: string): string {
     return `${this.prefix}:overlap:${job}`;
   }
 
-  // BullMQ's keys (its layout: `<prefix>:<queue>:<suffix>`), read by our scripts.
+  // BullMQ's keys (its layout: `<prefix>:<queue>:<suffix>`), read by our scripts and the run history.
+  /** What every queue's keys start with (scripts add `<job>:<suffix>`). */
+  get queues(): string {
+    return `${this.prefix}:`;
+  }
   /** What every key of a queue starts with. */
   queue(job: string): string {
     return `${this.prefix}:${job}:`;
+  }
+  /** A job's finished runs of one end (a sorted set, score: finishedOn). */
+  finished(job: string, state: 'completed' | 'failed'): string {
+    return `${this.queue(job)}${state}`;
+  }
+  /** Where BullMQ keeps a job's runs in an unfinished state (a list or a sorted set; see UNFINISHED_PLACES). */
+  unfinished(job: string, place: (typeof UNFINISHED_PLACES)[number]['suffix']): string {
+    return `${this.queue(job)}${place}`;
+  }
+  /** A job's event stream (QueueEvents reads it). */
+  events(job: string): string {
+    return `${this.queue(job)}events`;
   }
   /** A run's BullMQ hash; jobscope keeps a few fields of its own in it (they die with the run). */
   bullJob(job: string, id: string): string {
@@ -120,6 +133,16 @@ export class RedisKeys {
     return `${this.prefix}:${job}:${id}:lock`;
   }
 }
+
+/** Unfinished states and the BullMQ key suffixes their runs are kept under. */
+export const UNFINISHED_PLACES = [
+  { state: 'active', suffix: 'active' },
+  { state: 'waiting', suffix: 'wait' },
+  { state: 'waiting', suffix: 'paused' },
+  { state: 'prioritized', suffix: 'prioritized' },
+  { state: 'delayed', suffix: 'delayed' },
+  { state: 'waiting-children', suffix: 'waiting-children' },
+] as const;
 
 /** Fields jobscope adds to a run's BullMQ hash. */
 export const RUN_FIELDS = {

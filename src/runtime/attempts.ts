@@ -6,7 +6,8 @@
 import type { Job, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { RUN_FIELDS, type RedisKeys } from '../run/redis-keys.ts';
-import { appendRunLine, type RecordedAttempt } from '../control/runs.ts';
+import { appendRunLine } from '../run/lines.ts';
+import type { RecordedAttempt } from '../run/model.ts';
 import type { Workers } from './worker.ts';
 
 export class AttemptRecorder {

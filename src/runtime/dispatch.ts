@@ -17,6 +17,7 @@
 import { createRedisBackend, Worker, type Job, type JobJson, type Processor, type WorkerOptions } from 'bullmq';
 import { Command, type Redis } from 'ioredis';
 import type { RedisKeys } from '../run/redis-keys.ts';
+import { scripts } from '../run/scripts.ts';
 
 /** The longest one wait blocks (BullMQ's cap on Redis: a longer BZPOPMIN risks hanging over a reconnect). */
 const WAIT_S = 10;
@@ -70,44 +71,6 @@ export class JobWorker extends Worker {
     for (const id of stalled) this.emit('stalled', id, 'active');
     return stalled;
   }
-}
-
-// KEYS[1] the busy set. ARGV[1] the queue key prefix (`<prefix>:`), ARGV[2..] job names: drops the ones with no active run.
-const UNMARK_IDLE = `
-for i = 2, #ARGV do
-  if redis.call('LLEN', ARGV[1] .. ARGV[i] .. ':active') == 0 then redis.call('SREM', KEYS[1], ARGV[i]) end
-end
-return 0`;
-
-// KEYS[1] the busy set. ARGV[1] the queue key prefix, ARGV[2] overdue before (ms), ARGV[3..] job names. Returns the jobs
-// that have runs to take now (their marker is set again): ready runs in a queue that is not paused or at its concurrency
-// (their marker may have been taken by a process that froze, or died before it could act), or an overdue delayed run.
-const SWEEP = `
-local due = {}
-for i = 3, #ARGV do
-  local q = ARGV[1] .. ARGV[i]
-  local active = redis.call('LLEN', q .. ':active')
-  if active > 0 then redis.call('SADD', KEYS[1], ARGV[i]) end
-  local meta = redis.call('HMGET', q .. ':meta', 'paused', 'concurrency')
-  local open = not meta[1] and not (meta[2] and active >= tonumber(meta[2]))
-  local ready = open and (redis.call('LLEN', q .. ':wait') > 0 or redis.call('ZCARD', q .. ':prioritized') > 0)
-  local first = redis.call('ZRANGE', q .. ':delayed', 0, 0, 'WITHSCORES')
-  if ready or (first[2] and math.floor(tonumber(first[2]) / 4096) <= tonumber(ARGV[2])) then
-    redis.call('ZADD', q .. ':marker', 0, '0')
-    due[#due + 1] = ARGV[i]
-  end
-end
-return due`;
-
-// KEYS: a queue's marker, wait list and prioritized set. Removes the marker's '0' (runs ready) when none is ready.
-const CLEAR_MARKER = `
-if redis.call('LLEN', KEYS[2]) == 0 and redis.call('ZCARD', KEYS[3]) == 0 then redis.call('ZREM', KEYS[1], '0') end
-return 0`;
-
-interface WithScripts {
-  jobscopeClearMarker(marker: string, wait: string, prioritized: string): Promise<number>;
-  jobscopeUnmarkIdle(key: string, queuePrefix: string, ...names: string[]): Promise<number>;
-  jobscopeSweep(key: string, queuePrefix: string, overdueBefore: number, ...names: string[]): Promise<string[]>;
 }
 
 /**
@@ -177,7 +140,6 @@ export class Dispatcher {
   /** The one blocking connection of this process. */
   private readonly blocking: Redis;
   private readonly wakeKey: string;
-  private readonly queuePrefix: string;
   private waitingOn: Set<string> | null = null;
   /** The wait's keys and their encoding, until what can be taken here changes (`changed()`). */
   private wait: { keys: Set<string>; wire: Buffer; args: string[] } | null = null;
@@ -193,14 +155,9 @@ export class Dispatcher {
   constructor(deps: DispatcherDeps) {
     this.deps = deps;
     this.wakeKey = deps.keys.dispatchWake(deps.processId);
-    this.queuePrefix = `${deps.keys.prefix}:`;
     this.blocking = deps.connection.duplicate({ connectionName: deps.keys.dispatchConnection(deps.processId) });
     this.blocking.on('error', (err: Error) => deps.onError(err, { connection: 'dispatch' }));
-    if (!('jobscopeUnmarkIdle' in deps.connection)) {
-      deps.connection.defineCommand('jobscopeUnmarkIdle', { numberOfKeys: 1, lua: UNMARK_IDLE });
-      deps.connection.defineCommand('jobscopeSweep', { numberOfKeys: 1, lua: SWEEP });
-      deps.connection.defineCommand('jobscopeClearMarker', { numberOfKeys: 3, lua: CLEAR_MARKER });
-    }
+    scripts(deps.connection);
   }
 
   /**
@@ -381,7 +338,7 @@ export class Dispatcher {
       // BullMQ sets the marker again with every run it hands out (for other workers, in case more are ready): with none
       // ready, that marker would only end this process's next wait at once, a wait over every job's key (measured: three
       // waits per run, 1,000 keys each, before this).
-      if (took > 0) await (this.deps.connection as unknown as WithScripts).jobscopeClearMarker(s.marker, s.waitKey, s.prioritizedKey);
+      if (took > 0) await scripts(this.deps.connection).clearMarker(s.marker, s.waitKey, s.prioritizedKey);
     } catch (err) {
       this.deps.onError(err as Error, { job: s.name });
       this.takeAt(s, Date.now() + RETRY_MS);
@@ -469,7 +426,7 @@ export class Dispatcher {
         // process that put it back takes it itself when it can.
         if ((await s.worker.checkStalled()).length > 0 && this.canTake(s)) void this.take(s);
       }
-      await (this.deps.connection as unknown as WithScripts).jobscopeUnmarkIdle(this.deps.keys.busyJobs, this.queuePrefix, ...busy);
+      await scripts(this.deps.connection).unmarkIdle(this.deps.keys.busyJobs, this.deps.keys.queues, busy);
     } catch (err) {
       this.deps.onError(err as Error, { check: 'stalled runs' });
     }
@@ -480,11 +437,11 @@ export class Dispatcher {
     const names = [...this.served.keys()];
     if (names.length === 0) return;
     try {
-      const overdue = await (this.deps.connection as unknown as WithScripts).jobscopeSweep(
+      const overdue = await scripts(this.deps.connection).sweep(
         this.deps.keys.busyJobs,
-        this.queuePrefix,
+        this.deps.keys.queues,
         Date.now() - OVERDUE_MS,
-        ...names,
+        names,
       );
       for (const name of overdue) {
         const s = this.served.get(name);

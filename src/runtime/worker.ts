@@ -37,16 +37,9 @@ import { greetingOf, RedisErrorLog } from '../redis/connect.ts';
 import { attemptSpan, type AttemptSpan } from '../trace.ts';
 import type { Alerts, FinishedRun } from '../control/alerts.ts';
 import type { Control } from '../control/control.ts';
-import {
-  jobOptions,
-  metaOf,
-  OUTCOME_OF_ERROR,
-  parseRunId,
-  runIdOf,
-  STALL_LIMIT_REASON,
-  stallLimitMessage,
-  type Queues,
-} from '../control/queues.ts';
+import { jobOptions, type Queues } from '../control/queues.ts';
+import { metaOf, parseRunId, runIdOf, STALL_LIMIT_REASON, stallLimitMessage } from '../run/model.ts';
+import { outcomeOfError } from '../run/outcome.ts';
 
 export type { RunOutcome } from '../interfaces.ts';
 
@@ -154,10 +147,7 @@ function isFinal(reason: unknown, err: unknown): boolean {
   );
 }
 
-/**
- * The error BullMQ records: token-free, unrecoverable when retrying cannot help, and with a first stack line that names
- * the error class (`RunTimeoutError: ...`): Queues.outcomeOf reads the run's outcome from it.
- */
+/** The error BullMQ records: token-free, unrecoverable when retrying cannot help, its stack's first line naming its class. */
 function recordedError(reason: unknown, err: unknown, tokens: string[]): Error {
   const name = reason instanceof Error ? reason.name : 'Error';
   const message = redactTokens(reason instanceof Error ? reason.message : String(reason), tokens);
@@ -181,10 +171,6 @@ export function actorOf(by: string | undefined): { sub: string; run?: string } |
 /** A shard run's BullMQ id: derived from its parent's, so fanning out twice adds nothing (ids cannot contain ':'). */
 function shardId(parentId: string, index: number): string {
   return `${parentId.replace(/:/g, '_')}-shard-${index}`;
-}
-
-function outcomeOfError(reason: unknown): RunOutcome {
-  return (reason instanceof Error && OUTCOME_OF_ERROR[reason.name]) || 'failed';
 }
 
 /**
@@ -456,6 +442,9 @@ export class Workers extends EventEmitter<RunEvents> {
       await bullJob.log(reason.message);
       log.info({ outcome: outcomeOfError(reason), reason: reason.message }, 'run not started');
       end(outcomeOfError(reason), true, reason.message);
+      await this.deps.connection
+        .hset(this.deps.queues.keys.bullJob(job.name, bullJob.id!), RUN_FIELDS.outcome, outcomeOfError(reason))
+        .catch(() => 0);
       throw recordedError(reason, new UnrecoverableError(reason.message), []);
     };
 
@@ -558,6 +547,7 @@ export class Workers extends EventEmitter<RunEvents> {
       const outcome = outcomeOfError(reason);
       log.warn({ ms: Date.now() - started, outcome, error: recorded.message }, 'run failed');
       end(outcome, isFinal(reason, err) || attempt >= job.attempts, recorded.message);
+      await this.deps.connection.hset(this.deps.queues.keys.bullJob(job.name, bullJob.id!), RUN_FIELDS.outcome, outcome).catch(() => 0);
       throw recorded;
     } finally {
       if (scope) scope.open = false;

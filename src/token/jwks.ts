@@ -4,11 +4,8 @@
 // The member is the canonical JWK JSON, so add, extend (ZADD GT), prune and list are single atomic commands.
 import type { Redis } from 'ioredis';
 import { connect } from '../redis/connect.ts';
+import { RedisKeys } from '../run/redis-keys.ts';
 import { publicJwk, type KeyStore, type PublicJwk, type SigningKey } from './signing-keys.ts';
-
-export function jwksKey(prefix: string): string {
-  return `${prefix}:jwks`;
-}
 
 /** A key's public JWK as one canonical string (same key -> same string on every host). */
 export function canonicalJwk(key: SigningKey): string {
@@ -29,7 +26,7 @@ export class KeyPublisher {
 
   constructor(redis: Redis, prefix: string, signing: SigningKey) {
     this.redis = redis;
-    this.key = jwksKey(prefix);
+    this.key = new RedisKeys(prefix).jwks;
     // HS256 has no public key to publish.
     this.member = signing.alg === 'ES256' ? canonicalJwk(signing) : undefined;
   }
@@ -58,7 +55,7 @@ export class KeyPublisher {
 
 /** Public JWKs recorded in Redis whose tokens may still be live; prunes the rest. */
 export async function publishedJwks(redis: Redis, prefix: string, nowMs = Date.now()): Promise<PublicJwk[]> {
-  const key = jwksKey(prefix);
+  const key = new RedisKeys(prefix).jwks;
   await redis.zremrangebyscore(key, '-inf', nowMs);
   const members = await redis.zrangebyscore(key, nowMs, '+inf');
   const out: PublicJwk[] = [];

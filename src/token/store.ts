@@ -8,6 +8,7 @@ import type { Redis } from 'ioredis';
 import { LockLostError } from '../errors.ts';
 import type { LiveToken, TokenClaims } from '../interfaces.ts';
 import { RedisKeys, RUN_FIELDS } from '../run/redis-keys.ts';
+import { scripts } from '../run/scripts.ts';
 
 /** A history written where no run hash exists (a run removed meanwhile): kept this long past its token, then gone. */
 const ORPHAN_HISTORY_GRACE_MS = 60_000;
@@ -16,71 +17,6 @@ const ORPHAN_HISTORY_GRACE_MS = 60_000;
  * a clock ahead of the registering host's never hides a live token.
  */
 const INDEX_EXPIRY_MARGIN_MS = 60_000;
-
-// Registration and the claims history in one command: every Redis command costs the worker's main thread and Redis
-// real CPU per run (notes/BASELINE.md), so three become one. The same command keeps one live execution per run:
-// - a token is registered only while its execution holds the run's BullMQ lock (ARGV[5]; '' = no lock to check), so an
-//   execution that lost its run to another worker (stalled past its lock, then woke up) cannot mint a live token;
-// - a new execution's first token first revokes every earlier token of the run (ARGV[6] = '1'): a crashed or stalled
-//   execution's token is refused from the moment the run is re-run.
-// The history is a field of the run's BullMQ hash (JSON lines), so it dies with the run. Should that hash not exist (or
-// carry an expiry), the field gets one: nothing written here outlives its run by more than a token's lifetime.
-// The token index gets the jti with its expiry and loses its expired members (a bounded set: the live tokens, plus those
-// revoked since the last GET /api/tokens).
-// KEYS: [1] token key, [2] run hash, [3] lock key, [4] token index. ARGV: [1] meta, [2] ttl ms, [3] claims, [4] orphan keep
-// ms, [5] lock token, [6] revoke earlier, [7] token key prefix, [8] history field, [9] jti, [10] expiry (epoch ms), [11] the
-// expiry below which members are pruned (now minus a margin, epoch ms). Returns 1, or 0 when the lock is not held.
-const REGISTER = `if ARGV[5] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[5] then return 0 end
-local history = redis.call('HGET', KEYS[2], ARGV[8])
-if ARGV[6] == '1' and history then
-  for c in string.gmatch(history, '[^\\n]+') do
-    local ok, t = pcall(cjson.decode, c)
-    if ok and type(t) == 'table' and type(t.jti) == 'string' then
-      redis.call('DEL', ARGV[7] .. t.jti)
-      redis.call('ZREM', KEYS[4], t.jti)
-    end
-  end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[11])
-redis.call('ZADD', KEYS[4], ARGV[10], ARGV[9])
-local pttl = redis.call('PTTL', KEYS[2])
-redis.call('HSET', KEYS[2], ARGV[8], history and (history .. '\\n' .. ARGV[3]) or ARGV[3])
-if pttl ~= -1 and pttl < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[2], ARGV[4]) end
-return 1`;
-
-/** KEYS and ARGV of one REGISTER call. */
-const REGISTER_KEYS = 4;
-
-// Registrations and revocations of concurrent runs share one command: everything a tick of the event loop asks for is sent
-// as one call of this script (revocations first, then each registration exactly as REGISTER does it, its own lock check
-// included), instead of one command per token. Each caller's promise settles only once Redis has run the whole call, so a
-// token is live when its registration resolves and dead when its revocation resolves, never before.
-// KEYS: the token index, the keys to delete, then REGISTER's keys of each registration. ARGV: [1] how many keys to delete,
-// [2] REGISTER's ARGV count, [3] the token key prefix (a deleted key's jti leaves the index too), then REGISTER's ARGV of
-// each registration. Returns REGISTER's answer for each registration, in order.
-const APPLY = `local function register(KEYS, ARGV)
-${REGISTER}
-end
-local deletes, per, prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-for s = 2, deletes + 1, 500 do
-  local last = math.min(s + 499, deletes + 1)
-  redis.call('DEL', unpack(KEYS, s, last))
-  local jtis = {}
-  for i = s, last do jtis[#jtis + 1] = string.sub(KEYS[i], #prefix + 1) end
-  redis.call('ZREM', KEYS[1], unpack(jtis))
-end
-local out = {}
-local k, a = deletes + 2, 4
-while k <= #KEYS do
-  out[#out + 1] = register({ unpack(KEYS, k, k + ${REGISTER_KEYS} - 1) }, { unpack(ARGV, a, a + per - 1) })
-  k, a = k + ${REGISTER_KEYS}, a + per
-end
-return out`;
-
-interface WithApply {
-  jobscopeApply(numKeys: number, ...keysThenArgs: (string | number)[]): Promise<number[]>;
-}
 
 /** At most this many registrations go in one call (Redis runs a script without interruption). */
 const MAX_BATCH = 256;
@@ -117,7 +53,7 @@ export class TokenStore {
     this.redis = redis;
     this.prefix = prefix;
     this.keys = new RedisKeys(prefix);
-    if (!('jobscopeApply' in redis)) redis.defineCommand('jobscopeApply', { lua: APPLY });
+    scripts(redis);
   }
 
   private batch: Batch | undefined;
@@ -137,16 +73,10 @@ export class TokenStore {
     if (!batch) return;
     this.batch = undefined;
     const per = batch.registerArgs.length / Math.max(1, batch.registered.length);
-    (this.redis as unknown as WithApply)
-      .jobscopeApply(
-        1 + batch.deletes.length + batch.registerKeys.length,
-        this.keys.tokenIndex,
-        ...batch.deletes,
-        ...batch.registerKeys,
-        batch.deletes.length,
-        per,
-        this.keys.tokenPrefix,
-        ...batch.registerArgs,
+    scripts(this.redis)
+      .tokenApply(
+        [this.keys.tokenIndex, ...batch.deletes, ...batch.registerKeys],
+        [batch.deletes.length, per, this.keys.tokenPrefix, ...batch.registerArgs],
       )
       .then(
         (answers) => {
@@ -214,12 +144,8 @@ export class TokenStore {
 
   /** The claims of every token a run was given (raw JSON strings, oldest first). */
   async history(runId: string): Promise<string[]> {
-    // Runs started before the history moved into the run's hash still have the old list (it expires by itself).
-    const [field, legacy] = await Promise.all([
-      this.redis.hget(this.keys.run(runId), RUN_FIELDS.claims),
-      this.redis.lrange(this.keys.claims(runId), 0, -1),
-    ]);
-    return [...legacy, ...(field ? field.split('\n').filter(Boolean) : [])];
+    const field = await this.redis.hget(this.keys.run(runId), RUN_FIELDS.claims);
+    return field ? field.split('\n').filter(Boolean) : [];
   }
 
   /** Resolves once the token is dead in Redis (sent with the other registrations and revocations of this tick). */
