@@ -42,7 +42,7 @@ export type {
   TokenClaims,
   TokenSpec,
   Trigger,
-  TriggerOptions,
+  PublicTriggerOptions as TriggerOptions,
 } from './interfaces.ts';
 export * from './errors.ts';
 export { ServiceRefusedError } from './http/clients.ts';
