@@ -11,7 +11,8 @@ export {
   type JobscopeClient,
   type ResultOf,
 } from './client.ts';
-export { createWorker, type EmbeddedWorker, type WorkerOptions } from './runtime/embed.ts';
+export { createWorker, type EmbeddedWorker, type EmbeddedWorkerStatus, type WorkerOptions } from './runtime/embed.ts';
+export type { RedisState } from './redis/connect.ts';
 export { createScopes, type ScopeContext, type ScopeSpec, type Scopes, type ScopesOptions } from './scopes.ts';
 export {
   consumeWithScope,
@@ -41,7 +42,7 @@ export type {
   TokenClaims,
   TokenSpec,
   Trigger,
-  TriggerOptions,
+  PublicTriggerOptions as TriggerOptions,
 } from './interfaces.ts';
 export * from './errors.ts';
 export { ServiceRefusedError } from './http/clients.ts';

@@ -155,7 +155,7 @@ export interface RunToken {
 }
 
 /** Options of `ctx.trigger`/`ctx.triggerAndWait` (the API's, without `key` collisions across retries unless you set one). */
-export type ChildTriggerOptions = Pick<TriggerOptions, 'delay' | 'at' | 'priority' | 'key'>;
+export type ChildTriggerOptions = PublicTriggerOptions;
 
 export interface JobContext<Data = Record<string, unknown>> {
   data: Data;
@@ -234,9 +234,11 @@ export interface RunReport {
   traceId: string | null;
 }
 
-/** Options of a trigger (API body beside `data`, CLI flags, dashboard form). */
-export interface TriggerOptions {
-  trigger?: Trigger;
+/**
+ * What a caller may ask of a trigger: the API body beside `data`, CLI flags, the dashboard form, createClient, ctx.trigger.
+ * Exported by the package as `TriggerOptions`.
+ */
+export interface PublicTriggerOptions {
   /** Run later: a duration ('30s', '5m') or milliseconds. Not with `at`. */
   delay?: string | number;
   /** Run at this time (ISO 8601). Not with `delay`. */
@@ -245,6 +247,14 @@ export interface TriggerOptions {
   priority?: number;
   /** Idempotency: while a run triggered with this key is kept, the same key returns that run. */
   key?: string;
+}
+
+/**
+ * Internal, not exported by the package (src/index.ts exports PublicTriggerOptions under this name): a trigger as the
+ * control plane takes it, the caller's options plus what only the API, CLI, runtime and tracing set.
+ */
+export interface TriggerOptions extends PublicTriggerOptions {
+  trigger?: Trigger;
   /** Who triggered it: 'user:<login>', 'cli:<os user>', 'client[:<name>]' (set by the API, CLI and client, not by callers' data). */
   by?: string;
   /** The run that triggers this one (ctx.trigger, then). */

@@ -1,14 +1,16 @@
-// Embedding against a real Redis: createWorker hosts workers inside this process (plain options, no environment),
-// createClient triggers and follows runs from "application code": with the definitions it imports (typed), or with none
-// (the runners' published definitions), with the API's checks and options.
+// Embedding against a real Redis: createWorker hosts workers inside this process (plain options, no environment) and
+// shows the host only status() and close(); createClient triggers and follows runs from "application code": with the
+// definitions it imports (typed), or with none (the runners' published definitions), with the API's checks and options.
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { Redis } from 'ioredis';
 import { createClient, createWorker, defineJob, type EmbeddedWorker } from '../src/index.ts';
 import { startRedis, type TestRedis } from './helpers/redis.ts';
 import { ROOT } from './helpers/runtime.ts';
+import { until } from './helpers/wait.ts';
 
 const greet = defineJob<{ name: string; times?: number }, { greeting: string; aud: string[] }>({
   params: {
@@ -104,5 +106,63 @@ describe('createClient with no jobs: what the runners published', () => {
     } finally {
       await client.close();
     }
+  });
+});
+
+describe('createWorker: what the host sees', () => {
+  test('status(): ready, the jobs served, the runs active now; nothing else on the object', async () => {
+    assert.deepEqual(Object.keys(embedded).sort(), ['close', 'status']);
+    // Earlier runs (greet takes 150 ms) are over first.
+    await until(async () => (await embedded.status()).active.length === 0, 10_000, 'the earlier runs to finish');
+    const idle = await embedded.status();
+    assert.equal(idle.ready, true);
+    assert.equal(idle.reason, undefined);
+    assert.deepEqual([...idle.jobs].sort(), ['fails', 'greet']);
+    assert.equal(idle.redis.up, true);
+    // Its id is the one its heartbeat is listed under in the worker registry (GET /api/workers, the Workers page).
+    const admin = new Redis(redis.url);
+    try {
+      const beat = JSON.parse((await admin.hget(`${prefix}:workers`, idle.id)) ?? 'null') as { jobs: string[] } | null;
+      assert.deepEqual(beat?.jobs.sort(), ['fails', 'greet']);
+    } finally {
+      admin.disconnect();
+    }
+    const client = createClient({ redisUrl: redis.url, prefix, jobs });
+    try {
+      const { runId } = await client.trigger('greet', { name: 'st' });
+      await until(async () => (await embedded.status()).active.includes(runId), 5000, 'the run to be listed as active');
+      await until(async () => (await client.run(runId)).outcome !== null, 10_000, 'the run to finish');
+      assert.equal((await client.run(runId)).outcome, 'completed');
+      await until(async () => !(await embedded.status()).active.includes(runId), 5000, 'the run to leave the active list');
+    } finally {
+      await client.close();
+    }
+  });
+
+  test('Redis down: not ready, with the reason; ready again once it is back; closed: not ready', async () => {
+    await redis.stop();
+    try {
+      await until(async () => !(await embedded.status()).ready, 5000, 'status() to say not ready');
+      const down = await embedded.status();
+      assert.equal(down.redis.up, false);
+      assert.match(down.reason ?? '', /^Redis (unreachable for \d+ s|did not answer a PING)/);
+      assert.equal(typeof down.redis.reason, 'string');
+    } finally {
+      await redis.start();
+    }
+    await until(async () => (await embedded.status()).ready, 15_000, 'status() to say ready again');
+    assert.equal((await embedded.status()).redis.up, true);
+    // And it does run again (its workers reconnected) before it is closed.
+    const client = createClient({ redisUrl: redis.url, prefix, jobs });
+    try {
+      assert.equal((await client.trigger('greet', { name: 'back' }, { wait: 20_000 })).outcome, 'completed');
+    } finally {
+      await client.close();
+    }
+    await embedded.close();
+    const closed = await embedded.status();
+    assert.equal(closed.ready, false);
+    assert.equal(closed.reason, 'closed');
+    assert.deepEqual(closed.active, []);
   });
 });

@@ -36,6 +36,8 @@ before(async () => {
   // The same credentials by hand, to try everything else.
   limited = new Redis(url, { maxRetriesPerRequest: 1, enableReadyCheck: false, disableClientInfo: true });
   limited.on('error', () => {});
+  // Connected before the tests, so the only connection a first verification opens is the verifier's.
+  if (limited.status !== 'ready') await new Promise((resolve) => limited.once('ready', resolve));
 });
 
 after(async () => {
@@ -47,19 +49,29 @@ after(async () => {
   if (dir) removeDir(dir);
 });
 
+/** The server's clients, by id: `user=<name>` says whom each one logged in as. */
+const clients = async () =>
+  new Map(
+    ((await admin.client('LIST')) as string)
+      .trim()
+      .split('\n')
+      .map((line) => [/^id=(\d+)/.exec(line)![1], line] as const),
+  );
+
 const noperm = async (what: string, command: () => Promise<unknown>) =>
   assert.rejects(command(), (err: Error) => /NOPERM/.test(err.message), `${what} must be refused with NOPERM`);
 
 describe('a Redis user that can only check token liveness', () => {
   test('verifies a real token through that user: accepted while live, revoked after', async () => {
     const minted = await runtime.minter.mint(mintReq);
+    const before = await clients();
     assert.equal((await verifier.verify(minted.raw)).jti, minted.claims.jti);
+    // The one connection its first token opened really is that user (and the next test shows all that user cannot do).
+    const opened = [...(await clients())].filter(([id]) => !before.has(id)).map(([, line]) => line);
+    assert.equal(opened.length, 1, opened.join('\n'));
+    assert.match(opened[0], new RegExp(`user=${USER} `));
     await runtime.minter.revoke(minted.claims.jti);
     await assert.rejects(verifier.verify(minted.raw), { code: 'revoked' });
-    // Its connection really is that user (which may not even ask who it is).
-    await noperm('ACL WHOAMI', () => verifier.redis!.call('ACL', 'WHOAMI'));
-    const clients = (await admin.client('LIST')) as string;
-    assert.match(clients, new RegExp(`user=${USER} `));
   });
 
   test('cannot read, write or delete the token keys, nor touch any other key, nor run other commands', async () => {
@@ -81,6 +93,7 @@ describe('a Redis user that can only check token liveness', () => {
     await noperm('PUBLISH', () => limited.publish(`${PREFIX}:events`, 'x'));
     await noperm('EVAL', () => limited.eval('return 1', 0));
     await noperm('INFO', () => limited.info());
+    await noperm('ACL WHOAMI (it may not even ask who it is)', () => limited.call('ACL', 'WHOAMI'));
     // Nothing changed: the token is still live and verifies.
     assert.equal(await admin.exists(tokenKey), 1);
     assert.equal((await verifier.verify(minted.raw)).jti, minted.claims.jti);

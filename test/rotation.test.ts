@@ -16,7 +16,7 @@ import { canonicalJwk, PUBLISH_HEADROOM_MS, publishedJwks } from '../src/token/j
 import { RedisKeys } from '../src/run/redis-keys.ts';
 import { keyFilesOf, writeNewKey } from '../src/token/signing-keys.ts';
 import type { MintRequest } from '../src/token/mint.ts';
-import { closeVerifiers, type JobTokenMiddleware } from '../src/token/verify.ts';
+import { closeVerifiers } from '../src/token/verify.ts';
 import { runCli, type CliResult } from './helpers/cli.ts';
 import { startRedis, type TestRedis } from './helpers/redis.ts';
 import { jobsDir, LogCapture, removeDir, ROOT, testRuntime } from './helpers/runtime.ts';
@@ -228,7 +228,6 @@ describe('JWKS refetch rate limit', () => {
       prefix: PREFIX,
       jwksRefetchIntervalMs: 1000,
     });
-    const verifier = (svc.middleware as JobTokenMiddleware).verifier;
     const tokenFor = async (pair: typeof known) => {
       const payload = claims();
       await markLive(client, PREFIX, payload.jti);
@@ -262,7 +261,6 @@ describe('JWKS refetch rate limit', () => {
     assert.ok(sent > 20, `sent ${sent}`);
     assert.ok(served - servedBefore <= Math.ceil(elapsed / 1000) + 1, `served ${served - servedBefore} in ${elapsed} ms`);
     assert.ok(served - 1 >= 1, 'it does refetch once the interval has passed');
-    assert.equal(verifier.jwksFetches, served);
 
     // Rotation on the runner: after the interval, the first token with the new kid refetches once and is accepted.
     doc = { keys: [jwk(known), jwk(rotated)] };

@@ -19,7 +19,8 @@ import {
   type RejectCode,
   type VerifyOptions,
 } from '../src/token/verify.ts';
-import { freePort, startRedis, type TestRedis } from './helpers/redis.ts';
+import { checkClaims } from '../packages/verify/src/claims.ts';
+import { startRedis, type TestRedis } from './helpers/redis.ts';
 import {
   b64,
   bearer,
@@ -405,9 +406,11 @@ describe('key sources', () => {
   });
 
   test('a request that arrives while the verifier is still connecting to Redis waits for it (no spurious 503)', async () => {
+    const connections = async () => ((await client.client('LIST')) as string).trim().split('\n').length;
+    const before = await connections();
     const v = createJobTokenVerifier({ audience: 'svc', jwks: jwksOf(runner), redis: redis.url, prefix: PREFIX });
     try {
-      assert.notEqual(v.redis!.status, 'ready');
+      assert.equal(await connections(), before, 'not connected yet: the first token comes before the connection is ready');
       const payload = await liveClaims();
       assert.equal((await v.verify(es256(runner, payload))).jti, payload.jti);
     } finally {
@@ -455,7 +458,7 @@ describe('createJobTokenVerifier: built once, closed once', () => {
     const connections = async () => ((await client.client('LIST')) as string).trim().split('\n').length;
     const before = await connections();
     const verifier = createJobTokenVerifier({ audience: 'svc', jwks: jwksOf(runner), redis: redis.url, prefix: PREFIX });
-    assert.equal(verifier.redis!.status, 'wait', 'no connection before the first token');
+    assert.equal(await connections(), before, 'no connection before the first token');
     const app = express();
     app.get('/data', verifier.middleware(), (req, res) => void res.json({ claims: req.jobToken }));
     app.post('/write', verifier.middleware({ scope: 'data:write' }), (req, res) => void res.json({ claims: req.jobToken }));
@@ -523,7 +526,6 @@ describe('createJobTokenVerifier: built once, closed once', () => {
       const results = await Promise.all(tokens.map((t) => verifier.verify(t)));
       assert.equal(results.length, 50);
       assert.equal(served, 1);
-      assert.equal(verifier.jwksFetches, 1);
     } finally {
       await verifier.close();
       jwksServer.closeAllConnections();
@@ -532,17 +534,22 @@ describe('createJobTokenVerifier: built once, closed once', () => {
   });
 
   test('a service started before the runner: 503 while the JWKS is down (retried 1 s later, not per request), then accepted', async () => {
-    const port = await freePort();
+    // The runner's address: until it is up, every request is dropped unanswered (counted: the fetches the service made).
+    let up = false;
+    let fetched = 0;
+    const jwksServer = http.createServer((req, res) => {
+      fetched++;
+      if (!up) return void req.socket.destroy();
+      res.setHeader('content-type', 'application/json').end(JSON.stringify(jwksOf(runner)));
+    });
+    await new Promise<void>((r) => jwksServer.listen(0, '127.0.0.1', r));
     const verifier = createJobTokenVerifier({
       audience: 'svc',
-      jwksUrl: `http://127.0.0.1:${port}/.well-known/jwks.json`,
+      jwksUrl: `http://127.0.0.1:${(jwksServer.address() as AddressInfo).port}/.well-known/jwks.json`,
       redis: client,
       prefix: PREFIX,
     });
     const token = es256(runner, await liveClaims(claims({}, 300)));
-    const jwksServer = http.createServer(
-      (_req, res) => void res.setHeader('content-type', 'application/json').end(JSON.stringify(jwksOf(runner))),
-    );
     try {
       // The runner is not up yet: every answer is 503 unavailable (never a cached verdict on the key), and asked every
       // 25 ms for 1.5 s the service fetched twice (at 0 and after 1 s), not sixty times.
@@ -554,20 +561,20 @@ describe('createJobTokenVerifier: built once, closed once', () => {
         await new Promise((r) => setTimeout(r, 25));
       }
       assert.ok(asked > 20, `asked ${asked}`);
-      assert.equal(verifier.jwksFetches, 2);
+      assert.equal(fetched, 2);
       // The runner comes up: the next retry (2 s after the second failure) fetches and the token verifies.
-      await new Promise<void>((r) => jwksServer.listen(port, '127.0.0.1', r));
-      const up = Date.now();
+      up = true;
+      const upAt = Date.now();
       let claimsOf: unknown;
       await until(
         async () => (claimsOf = await verifier.verify(token).catch(() => undefined)) !== undefined,
         5000,
         'the token to verify once the JWKS is up',
       );
-      const waited = Date.now() - up;
+      const waited = Date.now() - upAt;
       assert.ok(waited < 2500, `accepted ${waited} ms after the runner came up`);
       assert.equal((claimsOf as { jti: string }).jti, payloadOf(token).jti);
-      assert.equal(verifier.jwksFetches, 3);
+      assert.equal(fetched, 3);
     } finally {
       await verifier.close();
       jwksServer.closeAllConnections();
@@ -577,6 +584,28 @@ describe('createJobTokenVerifier: built once, closed once', () => {
 });
 
 describe('pure pieces', () => {
+  test('checkClaims: every claim verdict from the claims alone (no library message read), in order, code and message', () => {
+    const rules = { audience: 'svc', issuer: 'jobscope', toleranceSec: 5, maxLifetimeSec: 935 };
+    const now = 1_800_000_000;
+    const ok = { iss: 'jobscope', sub: 'job:x', aud: ['svc'], jti: 'a-1', iat: now, nbf: now, exp: now + 60, run: 'x:1', att: 1 };
+    const refused = (payload: Record<string, unknown>, code: RejectCode, message: string) =>
+      assert.throws(() => checkClaims(payload, rules, now), { name: 'TokenRejectedError', code, message });
+    assert.equal(checkClaims(ok, rules, now).jti, 'a-1');
+    refused({ ...ok, exp: String(now + 60) }, 'malformed', 'exp, iat and nbf must be numbers');
+    refused({ ...ok, run: undefined }, 'missing_claim', 'claim "run" is missing');
+    // nbf before exp (jsonwebtoken's order, kept), both before aud.
+    refused({ ...ok, nbf: now + 6, exp: now - 10, aud: ['other'] }, 'not_yet_valid', 'token not valid yet (nbf)');
+    refused({ ...ok, exp: now - 5, aud: ['other'] }, 'expired', 'token expired');
+    refused({ ...ok, iat: now + 6, nbf: undefined }, 'not_yet_valid', 'token issued in the future (iat)');
+    refused({ ...ok, exp: now + 936 }, 'lifetime_too_long', 'token lifetime exceeds 935 s');
+    // aud before iss.
+    refused({ ...ok, aud: 'other', iss: 'else' }, 'bad_audience', 'token is not for audience "svc"');
+    refused({ ...ok, iss: 'else' }, 'bad_issuer', 'issuer is not accepted');
+    // The tolerance's edges: exp passes until now >= exp + tolerance, nbf while nbf <= now + tolerance.
+    assert.equal(checkClaims({ ...ok, exp: now - 4 }, rules, now).exp, now - 4);
+    assert.equal(checkClaims({ ...ok, nbf: now + 5 }, rules, now).nbf, now + 5);
+  });
+
   test('extractToken: Bearer first, case-insensitive scheme, empty X-Access-Token ignored', () => {
     assert.equal(extractToken({ headers: { authorization: 'bearer abc' } }), 'abc');
     assert.equal(extractToken({ headers: { authorization: 'Bearer abc', 'x-access-token': '' } }), 'abc');

@@ -1,12 +1,14 @@
 // createWorker: host jobscope's workers inside an existing Node service (instead of a `jobscope worker` process), from
-// plain options: nothing is read from the environment. Jobs come as a folder or as imported definitions.
+// plain options: nothing is read from the environment. Jobs come as a folder or as imported definitions. The host gets
+// status() and close(), never the Runtime (it holds the signing key) nor the executor.
 import { loadConfig } from '../config.ts';
 import type { JobDefinition } from '../interfaces.ts';
 import { registerDefinition } from '../jobs/define.ts';
 import { loadRegistry, Registry } from '../jobs/registry.ts';
 import { createLogger, type Logger } from '../log.ts';
+import type { RedisState } from '../redis/connect.ts';
+import { redisReadiness } from '../redis/readiness.ts';
 import { Runtime } from './runtime.ts';
-import type { Workers } from './worker.ts';
 
 export interface WorkerOptions {
   /** A jobs folder, or definitions by job name. */
@@ -42,9 +44,25 @@ export interface WorkerOptions {
   logLevel?: string;
 }
 
+/** What a host wants to know of the workers it embeds: the facts their heartbeat publishes and GET /readyz's verdict. */
+export interface EmbeddedWorkerStatus {
+  /** Taking runs: not closed, and Redis usable (as GET /readyz of a runner judges it). */
+  ready: boolean;
+  /** Why not ready: Redis unreachable (how long, why), or closing/closed. */
+  reason?: string;
+  /** This process in the worker registry (GET /api/workers, the Workers page, `jobscope workers`). */
+  id: string;
+  /** The jobs these workers serve. */
+  jobs: string[];
+  /** The runs executing in this process now (run ids); while closing, those still finishing. */
+  active: string[];
+  /** Redis: up, or lost since when, with how many reconnect attempts and the last error. */
+  redis: RedisState;
+}
+
 export interface EmbeddedWorker {
-  runtime: Runtime;
-  workers: Workers;
+  /** Ready or not and why, the jobs served and the runs active now (asks Redis for a PING, at most 1 s). */
+  status(): Promise<EmbeddedWorkerStatus>;
   /** Graceful: stops taking runs, hands back what is still active at the shutdown deadline, closes the connections. */
   close(): Promise<void>;
 }
@@ -87,7 +105,25 @@ export async function createWorker(opts: WorkerOptions): Promise<EmbeddedWorker>
     await runtime.publish(Boolean(opts.schedules));
     if (opts.schedules) await runtime.syncSchedules();
     const workers = await runtime.startWorkers(opts.only);
-    return { runtime, workers, close: () => runtime.close() };
+    let closing: Promise<void> | undefined;
+    let closed = false;
+    return {
+      async status() {
+        // The same getters the heartbeat reads (runtime.ts), and the same verdict on Redis as /readyz.
+        const common = { id: workers.processId, jobs: [...workers.jobs], active: workers.activeRuns() };
+        if (closing) {
+          return { ready: false, reason: closed ? 'closed' : 'closing', ...common, redis: runtime.redisLog.state() };
+        }
+        const { state, reason } = await redisReadiness(runtime.control);
+        return { ready: !reason, ...(reason ? { reason } : {}), ...common, redis: state };
+      },
+      close() {
+        closing ??= runtime.close().finally(() => {
+          closed = true;
+        });
+        return closing;
+      },
+    };
   } catch (err) {
     await runtime.close();
     throw err;

@@ -1,6 +1,7 @@
-// The claims of a jobscope run token and the checks jsonwebtoken does not make: every required claim present and typed,
-// `iat` not in the future, and a lifetime (exp - iat) no longer than the runner hands out. Pure functions: no I/O, the clock
-// is an argument.
+// The claims of a jobscope run token and every verdict on them. jsonwebtoken verifies the signature (and the algorithm) and
+// nothing else; the claims are judged here, each failure a TokenRejectedError with its stable code, never a library's
+// message to be read back: present and typed, nbf, exp, iat not in the future, a lifetime (exp - iat) no longer than the
+// runner hands out, aud, iss. Pure functions: no I/O, the clock is an argument.
 import { TokenRejectedError } from './errors.ts';
 
 /** The claims of a verified jobscope run token (RFC 9068 shape plus jobscope's `run` and `att`). */
@@ -72,7 +73,46 @@ export function typedClaims(payload: unknown): JobTokenClaims {
   };
 }
 
-/** jsonwebtoken checks exp and nbf; a token stamped as issued in the future is refused here. */
+/** What the claims of an authentic token must satisfy. */
+export interface ClaimRules {
+  /** This service: `aud` must contain it. */
+  audience: string;
+  /** `iss` must be exactly this. */
+  issuer: string;
+  /** Seconds of clock skew tolerated on nbf, exp and iat. */
+  toleranceSec: number;
+  /** The longest lifetime (exp - iat) accepted, in seconds. */
+  maxLifetimeSec: number;
+}
+
+/**
+ * Every verdict on the payload of a token whose signature has verified, in this order, the first failure thrown: claims
+ * present and typed (`missing_claim`, `malformed`), nbf (`not_yet_valid`), exp (`expired`), iat (`not_yet_valid`), lifetime
+ * (`lifetime_too_long`), aud (`bad_audience`), iss (`bad_issuer`). Returns the claims normalised (see typedClaims).
+ */
+export function checkClaims(payload: unknown, rules: ClaimRules, nowSec: number): JobTokenClaims {
+  const claims = typedClaims(payload);
+  // nbf only when the token has one (typedClaims defaults it to iat; a future iat is the iat check's to report).
+  if ((payload as { nbf?: unknown }).nbf !== undefined) checkNotBefore(claims, nowSec, rules.toleranceSec);
+  checkExpiry(claims, nowSec, rules.toleranceSec);
+  checkIssuedAt(claims, nowSec, rules.toleranceSec);
+  checkLifetime(claims, rules.maxLifetimeSec);
+  checkAudience(claims, rules.audience);
+  checkIssuer(claims, rules.issuer);
+  return claims;
+}
+
+/** Not before nbf (less the tolerance). */
+export function checkNotBefore(claims: JobTokenClaims, nowSec: number, toleranceSec: number): void {
+  if (claims.nbf > nowSec + toleranceSec) throw new TokenRejectedError('not_yet_valid', 'token not valid yet (nbf)');
+}
+
+/** Expired from exp on (plus the tolerance). */
+export function checkExpiry(claims: JobTokenClaims, nowSec: number, toleranceSec: number): void {
+  if (nowSec >= claims.exp + toleranceSec) throw new TokenRejectedError('expired', 'token expired');
+}
+
+/** A token stamped as issued in the future is refused. */
 export function checkIssuedAt(claims: JobTokenClaims, nowSec: number, toleranceSec: number): void {
   if (claims.iat > nowSec + toleranceSec) throw new TokenRejectedError('not_yet_valid', 'token issued in the future (iat)');
 }
@@ -82,6 +122,16 @@ export function checkLifetime(claims: JobTokenClaims, maxLifetimeSec: number): v
   if (claims.exp - claims.iat > maxLifetimeSec) {
     throw new TokenRejectedError('lifetime_too_long', `token lifetime exceeds ${maxLifetimeSec} s`);
   }
+}
+
+/** The token must name this service among its audiences. */
+export function checkAudience(claims: JobTokenClaims, audience: string): void {
+  if (!claims.aud.includes(audience)) throw new TokenRejectedError('bad_audience', `token is not for audience "${audience}"`);
+}
+
+/** The token must come from the runner this service trusts. */
+export function checkIssuer(claims: JobTokenClaims, issuer: string): void {
+  if (claims.iss !== issuer) throw new TokenRejectedError('bad_issuer', 'issuer is not accepted');
 }
 
 /** Scopes as a list: a space-separated string or a list; empty entries dropped. */

@@ -40,8 +40,6 @@ export interface KeySource {
   readonly algorithm: Algorithm;
   /** Whether tokens must name their key (`kid`). */
   readonly needsKid: boolean;
-  /** How many JWKS fetches were started (0 for static keys). */
-  readonly fetches: number;
   key(kid: string | undefined): Promise<KeyObject>;
 }
 
@@ -58,7 +56,6 @@ function isP256(key: KeyObject): boolean {
 }
 
 class StaticKey implements KeySource {
-  readonly fetches = 0;
   readonly needsKid = false;
   readonly algorithm: Algorithm;
   private readonly value: KeyObject;
@@ -88,7 +85,6 @@ class FetchDeferred extends Error {}
 class JwksKeys implements KeySource {
   readonly algorithm = 'ES256';
   readonly needsKid = true;
-  fetches = 0;
   private readonly client: jwksRsa.JwksClient;
   private readonly document: (signal: AbortSignal) => Promise<JwksDocument>;
   private readonly intervalMs: number;
@@ -112,7 +108,11 @@ class JwksKeys implements KeySource {
       cacheMaxEntries: 32,
       cacheMaxAge: maxAgeMs,
       cacheMaxAgeFallback: STALE_KEY_MS,
-      // Its token bucket allows bursts and ignores failures; the rules above replace it.
+      // Off: the rules above replace it. Its options (rateLimit, jwksRequestsPerMinute) cannot give what test/rotation and
+      // test/verify check: a per-minute bucket lets a burst of made-up kids fetch jwksRequestsPerMinute times at once and
+      // queues the rest for up to a minute, then refuses a real rotated kid until it refills; a failed fetch costs a token
+      // like any other, so there is no 1 s, 2 s, 4 s backoff: either every request fetches or the runner's first tokens wait
+      // up to a minute after it is up. (cache and cacheMaxAge are used as they are.)
       rateLimit: false,
     });
   }
@@ -128,7 +128,6 @@ class JwksKeys implements KeySource {
     if (this.inflight) return this.inflight;
     if (this.failures > 0 && Date.now() < this.nextFetchAt()) return Promise.reject(new FetchDeferred('JWKS fetch backing off'));
     this.lastAttempt = Date.now();
-    this.fetches++;
     const p = (async () => {
       try {
         // Every source is bounded in time, a function given as `jwks` too (the runner's own reads Redis, which may be down).

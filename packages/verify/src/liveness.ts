@@ -28,8 +28,6 @@ export interface LivenessOptions {
 export interface Liveness {
   isLive(token: string, claims: JobTokenClaims): Promise<boolean>;
   close(): Promise<void>;
-  /** The Redis client checked (undefined for introspection). */
-  readonly redis: Redis | undefined;
 }
 
 const unavailable = (what: string) => new TokenRejectedError('unavailable', `cannot check token liveness (${what})`);
@@ -45,7 +43,7 @@ function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
 }
 
 class RedisLiveness implements Liveness {
-  readonly redis: Redis;
+  private readonly redis: Redis;
   private readonly prefix: string;
   private readonly timeoutMs: number;
   private readonly owned: boolean;
@@ -106,7 +104,6 @@ class RedisLiveness implements Liveness {
 }
 
 class IntrospectionLiveness implements Liveness {
-  readonly redis = undefined;
   private readonly url: string;
   private readonly authorization: string;
   private readonly timeoutMs: number;
