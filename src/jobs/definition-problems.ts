@@ -86,17 +86,18 @@ function problemOf(e: ErrorObject): Problem {
   let found: Problem = { path: [], problem: e.message ?? 'is invalid' };
   for (let i = 0; i < steps.length; i++) {
     const step = steps[i]!;
-    const next = node[step] as SchemaNode | SchemaNode[] | Record<string, SchemaNode>;
+    const next = node[step] as SchemaNode | SchemaNode[] | Record<string, SchemaNode> | undefined;
     if (step === 'properties') {
-      node = (next as Record<string, SchemaNode>)[steps[++i]!]!;
+      const field = (next as Record<string, SchemaNode> | undefined)?.[steps[i + 1]!];
+      if (!field) break; // a required field the node does not describe: the node's own problem
+      node = field;
+      i++;
       path.push(instance[path.length]!);
     } else if (step === 'additionalProperties' || step === 'items') {
       node = next as SchemaNode;
       path.push(step === 'items' ? Number(instance[path.length]) : instance[path.length]!);
     } else if (Array.isArray(next)) {
       node = next[Number(steps[++i])]!;
-    } else if (next === undefined) {
-      break; // a required field the node does not describe: the node's own problem
     } else {
       node = next as SchemaNode; // if, then, else, not, propertyNames: the same value
     }
