@@ -41,7 +41,7 @@ export interface FixtureOptions {
    * The runner's public key first: `envFromKey` starts what must verify with it (services) and returns the environment
    * naming them; the Runtime is then built again with that environment (the same signing key, from the state folder).
    */
-  envFromKey?: (verifyKey: KeyObject) => Promise<Record<string, string>>;
+  envFromKey?: (verifyKey: KeyObject, redis: { url: string; prefix: string }) => Promise<Record<string, string>>;
   /** Start workers: every job (true), these jobs, or these worker groups. Default: none. */
   workers?: WorkersOption;
   /** Write the jobs' schedules into Redis (what the process owning the schedules does at start). */
@@ -136,7 +136,10 @@ export interface Fixture {
   wait(runId: string, timeoutMs?: number): Promise<RunView>;
   /** Polls the run through the client until `check` holds for it (bounded); the run. */
   waitFor(runId: string, check: (run: RunView) => boolean, timeoutMs?: number, what?: string): Promise<RunView>;
-  /** Another Runtime on the same Redis and folder (the same env plus `env`), closed with the fixture if not before. */
+  /**
+   * Another Runtime on the same Redis and folder, closed with the fixture if not before: with the fixture's environment,
+   * or with `env` instead (REDIS_URL aside).
+   */
   another(opts?: { env?: Record<string, string>; workers?: WorkersOption }): Promise<Runtime>;
   /** Another HTTP server on the runtime (with these options), closed with the fixture. */
   startServer(opts?: Partial<ServerOptions>): Promise<TestServer>;
@@ -167,7 +170,8 @@ export async function jobscopeFixture(opts: FixtureOptions = {}): Promise<Fixtur
     let env = { ...opts.env };
     let built = await testRuntime({ redisUrl: redisServer.url, jobsDir: dir, env });
     if (opts.envFromKey) {
-      const more = await opts.envFromKey(built.runtime.keys.current.verifyKey);
+      const { config } = built.runtime;
+      const more = await opts.envFromKey(built.runtime.keys.current.verifyKey, { url: config.redisUrl, prefix: config.prefix });
       await built.runtime.close();
       env = { ...env, ...more };
       built = await testRuntime({ redisUrl: redisServer.url, jobsDir: dir, env });
@@ -250,7 +254,7 @@ export async function jobscopeFixture(opts: FixtureOptions = {}): Promise<Fixtur
       wait: (runId, timeoutMs) => waitFor(runId, (r) => r.state === 'completed' || r.state === 'failed', timeoutMs),
       waitFor,
       async another(more = {}) {
-        const { runtime: other } = await testRuntime({ redisUrl: redisServer.url, jobsDir: dir, env: { ...env, ...more.env } });
+        const { runtime: other } = await testRuntime({ redisUrl: redisServer.url, jobsDir: dir, env: more.env ?? env });
         const close = other.close.bind(other);
         let closed: Promise<void> | undefined;
         // Closing it early is fine: the fixture's close does not close it twice.
