@@ -87,6 +87,25 @@ export class Api {
     return this.ok(`/api/runs/${encodeURIComponent(runId)}`);
   }
 
+  /** Polls GET /api/runs/:runId until `check` holds for the run (bounded); the run. */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the API's JSON, as the tests read it
+  async waitFor(runId: string, check: (run: any) => boolean, timeoutMs = 15_000, what?: string): Promise<any> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const run = await this.run(runId);
+      if (check(run)) return run;
+      if (Date.now() > deadline)
+        throw new Error(`run ${runId} still ${run.state} after ${timeoutMs} ms${what ? ` (waiting for ${what})` : ''}`);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+
+  /** Polls GET /api/runs/:runId until the run has completed or failed (bounded); the run. */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the API's JSON, as the tests read it
+  wait(runId: string, timeoutMs?: number): Promise<any> {
+    return this.waitFor(runId, (r: { state: string }) => r.state === 'completed' || r.state === 'failed', timeoutMs);
+  }
+
   /** GET /api/jobs/:name (throws unless 200). */
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the API's JSON, as the tests read it
   async job(name: string): Promise<any> {
