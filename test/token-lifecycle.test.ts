@@ -15,6 +15,8 @@ import { freePort } from './helpers/redis.ts';
 import { bearer, call } from './helpers/tokens.ts';
 
 const PREFIX = 'lc';
+/** The channel every worker listens on for cancels (RedisKeys.cancelChannel). */
+const CANCEL_CHANNEL = `${PREFIX}:cancel`;
 
 const JOBS = {
   'ok.ts': `export default { token: { audience: ['svc'], scope: ['data:read'] },
@@ -154,13 +156,13 @@ describe('cancel on a host that does not hear it', () => {
     const { token } = ofRun(runId)[0];
     // Cut the worker off the cancel broadcast: only cancel()'s own revocation can kill the token now.
     const subscriber = (runtime as unknown as { subscriber: Redis }).subscriber;
-    await subscriber.unsubscribe(runtime.queues.cancelChannel);
+    await subscriber.unsubscribe(CANCEL_CHANNEL);
     try {
       await fx.client.cancel(runId, 'test');
       await assertRevoked(token);
       assert.equal((await fx.run(runId)).state, 'active');
     } finally {
-      await subscriber.subscribe(runtime.queues.cancelChannel);
+      await subscriber.subscribe(CANCEL_CHANNEL);
     }
     await fx.client.cancel(runId, 'test again');
     assert.equal((await fx.wait(runId)).state, 'failed');
