@@ -165,6 +165,14 @@ export interface Fixture {
   close(): Promise<void>;
 }
 
+/** Makes `runtime.close()` safe to call again (a test may close it itself: the fixture's close does not close it twice). */
+function closeOnce(runtime: Runtime): Runtime {
+  const close = runtime.close.bind(runtime);
+  let closed: Promise<void> | undefined;
+  runtime.close = () => (closed ??= close());
+  return runtime;
+}
+
 async function startWorkers(runtime: Runtime, workers: WorkersOption | undefined): Promise<void> {
   if (!workers) return;
   if (workers === true) await runtime.startWorkers();
@@ -196,6 +204,7 @@ export async function jobscopeFixture(opts: FixtureOptions = {}): Promise<Fixtur
       built = await testRuntime({ redisUrl: redisServer.url, jobsDir: dir, env });
     }
     const { runtime, logs } = built;
+    closeOnce(runtime);
     toClose.push(() => runtime.close());
     await startWorkers(runtime, opts.workers);
     if (opts.schedules) await runtime.syncSchedules();
@@ -274,11 +283,7 @@ export async function jobscopeFixture(opts: FixtureOptions = {}): Promise<Fixtur
       waitFor,
       async another(more = {}) {
         const { runtime: other } = await testRuntime({ redisUrl: redisServer.url, jobsDir: dir, env: more.env ?? env });
-        const close = other.close.bind(other);
-        let closed: Promise<void> | undefined;
-        // Closing it early is fine: the fixture's close does not close it twice.
-        other.close = () => (closed ??= close());
-        others.push(other);
+        others.push(closeOnce(other));
         await startWorkers(other, more.workers);
         return other;
       },
