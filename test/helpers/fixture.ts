@@ -37,6 +37,8 @@ export interface FixtureOptions {
   redisServer?: TestRedis;
   /** redis-server arguments for the private one. */
   redisArgs?: string[];
+  /** Or a Redis the test runs in its own way (a Cluster, a Sentinel's master): its URL. No redis-server is started. */
+  redisUrl?: string;
   /**
    * The runner's public key first: `envFromKey` starts what must verify with it (services) and returns the environment
    * naming them; the Runtime is then built again with that environment (the same signing key, from the state folder).
@@ -126,7 +128,7 @@ export class Api {
 }
 
 export interface Fixture {
-  /** The redis-server (stop/start it for outage tests). */
+  /** The redis-server (stop/start it for outage tests); not with `redisUrl`. */
   redisServer: TestRedis;
   /** The test's own connection to that Redis, for checks of internals a test makes on purpose (TTLs, indexes, counts). */
   redis: Redis;
@@ -181,8 +183,9 @@ async function startWorkers(runtime: Runtime, workers: WorkersOption | undefined
 }
 
 export async function jobscopeFixture(opts: FixtureOptions = {}): Promise<Fixture> {
-  const ownsRedis = !opts.redisServer;
-  const redisServer = opts.redisServer ?? (await startRedis(opts.redisArgs));
+  const ownsRedis = !opts.redisServer && !opts.redisUrl;
+  const redisServer = opts.redisServer ?? (opts.redisUrl ? undefined : await startRedis(opts.redisArgs));
+  const baseUrl = opts.redisUrl ?? redisServer!.url;
   const ownsDir = !opts.dir;
   const dir = opts.dir ?? jobsDir(opts.jobs ?? {});
   const toClose: (() => Promise<void>)[] = [];
@@ -190,18 +193,18 @@ export async function jobscopeFixture(opts: FixtureOptions = {}): Promise<Fixtur
     for (const step of toClose.splice(0).reverse()) await step().catch(() => undefined);
   };
   toClose.push(async () => {
-    if (ownsRedis) await redisServer.destroy();
+    if (ownsRedis) await redisServer!.destroy();
     if (ownsDir) removeDir(dir);
   });
   try {
     let env = { ...opts.env };
-    let built = await testRuntime({ redisUrl: redisServer.url, jobsDir: dir, env });
+    let built = await testRuntime({ redisUrl: baseUrl, jobsDir: dir, env });
     if (opts.envFromKey) {
       const { config } = built.runtime;
       const more = await opts.envFromKey(built.runtime.keys.current.verifyKey, { url: config.redisUrl, prefix: config.prefix });
       await built.runtime.close();
       env = { ...env, ...more };
-      built = await testRuntime({ redisUrl: redisServer.url, jobsDir: dir, env });
+      built = await testRuntime({ redisUrl: baseUrl, jobsDir: dir, env });
     }
     const { runtime, logs } = built;
     closeOnce(runtime);
@@ -256,7 +259,10 @@ export async function jobscopeFixture(opts: FixtureOptions = {}): Promise<Fixtur
     });
 
     const fixture: Fixture = {
-      redisServer,
+      get redisServer(): TestRedis {
+        if (!redisServer) throw new Error('this fixture runs on a Redis the test started itself (redisUrl)');
+        return redisServer;
+      },
       redis,
       redisUrl,
       prefix,
@@ -282,7 +288,7 @@ export async function jobscopeFixture(opts: FixtureOptions = {}): Promise<Fixtur
       wait: (runId, timeoutMs) => waitFor(runId, (r) => r.state === 'completed' || r.state === 'failed', timeoutMs),
       waitFor,
       async another(more = {}) {
-        const { runtime: other } = await testRuntime({ redisUrl: redisServer.url, jobsDir: dir, env: more.env ?? env });
+        const { runtime: other } = await testRuntime({ redisUrl: baseUrl, jobsDir: dir, env: more.env ?? env });
         others.push(closeOnce(other));
         await startWorkers(other, more.workers);
         return other;
