@@ -200,9 +200,10 @@ export async function jobscopeFixture(opts: FixtureOptions = {}): Promise<Fixtur
     let env = { ...opts.env };
     let built = await testRuntime({ redisUrl: baseUrl, jobsDir: dir, env });
     if (opts.envFromKey) {
-      const { config } = built.runtime;
-      const more = await opts.envFromKey(built.runtime.keys.current.verifyKey, { url: config.redisUrl, prefix: config.prefix });
-      await built.runtime.close();
+      const { config, keys } = built.runtime;
+      const more = await opts
+        .envFromKey(keys.current.verifyKey, { url: config.redisUrl, prefix: config.prefix })
+        .finally(() => built.runtime.close());
       env = { ...env, ...more };
       built = await testRuntime({ redisUrl: baseUrl, jobsDir: dir, env });
     }
