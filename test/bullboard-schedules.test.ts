@@ -4,50 +4,45 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import type { Runtime } from '../src/runtime/runtime.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { jobsDir, removeDir, testRuntime } from './helpers/runtime.ts';
+import { jobscopeFixture, type Fixture } from './helpers/fixture.ts';
 import { ADMIN, TestServer, VIEWER } from './helpers/server.ts';
 
 const BOARD = '/dashboard/queues/api';
 
-let redis: TestRedis;
-let dir: string;
-let runtime: Runtime;
+let fx: Fixture;
 let srv: TestServer;
 
 before(async () => {
-  redis = await startRedis();
-  dir = jobsDir({
-    'nightly.ts': `export default {
+  fx = await jobscopeFixture({
+    jobs: {
+      'nightly.ts': `export default {
       description: 'Runs at 03:00 UTC',
       schedule: { cron: '0 0 3 * * *', tz: 'UTC' },
       token: { audience: ['svc'] },
       overlap: 'skip',
       async run() { return {}; },
     };`,
-    'tick.ts': `export default {
+      'tick.ts': `export default {
       schedule: { every: '1h' },
       token: { audience: ['svc'] },
       async run() { return {}; },
     };`,
+    },
+    env: { JOBSCOPE_PREFIX: 'bbs' },
+    // No workers: runs stay where the routes put them.
+    schedules: true,
+    server: true,
   });
-  // No workers: runs stay where the routes put them.
-  ({ runtime } = await testRuntime({ redisUrl: redis.url, jobsDir: dir, env: { JOBSCOPE_PREFIX: 'bbs' } }));
-  await runtime.syncSchedules();
-  srv = await TestServer.start(runtime);
+  srv = fx.server;
 });
 
 after(async () => {
-  await srv?.close();
-  await runtime?.close();
-  await redis?.destroy();
-  removeDir(dir);
+  await fx?.close();
 });
 
-/** What a scheduler fires: its schedule and its next fire time. */
+/** What a scheduler fires: its schedule and its next fire time (BullMQ's scheduler entry, read on the test's connection). */
 async function scheduler(job: string) {
-  const s = await runtime.queues.queue(job).getJobScheduler(job);
+  const s = await fx.queue(job).getJobScheduler(job);
   assert.ok(s, `the scheduler of ${job} is in Redis`);
   return { pattern: s.pattern, every: s.every, tz: s.tz, next: s.next, template: s.template };
 }
@@ -55,13 +50,13 @@ async function scheduler(job: string) {
 /** The run the scheduler holds for its next fire, and how it stands. */
 async function nextFire(job: string) {
   const { next } = await scheduler(job);
-  const run = await runtime.queues.queue(job).getJob(`repeat:${job}:${next}`);
+  const run = await fx.queue(job).getJob(`repeat:${job}:${next}`);
   assert.ok(run, 'the next fire is a delayed run');
   return { id: run.id!, state: await run.getState(), delay: run.delay, data: run.data, priority: run.priority };
 }
 
 function fileOf(job: string): string {
-  return path.relative(process.cwd(), runtime.registry.get(job).file);
+  return path.relative(process.cwd(), path.join(fx.dir, `${job}.ts`));
 }
 
 function assertScheduleIsCode(
@@ -159,7 +154,8 @@ describe('Bull Board scheduler routes', () => {
   test('promote all promotes the other delayed runs and leaves the next fire where it is', async () => {
     const before = await nextFire('nightly');
     const schedule = await scheduler('nightly');
-    const queue = runtime.queues.queue('nightly');
+    // Another delayed run, added beside the next fire in BullMQ's queue.
+    const queue = fx.queue('nightly');
     const later = await queue.add('manual', {}, { delay: 60_000 });
     const res = await srv.request(`${BOARD}/queues/nightly/promote`, { method: 'PUT', auth: ADMIN });
     assert.equal(res.status, 200, res.text);
@@ -174,17 +170,17 @@ describe('Bull Board scheduler routes', () => {
     const first = await srv.request(`${BOARD}/queues/nightly/job-schedulers/nightly/run`, { method: 'PUT', auth: ADMIN });
     assert.equal(first.status, 200, first.text);
     const runId = `nightly:${first.body.job.id}`;
-    const report = await runtime.queues.report(runId);
+    const report = await fx.run(runId);
     assert.equal(report.trigger, 'manual');
     assert.equal(report.state, 'waiting');
     // overlap: 'skip' while that run waits: refused, as the API would.
     const second = await srv.request(`${BOARD}/queues/nightly/job-schedulers/nightly/run`, { method: 'PUT', auth: ADMIN });
     assert.equal(second.status, 409, second.text);
     assert.match(second.body.message, /overlap: 'skip'/);
-    assert.equal((await runtime.queues.queue('nightly').getJobs(['waiting'], 0, -1)).length, 1);
+    assert.equal((await fx.api.job('nightly')).counts.waiting, 1);
     assert.deepEqual(await scheduler('nightly'), before);
     const unknown = await srv.request(`${BOARD}/queues/nightly/job-schedulers/nope/run`, { method: 'PUT', auth: ADMIN });
     assert.equal(unknown.status, 404, unknown.text);
-    await runtime.cancel(runId);
+    await fx.client.cancel(runId);
   });
 });

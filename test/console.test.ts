@@ -5,21 +5,16 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { bucketStats, percentile, tzOffsetMs } from '../src/control/stats.ts';
 import { registerDefinition } from '../src/jobs/define.ts';
-import type { Runtime } from '../src/runtime/runtime.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { jobsDir, removeDir, testRuntime } from './helpers/runtime.ts';
+import { jobscopeFixture, type Fixture } from './helpers/fixture.ts';
 import { ADMIN, JWT_LIKE, TestServer, VIEWER } from './helpers/server.ts';
-import { waitForRun } from './helpers/wait.ts';
 
-let redis: TestRedis;
-let dir: string;
-let runtime: Runtime;
+let fx: Fixture;
 let srv: TestServer;
 
 before(async () => {
-  redis = await startRedis();
-  dir = jobsDir({
-    'flaky.ts': `export default {
+  fx = await jobscopeFixture({
+    jobs: {
+      'flaky.ts': `export default {
       token: { audience: ['svc'], scope: ['flaky:run'] },
       attempts: 3,
       backoff: { type: 'fixed', delay: 50 },
@@ -31,36 +26,35 @@ before(async () => {
         return { attempt: ctx.run.attempt };
       },
     };`,
-    'broken.ts': `export default {
+      'broken.ts': `export default {
       token: { audience: ['svc'] },
       async run(ctx) {
         if (!ctx.data.fixed) throw new Error('broken until fixed');
         return 'fixed';
       },
     };`,
-    'nightly.ts': `export default {
+      'nightly.ts': `export default {
       schedule: { cron: '0 30 2 * * 1-5', tz: 'Asia/Shanghai' },
       token: { audience: ['svc'] },
       keep: { failed: { count: 10, age: '2d' } },
       async run() { return 1; },
     };`,
+    },
+    env: { JOBSCOPE_PREFIX: 'con' },
+    workers: ['flaky', 'broken'],
+    server: true,
   });
-  ({ runtime } = await testRuntime({ redisUrl: redis.url, jobsDir: dir, env: { JOBSCOPE_PREFIX: 'con' } }));
-  await runtime.startWorkers(['flaky', 'broken']);
-  srv = await TestServer.start(runtime);
+  srv = fx.server;
 });
 
 after(async () => {
-  await srv?.close();
-  await runtime?.close();
-  await redis?.destroy();
-  removeDir(dir);
+  await fx?.close();
 });
 
 describe('the Run page: GET /api/runs/:runId', () => {
   test('one row per attempt with its times, outcome, error and token; log lines with their time and attempt', async () => {
-    const { runId } = await runtime.control.trigger('flaky', {}, { trigger: 'manual', by: 'user:admin' });
-    const done = await waitForRun(runtime, runId);
+    const runId = await fx.api.trigger('flaky', {}, { trigger: 'manual' });
+    const done = await fx.wait(runId);
     assert.equal(done.outcome, 'completed');
     const res = await srv.request(`/api/runs/${encodeURIComponent(runId)}`, { auth: VIEWER });
     assert.equal(res.status, 200);
@@ -111,16 +105,21 @@ describe('the Run page: GET /api/runs/:runId', () => {
 
 describe('POST /api/runs/:runId/retry', () => {
   test('retries a failed run (admin only); a run that has not failed is 409, an unknown one 404', async () => {
-    const { runId } = await runtime.control.trigger('broken', {}, { trigger: 'manual', by: 'user:admin' });
-    assert.equal((await waitForRun(runtime, runId)).outcome, 'failed');
+    const runId = await fx.api.trigger('broken', {}, { trigger: 'manual' });
+    assert.equal((await fx.wait(runId)).outcome, 'failed');
     const viewer = await srv.request(`/api/runs/${encodeURIComponent(runId)}/retry`, { method: 'POST', auth: VIEWER });
     assert.equal(viewer.status, 403);
-    // Make the next attempt succeed (the run keeps its data): retrying runs the same run again.
-    await runtime.queues.getJob(runId).then((j) => j.updateData({ fixed: true }));
+    // Make the next attempt succeed (the run keeps its data, edited on Bull Board): retrying runs the same run again.
+    const edit = await srv.request(`/dashboard/queues/api/queues/broken/${runId.split(':')[1]}/update-data`, {
+      method: 'PATCH',
+      auth: ADMIN,
+      json: { jobData: { fixed: true } },
+    });
+    assert.equal(edit.status, 200, edit.text);
     const res = await srv.request(`/api/runs/${encodeURIComponent(runId)}/retry`, { method: 'POST', auth: ADMIN });
     assert.equal(res.status, 200, res.text);
     assert.deepEqual(res.body, { runId, state: 'waiting' });
-    const again = await waitForRun(runtime, runId);
+    const again = await fx.wait(runId);
     assert.equal(again.outcome, 'completed');
     assert.equal(again.result, 'fixed');
     const detail = (await srv.request(`/api/runs/${encodeURIComponent(runId)}`, { auth: ADMIN })).body;
@@ -155,7 +154,8 @@ describe('GET /api/workers: the executor registry', () => {
       startedAt: new Date(Date.now() - 7200_000).toISOString(),
       lastSeen: new Date(Date.now() - 60_000).toISOString(),
     };
-    await runtime.redis.hset('con:workers', dead.id, JSON.stringify(dead));
+    // A heartbeat as a worker process writes it (RedisKeys.workers), last seen a minute ago.
+    await fx.redis.hset('con:workers', dead.id, JSON.stringify(dead));
     const res = await srv.request('/api/workers', { auth: VIEWER });
     assert.equal(res.status, 200);
     const list = res.body as { id: string; host: string; pid: number; alive: boolean; jobs: string[]; versions: { node: string } }[];

@@ -4,50 +4,46 @@
 // types and odd paths over every mutating route never gets a 5xx.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import type { Runtime } from '../src/runtime/runtime.ts';
 import { MAX_DEPTH, crossSiteReason, jsonDepth } from '../src/server/mutations.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { jobsDir, removeDir, testRuntime, type LogCapture } from './helpers/runtime.ts';
+import { jobscopeFixture, type Fixture } from './helpers/fixture.ts';
+import type { LogCapture } from './helpers/runtime.ts';
 import { ADMIN, TestServer } from './helpers/server.ts';
-import { waitForRun } from './helpers/wait.ts';
 
 const SEED = Number(process.env.FUZZ_SEED ?? 0xc5f2026);
 
-let redis: TestRedis;
-let dir: string;
-let runtime: Runtime;
+let fx: Fixture;
 let logs: LogCapture;
 let srv: TestServer;
 let doneId: string;
 let host: string;
 
 before(async () => {
-  redis = await startRedis();
-  dir = jobsDir({
-    'typed.ts': `export default {
+  fx = await jobscopeFixture({
+    jobs: {
+      'typed.ts': `export default {
       schedule: { every: '1h' },
       params: { type: 'object', properties: { n: { type: 'integer' }, note: {} }, additionalProperties: false },
       token: { audience: ['svc'] },
       async run(ctx) { return { n: ctx.data.n ?? 0 }; },
     };`,
-    // Accepts any data: nothing in front of the queue but the guard.
-    'free.ts': `export default { token: { audience: ['svc'] }, async run() { return 'ok'; } };`,
+      // Accepts any data: nothing in front of the queue but the guard.
+      'free.ts': `export default { token: { audience: ['svc'] }, async run() { return 'ok'; } };`,
+    },
+    env: { JOBSCOPE_PREFIX: 'csrf' },
+    schedules: true,
+    server: true,
   });
-  ({ runtime, logs } = await testRuntime({ redisUrl: redis.url, jobsDir: dir, env: { JOBSCOPE_PREFIX: 'csrf' } }));
-  await runtime.syncSchedules();
-  srv = await TestServer.start(runtime);
+  ({ logs, server: srv } = fx);
   host = new URL(srv.url).host;
-  await runtime.startWorkers(['typed']);
-  const { runId } = await runtime.queues.enqueue('typed', { n: 1 }, { trigger: 'api' });
-  await waitForRun(runtime, runId);
+  // Workers after the server, for one job: 'free' keeps what is enqueued, to be compared.
+  await fx.runtime.startWorkers(['typed']);
+  const runId = await fx.trigger('typed', { n: 1 });
+  await fx.wait(runId);
   doneId = runId.split(':')[1];
 });
 
 after(async () => {
-  await srv?.close();
-  await runtime?.close();
-  await redis?.destroy();
-  removeDir(dir);
+  await fx?.close();
 });
 
 const BOARD = '/dashboard/queues/api/queues';
@@ -87,15 +83,18 @@ const mutating = (): [string, string][] => [
   ['PUT', `${BOARD}/free/obliterate`],
 ];
 
-/** What Redis holds for both jobs: runs by state, paused flags, the schedule. Compared before and after refusals. */
+/**
+ * What Redis holds for both jobs: runs by state, paused flags (BullMQ's and jobscope's), the schedule, read from BullMQ's
+ * queues and the API. Compared before and after refusals.
+ */
 async function state(): Promise<string> {
   const out: unknown[] = [];
   for (const name of ['typed', 'free']) {
-    const q = runtime.queues.queue(name);
-    out.push(name, await q.getJobCounts(), await q.isPaused(), await runtime.queues.isPaused(name), await q.getGlobalConcurrency());
+    const q = fx.queue(name);
+    out.push(name, await q.getJobCounts(), await q.isPaused(), (await fx.api.job(name)).paused, await q.getGlobalConcurrency());
   }
   out.push(
-    await runtime.queues
+    await fx
       .queue('typed')
       .getJobScheduler('typed')
       .then((s) => s?.key),
@@ -181,7 +180,7 @@ describe('cross-site requests', () => {
     const pause = await srv.request('/api/jobs/free/pause', { method: 'POST', auth: ADMIN, headers: { 'sec-fetch-site': 'same-origin' } });
     assert.equal(pause.status, 200);
     assert.equal((await srv.request('/api/jobs/free/resume', { method: 'POST', auth: ADMIN })).status, 200);
-    await runtime.queues.queue('free').drain();
+    await fx.queue('free').drain();
   });
 
   test('reads are not guarded: a cross-site GET gets its answer (the browser keeps it from the other page)', async () => {
@@ -232,7 +231,7 @@ describe('bodies', () => {
       headers: { 'content-type': 'Application/JSON; charset=utf-8' },
     });
     assert.equal(utf8.status, 202, utf8.text);
-    await runtime.queues.queue('free').drain();
+    await fx.queue('free').drain();
   });
 
   test('15,000-deep data is 400 too_deep on the API and on Bull Board (it was a 500: a stack overflow), and nothing is enqueued', async () => {
@@ -256,7 +255,7 @@ describe('bodies', () => {
     // At the limit it is accepted: the body is { "data": <63 levels> }.
     const ok = await srv.request('/api/jobs/free/runs', { method: 'POST', auth: ADMIN, body: `{"data":${deep(MAX_DEPTH - 1)}}` });
     assert.equal(ok.status, 202, ok.text);
-    await runtime.queues.queue('free').drain();
+    await fx.queue('free').drain();
     assert.ok(!logs.text.includes('Maximum call stack'), 'no stack overflow anywhere');
   });
 
@@ -288,7 +287,7 @@ describe('bodies', () => {
       json: { data: { items: Array.from({ length: 6000 }, (_, i) => ({ i })) } },
     });
     assert.equal(wide.status, 202, wide.text.slice(0, 200));
-    await runtime.queues.queue('free').drain();
+    await fx.queue('free').drain();
   });
 });
 

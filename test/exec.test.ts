@@ -5,10 +5,11 @@ import { existsSync, readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import type { Runtime } from '../src/runtime/runtime.ts';
+import { jobscopeFixture, type Fixture } from './helpers/fixture.ts';
 import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { jobsDir, removeDir, testRuntime, type LogCapture } from './helpers/runtime.ts';
+import type { LogCapture } from './helpers/runtime.ts';
 import { RecordingService } from './helpers/service.ts';
-import { until, waitForRun } from './helpers/wait.ts';
+import { until } from './helpers/wait.ts';
 
 const PREFIX = 'ex';
 
@@ -54,37 +55,35 @@ export default defineJob({
 };
 
 let redis: TestRedis;
-let dir: string;
+let fx: Fixture;
 let runtime: Runtime;
 let logs: LogCapture;
 let service: RecordingService;
 let client: Redis;
 
 before(async () => {
+  // Redis and the service first: the service checks each token's liveness in Redis while its request is in flight.
   redis = await startRedis();
   client = new Redis(redis.url);
   service = await new RecordingService(client, PREFIX).start();
-  dir = jobsDir(JOBS);
-  ({ runtime, logs } = await testRuntime({
-    redisUrl: redis.url,
-    jobsDir: dir,
+  fx = await jobscopeFixture({
+    jobs: JOBS,
+    redisServer: redis,
     env: { JOBSCOPE_PREFIX: PREFIX, JOBSCOPE_SERVICES: `svc=${service.url}` },
-  }));
-  await runtime.startWorkers();
+    workers: true,
+  });
+  ({ runtime, logs } = fx);
 });
 
-let closed = false;
-
 after(async () => {
-  if (!closed) await runtime.close();
+  await fx.close();
   await service.stop();
   client.disconnect();
   await redis.destroy();
-  removeDir(dir);
 });
 
 async function start(job: string, data: Record<string, unknown> = {}): Promise<string> {
-  return (await runtime.queues.enqueue(job, data, { trigger: 'api' })).runId;
+  return fx.trigger(job, data);
 }
 
 /** A pid is gone when /proc has no entry for it, or only a zombie waiting to be reaped. */
@@ -102,7 +101,7 @@ async function pidInLog(runId: string, label: string): Promise<number> {
   let pid = 0;
   await until(
     async () => {
-      const m = new RegExp(`^${label} (\\d+)$`, 'm').exec((await runtime.queues.report(runId)).logs.join('\n'));
+      const m = new RegExp(`^${label} (\\d+)$`, 'm').exec((await fx.run(runId)).logs.join('\n'));
       pid = m ? Number(m[1]) : 0;
       return pid > 0;
     },
@@ -114,7 +113,7 @@ async function pidInLog(runId: string, label: string): Promise<number> {
 
 describe('ctx.exec', () => {
   test('output lines reach the run log in order; exit 0 completes with the last stdout lines', async () => {
-    const report = await waitForRun(runtime, await start('script', { mode: 'order' }));
+    const report = await fx.wait(await start('script', { mode: 'order' }));
     assert.equal(report.state, 'completed', report.error ?? '');
     const lines = report.logs.filter((l) => l.startsWith('out '));
     assert.deepEqual(
@@ -127,14 +126,14 @@ describe('ctx.exec', () => {
   });
 
   test('a non-zero exit fails the attempt with the last stderr lines', async () => {
-    const report = await waitForRun(runtime, await start('script', { mode: 'fail' }));
+    const report = await fx.wait(await start('script', { mode: 'fail' }));
     assert.equal(report.state, 'failed');
     assert.match(report.error!, /sh exited with code 1:\nfirst problem\ndisk full/);
     assert.ok(report.logs.includes('[stderr] disk full'));
   });
 
   test('input is written to standard input', async () => {
-    const report = await waitForRun(runtime, await start('script', { mode: 'input', input: 'hello\n' }));
+    const report = await fx.wait(await start('script', { mode: 'input', input: 'hello\n' }));
     assert.equal(report.state, 'completed', report.error ?? '');
     assert.ok(report.logs.includes('got hello'));
   });
@@ -143,7 +142,7 @@ describe('ctx.exec', () => {
     const runId = await start('script', { mode: 'call' });
     const pid = await pidInLog(runId, 'pid');
     const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-    const report = await waitForRun(runtime, runId);
+    const report = await fx.wait(runId);
     assert.equal(report.state, 'completed', report.error ?? '');
     const req = service.received.find((r) => r.path.endsWith('/from-script'));
     assert.ok(req?.token, 'the service got a bearer token from the script');
@@ -161,7 +160,7 @@ describe('ctx.exec', () => {
   });
 
   test('a token in argv is refused', async () => {
-    const report = await waitForRun(runtime, await start('argv'));
+    const report = await fx.wait(await start('argv'));
     assert.equal(report.state, 'failed');
     assert.match(report.error!, /token in argv/);
   });
@@ -171,8 +170,8 @@ describe('ctx.exec', () => {
     const child = await pidInLog(runId, 'child');
     assert.equal(gone(child), false);
     const t0 = Date.now();
-    await runtime.cancel(runId, 'test');
-    const report = await waitForRun(runtime, runId);
+    await fx.client.cancel(runId, 'test');
+    const report = await fx.wait(runId);
     assert.equal(report.state, 'failed');
     assert.match(report.error!, /cancelled/);
     await until(() => gone(child), 3000, `grandchild ${child} to be gone`);
@@ -182,7 +181,7 @@ describe('ctx.exec', () => {
   test('timeout kills a group that ignores SIGTERM with SIGKILL after the grace', async () => {
     const runId = await start('slow');
     const child = await pidInLog(runId, 'child');
-    const report = await waitForRun(runtime, runId);
+    const report = await fx.wait(runId);
     assert.equal(report.state, 'failed');
     assert.match(report.error!, /timed out after 1500 ms/);
     // Timeout at 1.5 s + grace 0.5 s: the grandchild that ignored SIGTERM is gone soon after.
@@ -193,18 +192,17 @@ describe('ctx.exec', () => {
     const runId = await start('script', { mode: 'stubborn' });
     const child = await pidInLog(runId, 'child');
     const t0 = Date.now();
-    await runtime.cancel(runId, 'test');
+    await fx.client.cancel(runId, 'test');
     await until(() => gone(child), 3000, `grandchild ${child} to be gone`);
     const ms = Date.now() - t0;
     assert.ok(ms >= 700, `SIGTERM was ignored, so only SIGKILL after the 800 ms grace stopped it (${ms} ms)`);
-    assert.equal((await waitForRun(runtime, runId)).state, 'failed');
+    assert.equal((await fx.wait(runId)).state, 'failed');
   });
 
   test('shutdown kills the group of a run still active at the deadline (the run is handed back)', async () => {
     const runId = await start('script', { mode: 'hang' });
     const child = await pidInLog(runId, 'child');
     const t0 = Date.now();
-    closed = true;
     await runtime.close(); // JOBSCOPE_SHUTDOWN_TIMEOUT is 5 s in tests
     await until(() => gone(child), 3000, `grandchild ${child} to be gone`);
     assert.ok(Date.now() - t0 < 9000, `stopped ${Date.now() - t0} ms after the shutdown began`);

@@ -5,10 +5,9 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Runtime } from '../src/runtime/runtime.ts';
 import { TokenStore } from '../src/token/store.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { jobsDir, LogCapture, removeDir, testRuntime } from './helpers/runtime.ts';
+import { jobscopeFixture, type Fixture } from './helpers/fixture.ts';
+import type { LogCapture } from './helpers/runtime.ts';
 import { ADMIN, TestServer } from './helpers/server.ts';
-import { waitForRun } from './helpers/wait.ts';
 
 // Handlers record into this process's global: [job, event, ms].
 const record = (job: string) => `(globalThis.__events ??= []).push(['${job}', 'start', Date.now(), ctx.run.id])`;
@@ -30,24 +29,18 @@ const JOBS = {
   'phased.ts': `export default { token: { audience: ['svc'] }, schedule: { every: '5s' }, async run() {} };`,
 };
 
-let redis: TestRedis;
-let dir: string;
+let fx: Fixture;
 let runtime: Runtime;
 let logs: LogCapture;
 let server: TestServer;
 const env = { JOBSCOPE_PREFIX: 'ex', JOBSCOPE_RUNAWAY_GRACE: '2s' };
 
 before(async () => {
-  redis = await startRedis();
-  dir = jobsDir(JOBS);
-  ({ runtime, logs } = await testRuntime({ redisUrl: redis.url, jobsDir: dir, env }));
-  server = await TestServer.start(runtime);
+  fx = await jobscopeFixture({ jobs: JOBS, env, server: true });
+  ({ runtime, logs, server } = fx);
 });
 after(async () => {
-  await server.close();
-  await runtime.close();
-  await redis.destroy();
-  removeDir(dir);
+  await fx.close();
 });
 
 const post = (job: string, json: unknown) => server.request(`/api/jobs/${job}/runs`, { method: 'POST', auth: ADMIN, json });
@@ -80,8 +73,8 @@ describe('trigger options through the API', () => {
       assert.equal(res.status, 400, JSON.stringify(body));
       assert.match(res.body.message, reason);
     }
-    await runtime.cancel(delayed.body.runId);
-    await runtime.cancel(scheduled.body.runId);
+    await fx.client.cancel(delayed.body.runId);
+    await fx.client.cancel(scheduled.body.runId);
   });
 
   test('key: the same key while the first run is kept returns it (200), a new key makes a new run (202)', async () => {
@@ -93,9 +86,9 @@ describe('trigger options through the API', () => {
     const other = await post('later', { data: {}, key: 'invoice-2027-01' });
     assert.equal(other.status, 202);
     assert.notEqual(other.body.runId, first.body.runId);
-    assert.equal(await runtime.queues.queue('later').getWaitingCount(), 2, 'two runs, not three');
-    await runtime.cancel(first.body.runId);
-    await runtime.cancel(other.body.runId);
+    assert.equal((await fx.api.job('later')).counts.waiting, 2, 'two runs, not three');
+    await fx.client.cancel(first.body.runId);
+    await fx.client.cancel(other.body.runId);
   });
 });
 
@@ -106,10 +99,10 @@ describe('run order, slots and limits', () => {
 
   test('priority: of the runs waiting, priority 1 starts before priority 5', async () => {
     await runtime.pause('ordered');
-    const low = await runtime.queues.enqueue('ordered', {}, { priority: 5 });
-    const high = await runtime.queues.enqueue('ordered', {}, { priority: 1 });
+    const low = { runId: await fx.trigger('ordered', {}, { priority: 5 }) };
+    const high = { runId: await fx.trigger('ordered', {}, { priority: 1 }) };
     await runtime.resume('ordered');
-    await waitForRun(runtime, low.runId);
+    await fx.wait(low.runId);
     assert.deepEqual(
       events()
         .filter(([j]) => j === 'ordered')
@@ -119,19 +112,19 @@ describe('run order, slots and limits', () => {
   });
 
   test('an aborted handler keeps its slot until it settles, within the runaway grace; past it, a runaway releases it', async () => {
-    const a = await runtime.queues.enqueue('stubborn', {});
-    const b = await runtime.queues.enqueue('stubborn', {});
-    const ra = await waitForRun(runtime, a.runId);
+    const a = { runId: await fx.trigger('stubborn') };
+    const b = { runId: await fx.trigger('stubborn') };
+    const ra = await fx.wait(a.runId);
     assert.equal(ra.outcome, 'timeout');
-    await waitForRun(runtime, b.runId);
+    await fx.wait(b.runId);
     const [startB] = events().filter(([j, e, , id]) => j === 'stubborn' && e === 'start' && id === b.runId);
     const [endA] = events().filter(([j, e, , id]) => j === 'stubborn' && e === 'end' && id === a.runId);
     assert.ok(startB[2] >= endA[2], 'the second run started only after the first handler had really stopped');
     assert.doesNotMatch(logs.text, /runaway/);
 
-    const c = await runtime.queues.enqueue('runaway', {});
-    const d = await runtime.queues.enqueue('runaway', {});
-    await waitForRun(runtime, d.runId, 15_000);
+    const c = { runId: await fx.trigger('runaway') };
+    const d = { runId: await fx.trigger('runaway') };
+    await fx.wait(d.runId, 15_000);
     const [startC] = events().filter(([j, , , id]) => j === 'runaway' && id === c.runId);
     const [startD] = events().filter(([j, , , id]) => j === 'runaway' && id === d.runId);
     const gap = startD[2] - startC[2];
@@ -140,8 +133,8 @@ describe('run order, slots and limits', () => {
   });
 
   test('rateLimit: at most 2 starts per second, on a job allowed 10 at once', async () => {
-    const runs = await Promise.all(Array.from({ length: 6 }, () => runtime.queues.enqueue('limited', {})));
-    for (const r of runs) await waitForRun(runtime, r.runId);
+    const runs = await Promise.all(Array.from({ length: 6 }, async () => ({ runId: await fx.trigger('limited') })));
+    for (const r of runs) await fx.wait(r.runId);
     const starts = events()
       .filter(([j]) => j === 'limited')
       .map(([, , t]) => t)
@@ -152,11 +145,10 @@ describe('run order, slots and limits', () => {
   });
 
   test('concurrencyPerWorker caps each worker below the cluster-wide concurrency', async () => {
-    const { runtime: second } = await testRuntime({ redisUrl: redis.url, jobsDir: dir, env });
+    const second = await fx.another({ workers: ['capped'] });
     try {
-      await second.startWorkers(['capped']);
-      const runs = await Promise.all(Array.from({ length: 8 }, () => runtime.queues.enqueue('capped', {})));
-      for (const r of runs) await waitForRun(runtime, r.runId);
+      const runs = await Promise.all(Array.from({ length: 8 }, async () => ({ runId: await fx.trigger('capped') })));
+      for (const r of runs) await fx.wait(r.runId);
       const timeline = events()
         .filter(([j]) => j === 'capped')
         .map(([, e, t]) => [t, e === 'start' ? 1 : -1] as const)
@@ -174,7 +166,8 @@ describe('run order, slots and limits', () => {
 describe('schedules', () => {
   test('resume keeps an every-schedule on its phase: no fire at once, none shifted', async () => {
     await runtime.syncSchedules();
-    const queue = runtime.queues.queue('phased');
+    // The scheduler entry as BullMQ keeps it: its next fire time is the phase.
+    const queue = fx.queue('phased');
     const before = await queue.getJobScheduler('phased');
     assert.ok(before?.next);
     await runtime.pause('phased');
@@ -190,11 +183,11 @@ describe('schedules', () => {
 
 describe('one live execution per run (token store)', () => {
   test('an execution’s first token revokes the run’s earlier tokens; a token is not registered without the run’s lock', async () => {
-    const store = new TokenStore(runtime.redis, 'ex-tokens');
+    const store = new TokenStore(fx.redis, 'ex-tokens');
     const claims = (jti: string) => ({ iss: 'i', sub: 'job:j', aud: ['svc'], scope: '', jti, iat: 1, nbf: 1, exp: 2, run: 'j:7', att: 1 });
     const exp = Date.now() + 60_000;
     await store.register(claims('crashed'), exp);
-    await runtime.redis.set('ex-tokens:j:7:lock', 'exec-2');
+    await fx.redis.set('ex-tokens:j:7:lock', 'exec-2');
     await store.register(claims('second-exec'), exp, { key: 'ex-tokens:j:7:lock', token: 'exec-2', first: true });
     assert.equal(await store.isLive('crashed'), false, 'the crashed execution’s token is revoked when the run is re-run');
     assert.equal(await store.isLive('second-exec'), true);

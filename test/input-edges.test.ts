@@ -4,27 +4,22 @@
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { after, before, describe, test } from 'node:test';
-import type { Runtime } from '../src/runtime/runtime.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { jobsDir, removeDir, testRuntime } from './helpers/runtime.ts';
+import { jobscopeFixture, type Fixture } from './helpers/fixture.ts';
 import { ADMIN, TestServer, VIEWER, basic, type Answer } from './helpers/server.ts';
 
-let redis: TestRedis;
-let dir: string;
-let runtime: Runtime;
+let fx: Fixture;
 let srv: TestServer;
 
 before(async () => {
-  redis = await startRedis();
-  dir = jobsDir({ 'hello.ts': `export default { token: { audience: ['svc'] }, async run() { return 'hi'; } };` });
-  ({ runtime } = await testRuntime({ redisUrl: redis.url, jobsDir: dir, env: { JOBSCOPE_PREFIX: 'edges' } }));
-  srv = await TestServer.start(runtime);
+  fx = await jobscopeFixture({
+    jobs: { 'hello.ts': `export default { token: { audience: ['svc'] }, async run() { return 'hi'; } };` },
+    env: { JOBSCOPE_PREFIX: 'edges' },
+    server: true,
+  });
+  srv = fx.server;
 });
 after(async () => {
-  await srv?.close();
-  await runtime?.close();
-  await redis?.destroy();
-  if (dir) removeDir(dir);
+  await fx?.close();
 });
 
 /** The one error envelope: a snake_case code, a message, and (when given) the parameter the message starts with. */
@@ -129,7 +124,8 @@ describe('input edges of the API', () => {
     const api = await srv.request('/api/jobs/hello/runs', { method: 'POST', auth: VIEWER, json: {} });
     assertRefusal(api, 403, null, 'viewer API trigger');
     assert.equal(api.body.error, 'forbidden');
-    const counts = await runtime.queues.queue('hello').getJobCounts('waiting', 'delayed', 'active', 'completed');
+    const { waiting, delayed, active, completed } = (await fx.api.job('hello')).counts;
+    const counts = { waiting, delayed, active, completed } as Record<string, number>;
     assert.equal(
       Object.values(counts).reduce((a, b) => a + b, 0),
       2,

@@ -2,34 +2,30 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Runtime } from '../src/runtime/runtime.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { jobsDir, removeDir, testRuntime } from './helpers/runtime.ts';
+import { jobscopeFixture, until, type Fixture } from './helpers/fixture.ts';
 import { TestServer, VIEWER } from './helpers/server.ts';
-import { until, waitForRun } from './helpers/wait.ts';
 
-let redis: TestRedis;
-let dir: string;
+let fx: Fixture;
 let runtime: Runtime;
 let srv: TestServer;
 
 before(async () => {
-  redis = await startRedis();
-  dir = jobsDir({
-    'ok.ts': `export default { token: { audience: ['svc'] }, async run() { await new Promise((r) => setTimeout(r, 30)); return 1; } };`,
-    'boom.ts': `export default { token: { audience: ['svc'] }, attempts: 2, backoff: { type: 'fixed', delay: 10 },
+  fx = await jobscopeFixture({
+    jobs: {
+      'ok.ts': `export default { token: { audience: ['svc'] }, async run() { await new Promise((r) => setTimeout(r, 30)); return 1; } };`,
+      'boom.ts': `export default { token: { audience: ['svc'] }, attempts: 2, backoff: { type: 'fixed', delay: 10 },
       async run() { throw new Error('boom'); } };`,
-    'idle.ts': `export default { token: { audience: ['svc'] }, async run() { return 0; } };`,
+      'idle.ts': `export default { token: { audience: ['svc'] }, async run() { return 0; } };`,
+    },
+    env: { JOBSCOPE_PREFIX: 'met' },
+    workers: ['ok', 'boom'],
+    server: true,
   });
-  ({ runtime } = await testRuntime({ redisUrl: redis.url, jobsDir: dir, env: { JOBSCOPE_PREFIX: 'met' } }));
-  await runtime.startWorkers(['ok', 'boom']);
-  srv = await TestServer.start(runtime);
+  ({ runtime, server: srv } = fx);
 });
 
 after(async () => {
-  await srv?.close();
-  await runtime?.close();
-  await redis?.destroy();
-  removeDir(dir);
+  await fx?.close();
 });
 
 /** The value of one sample line (`name{labels} value`), or undefined when absent. */
@@ -68,12 +64,12 @@ describe('/metrics', () => {
   });
 
   test('after runs: runs by job and outcome, durations, tokens minted and revoked, queue depth, live tokens', async () => {
-    const ok = await Promise.all([1, 2, 3].map(() => runtime.queues.enqueue('ok', {})));
-    const boom = await runtime.queues.enqueue('boom', {});
-    for (const { runId } of [...ok, boom]) await waitForRun(runtime, runId);
+    const ok = await Promise.all([1, 2, 3].map(() => fx.trigger('ok')));
+    const boom = await fx.trigger('boom');
+    for (const runId of [...ok, boom]) await fx.wait(runId);
     // Runs of a job without a worker in this process wait in its queue: the depth gauge sees them.
-    await runtime.queues.enqueue('idle', {});
-    await runtime.queues.enqueue('idle', {});
+    await fx.trigger('idle');
+    await fx.trigger('idle');
     // 'run:end' is emitted just before BullMQ records the outcome, and revocation finishes in `finally`: wait for the counters.
     let text = '';
     await until(
@@ -104,10 +100,10 @@ describe('/metrics', () => {
   });
 
   test('live tokens gauge counts a running run', async () => {
-    await runtime.pause('idle'); // paused state shows up too
+    await fx.api.post('/api/jobs/idle/pause'); // paused state shows up too
     const text = await scrape();
     assert.equal(sample(text, 'jobscope_job_paused', { job: 'idle' }), 1);
-    await runtime.resume('idle');
+    await fx.api.post('/api/jobs/idle/resume');
     // A token registered by another process counts as well: the gauge reads Redis, not this process's workers.
     const { claims } = await runtime.minter.mint({
       job: 'idle',
@@ -127,9 +123,9 @@ describe('/readyz', () => {
   // A server-only process (as `jobscope server`) on its own Redis: stopping that Redis leaves the workers above alone
   // (a BullMQ Worker whose Redis restarted can take long to close, which would only slow this file down).
   test('503 while Redis is down (answering at once), 200 again once it is back; /metrics keeps answering', async () => {
-    const own = await startRedis();
-    const { runtime: server } = await testRuntime({ redisUrl: own.url, jobsDir: dir, env: { JOBSCOPE_PREFIX: 'met2' } });
-    const http = await TestServer.start(server);
+    const serverOnly = await jobscopeFixture({ dir: fx.dir, env: { JOBSCOPE_PREFIX: 'met2' }, server: true });
+    const own = serverOnly.redisServer;
+    const http = serverOnly.server;
     try {
       assert.equal((await http.request('/readyz')).status, 200);
       await own.stop();
@@ -152,9 +148,7 @@ describe('/readyz', () => {
       await until(async () => (await http.request('/readyz')).status === 200, 15_000, 'readyz to recover');
       assert.equal(sample((await http.request('/metrics', { auth: VIEWER })).text, 'jobscope_redis_up'), 1);
     } finally {
-      await http.close();
-      await server.close();
-      await own.destroy();
+      await serverOnly.close();
     }
   });
 });

@@ -7,15 +7,15 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import express from 'express';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { pino } from 'pino';
 import type { Runtime } from '../src/runtime/runtime.ts';
-import { adminCredentials, createApp } from '../src/server/app.ts';
+import { adminCredentials } from '../src/server/app.ts';
 import { closeVerifiers, extractToken, rejection, requireJobToken, verifyJobToken, type VerifyOptions } from '../src/token/verify.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { jobsDir, LogCapture, removeDir, testRuntime } from './helpers/runtime.ts';
+import { jobscopeFixture, type Fixture } from './helpers/fixture.ts';
+import { freePort } from './helpers/redis.ts';
+import { LogCapture } from './helpers/runtime.ts';
 import { bearer, call, claims, craft, ecPair, es256, jwksOf, markLive } from './helpers/tokens.ts';
-import { waitForRun } from './helpers/wait.ts';
 
 const PREFIX = 'nl';
 const CALL = `await ctx.service('svc').get('data').json();`;
@@ -41,20 +41,18 @@ const JOBS = {
   } };`,
 };
 
-let redis: TestRedis;
+let fx: Fixture;
 let client: Redis;
-let dir: string;
 let runtime: Runtime;
 let runnerLogs: LogCapture;
 let service: http.Server;
-let serviceUrl: string;
 const tokens = new Set<string>();
 /** Everything a leak could end up in, besides the runner's log. */
 const captured: string[] = [];
 
-function listen(server: http.Server): Promise<string> {
+function listen(server: http.Server, port = 0): Promise<string> {
   return new Promise((resolve) =>
-    server.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(server.address() as AddressInfo).port}`)),
+    server.listen(port, '127.0.0.1', () => resolve(`http://127.0.0.1:${(server.address() as AddressInfo).port}`)),
   );
 }
 
@@ -70,14 +68,24 @@ function secretsIn(text: string): string[] {
 }
 
 before(async () => {
-  redis = await startRedis();
-  client = new Redis(redis.url);
-  dir = jobsDir(JOBS);
+  // The service's address first (the runner is configured with it); it starts once the runner's server serves the JWKS.
+  const servicePort = await freePort();
+  fx = await jobscopeFixture({
+    jobs: JOBS,
+    env: {
+      JOBSCOPE_PREFIX: PREFIX,
+      JOBSCOPE_SERVICES: `svc=http://127.0.0.1:${servicePort}`,
+      JOBSCOPE_TOKEN_MAX_LIFETIME: '3s',
+      LOG_LEVEL: 'trace',
+    },
+    server: true,
+  });
+  ({ runtime, logs: runnerLogs } = fx);
+  client = fx.redis;
   const app = express();
-  const jwks = http.createServer((_req, res) => void runtime.minter.jwks().then((d) => res.end(JSON.stringify(d))));
-  const jwksUrl = `${await listen(jwks)}/jwks.json`;
+  const jwksUrl = `${fx.server.url}/.well-known/jwks.json`;
   service = http.createServer(app);
-  app.get('/data', requireJobToken({ audience: 'svc', jwksUrl, redis: redis.url, prefix: PREFIX }), (req, res) => {
+  app.get('/data', requireJobToken({ audience: 'svc', jwksUrl, redis: fx.redisUrl, prefix: PREFIX }), (req, res) => {
     tokens.add(extractToken(req));
     res.json({ ok: true });
   });
@@ -85,30 +93,21 @@ before(async () => {
     tokens.add(extractToken(req));
     res.status(401).json({ error: 'no' });
   });
-  serviceUrl = await listen(service);
-  service.on('close', () => jwks.close());
-  ({ runtime, logs: runnerLogs } = await testRuntime({
-    redisUrl: redis.url,
-    jobsDir: dir,
-    env: { JOBSCOPE_PREFIX: PREFIX, JOBSCOPE_SERVICES: `svc=${serviceUrl}`, JOBSCOPE_TOKEN_MAX_LIFETIME: '3s', LOG_LEVEL: 'trace' },
-  }));
+  await listen(service, servicePort);
   await runtime.startWorkers();
 });
 
 after(async () => {
-  await runtime?.close();
+  await fx?.close();
   await closeVerifiers();
   service?.closeAllConnections();
   service?.close();
-  client?.disconnect();
-  await redis?.destroy();
-  if (dir) removeDir(dir);
 });
 
 describe('the runner', () => {
   test('jobs that try to leak their token: logs at trace, job logs, progress, results, errors hold none', async () => {
-    const runs = await Promise.all(Object.keys(JOBS).map((f) => runtime.queues.enqueue(f.replace('.ts', ''), {})));
-    const reports = await Promise.all(runs.map(({ runId }) => waitForRun(runtime, runId, 20_000)));
+    const runs = await Promise.all(Object.keys(JOBS).map((f) => fx.trigger(f.replace('.ts', ''))));
+    const reports = await Promise.all(runs.map((runId) => fx.wait(runId, 20_000)));
     assert.deepEqual(
       reports.map((r) => r.state),
       ['completed', 'failed', 'failed', 'failed', 'completed'],
@@ -141,9 +140,8 @@ describe('the runner', () => {
 
   test("the runner's HTTP server: tokens in headers and query strings never reach its log or its answers", async () => {
     const logs = new LogCapture();
-    const app = createApp({ ...runtime.serverParts(), logger: pino({ level: 'trace' }, logs), admin: adminCredentials('admin', 'pw') });
-    const server = http.createServer(app);
-    const base = await listen(server);
+    const server = await fx.startServer({ logger: pino({ level: 'trace' }, logs), admin: adminCredentials('admin', 'pw') });
+    const base = server.url;
     try {
       const live = await runtime.minter.mint({
         job: 'leaky',
@@ -173,8 +171,7 @@ describe('the runner', () => {
       assert.deepEqual(secretsIn(logs.text), []);
       await runtime.minter.revoke(live.claims.jti);
     } finally {
-      server.closeAllConnections();
-      server.close();
+      await server.close();
     }
   });
 });

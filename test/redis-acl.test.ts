@@ -7,8 +7,7 @@ import { Redis } from 'ioredis';
 import type { Runtime } from '../src/runtime/runtime.ts';
 import type { MintRequest } from '../src/token/mint.ts';
 import { createJobTokenVerifier, type JobTokenVerifier } from '../src/token/verify.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { jobsDir, removeDir, testRuntime } from './helpers/runtime.ts';
+import { jobscopeFixture, type Fixture } from './helpers/fixture.ts';
 
 const PREFIX = 'acl';
 const USER = 'jobscope-verifier';
@@ -16,23 +15,29 @@ const PASSWORD = 'verifier-password-0123456789abcdef';
 /** The README's rule, word for word (with PREFIX for `jobscope` and PASSWORD for the password). */
 const ACL_RULE = `on >${PASSWORD} resetkeys %R~${PREFIX}:token:* resetchannels -@all +exists`;
 
-let redis: TestRedis;
+let fx: Fixture;
 let admin: Redis;
 let limited: Redis;
-let dir: string;
 let runtime: Runtime;
 let verifier: JobTokenVerifier;
+/** The runner's public keys, as its server serves them. */
+let jwksUrl: string;
 
 const mintReq: MintRequest = { job: 'noop', run: 'noop:1', attempt: 1, audience: ['svc'], scope: [], lifetimeMs: 60_000 };
 
 before(async () => {
-  redis = await startRedis();
-  admin = new Redis(redis.url);
+  fx = await jobscopeFixture({
+    jobs: { 'noop.ts': `export default { token: { audience: ['svc'] }, async run() { return 1; } };` },
+    env: { JOBSCOPE_PREFIX: PREFIX },
+    server: true,
+  });
+  ({ runtime } = fx);
+  // The test's own connection is the default (all-powerful) user.
+  admin = fx.redis;
   await admin.call('ACL', 'SETUSER', USER, ...ACL_RULE.split(' '));
-  dir = jobsDir({ 'noop.ts': `export default { token: { audience: ['svc'] }, async run() { return 1; } };` });
-  ({ runtime } = await testRuntime({ redisUrl: redis.url, jobsDir: dir, env: { JOBSCOPE_PREFIX: PREFIX } }));
-  const url = `redis://${USER}:${PASSWORD}@127.0.0.1:${redis.port}`;
-  verifier = createJobTokenVerifier({ audience: 'svc', jwks: () => runtime.minter.jwks(), redis: url, prefix: PREFIX });
+  jwksUrl = `${fx.server.url}/.well-known/jwks.json`;
+  const url = `redis://${USER}:${PASSWORD}@127.0.0.1:${fx.redisServer.port}`;
+  verifier = createJobTokenVerifier({ audience: 'svc', jwksUrl, redis: url, prefix: PREFIX });
   // The same credentials by hand, to try everything else.
   limited = new Redis(url, { maxRetriesPerRequest: 1, enableReadyCheck: false, disableClientInfo: true });
   limited.on('error', () => {});
@@ -43,10 +48,7 @@ before(async () => {
 after(async () => {
   await verifier?.close();
   limited?.disconnect();
-  await runtime?.close();
-  admin?.disconnect();
-  await redis?.destroy();
-  if (dir) removeDir(dir);
+  await fx?.close();
 });
 
 /** The server's clients, by id: `user=<name>` says whom each one logged in as. */
@@ -101,8 +103,8 @@ describe('a Redis user that can only check token liveness', () => {
 
   test('a verifier configured with another prefix gets NOPERM from Redis: 503 unavailable, never accepted', async () => {
     const minted = await runtime.minter.mint(mintReq);
-    const url = `redis://${USER}:${PASSWORD}@127.0.0.1:${redis.port}`;
-    const wrong = createJobTokenVerifier({ audience: 'svc', jwks: () => runtime.minter.jwks(), redis: url, prefix: 'other' });
+    const url = `redis://${USER}:${PASSWORD}@127.0.0.1:${fx.redisServer.port}`;
+    const wrong = createJobTokenVerifier({ audience: 'svc', jwksUrl, redis: url, prefix: 'other' });
     try {
       await assert.rejects(wrong.verify(minted.raw), { code: 'unavailable' });
     } finally {

@@ -9,9 +9,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
+import { jobscopeFixture, until } from './helpers/fixture.ts';
 import { freePort } from './helpers/redis.ts';
-import { jobsDir, removeDir, testRuntime } from './helpers/runtime.ts';
-import { until, waitForRun } from './helpers/wait.ts';
 
 const children: ChildProcess[] = [];
 const dirs: string[] = [];
@@ -78,27 +77,25 @@ describe('Redis Cluster (3 masters)', () => {
     await until(async () => (await probe.cluster('INFO')).includes('cluster_state:ok'), 15_000, 'cluster_state:ok');
     probe.disconnect();
 
-    const jobs = jobsDir(JOBS);
-    dirs.push(jobs);
-    const { runtime } = await testRuntime({
+    const fx = await jobscopeFixture({
+      jobs: JOBS,
       redisUrl: `redis+cluster://127.0.0.1:${ports[0]},127.0.0.1:${ports[1]}`,
-      jobsDir: jobs,
       env: {},
+      server: true,
     });
     try {
-      assert.equal(runtime.config.prefix, '{jobscope}', 'the default prefix on a cluster is a hash tag');
-      await runtime.startWorkers();
-      const runs = await Promise.all([1, 2, 3, 4].map((n) => runtime.queues.enqueue('work', { n })));
-      for (const r of runs) assert.equal((await waitForRun(runtime, r.runId)).outcome, 'completed');
-      const first = await runtime.queues.enqueue('single', {});
-      await until(async () => (await runtime.tokens.list()).some((t) => t.run === first.runId), 5000, 'its live token in the list');
-      await assert.rejects(runtime.queues.enqueue('single', {}), (err: Error & { blocking?: string }) => err.blocking === first.runId);
-      await runtime.cancel(first.runId, 'test');
-      assert.equal((await waitForRun(runtime, first.runId)).outcome, 'cancelled');
-      assert.deepEqual(await runtime.tokens.list(), []);
+      assert.equal(fx.runtime.config.prefix, '{jobscope}', 'the default prefix on a cluster is a hash tag');
+      await fx.runtime.startWorkers();
+      const runs = await Promise.all([1, 2, 3, 4].map((n) => fx.trigger('work', { n })));
+      for (const runId of runs) assert.equal((await fx.wait(runId)).outcome, 'completed');
+      const first = { runId: await fx.trigger('single') };
+      await until(async () => (await fx.api.tokens()).some((t) => t.run === first.runId), 5000, 'its live token in the list');
+      await assert.rejects(fx.trigger('single'), (err: Error & { blocking?: string }) => err.blocking === first.runId);
+      await fx.client.cancel(first.runId, 'test');
+      assert.equal((await fx.wait(first.runId)).outcome, 'cancelled');
+      assert.deepEqual(await fx.api.tokens(), []);
     } finally {
-      await runtime.close();
-      removeDir(jobs);
+      await fx.close();
     }
   });
 });
@@ -141,23 +138,22 @@ describe('Redis Sentinel', () => {
       'the sentinel to know the replica',
     );
 
-    const jobs = jobsDir(JOBS);
-    dirs.push(jobs);
-    const { runtime } = await testRuntime({
+    const fx = await jobscopeFixture({
+      jobs: JOBS,
       redisUrl: `redis+sentinel://127.0.0.1:${sentinelPort}/mymaster`,
-      jobsDir: jobs,
       env: { JOBSCOPE_PREFIX: 'ha', JOBSCOPE_LOCK_DURATION: '2s' },
+      server: true,
     });
     try {
-      const runs = await Promise.all(Array.from({ length: 20 }, (_, n) => runtime.queues.enqueue('work', { n })));
+      const runs = await Promise.all(Array.from({ length: 20 }, (_, n) => fx.trigger('work', { n })));
       // What was added is on the replica before the master dies (replication is asynchronous).
       assert.equal(await direct.call('WAIT', '1', '5000'), 1, 'the replica has every run');
       direct.disconnect();
-      await runtime.startWorkers();
-      await until(async () => (await runtime.queues.queue('work').getCompletedCount()) >= 4, 10_000, 'some runs done');
+      await fx.runtime.startWorkers();
+      await until(async () => (await fx.api.job('work')).counts.completed >= 4, 10_000, 'some runs done');
       master.kill('SIGKILL');
       const reports = [];
-      for (const r of runs) reports.push(await waitForRun(runtime, r.runId, 45_000));
+      for (const runId of runs) reports.push(await fx.wait(runId, 45_000));
       assert.deepEqual(
         reports.map((r) => r.outcome),
         Array(20).fill('completed'),
@@ -171,8 +167,7 @@ describe('Redis Sentinel', () => {
       assert.match(await promoted.info('replication'), /role:master/, 'the replica was promoted');
       promoted.disconnect();
     } finally {
-      await runtime.close();
-      removeDir(jobs);
+      await fx.close();
     }
   });
 });

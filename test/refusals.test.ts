@@ -5,18 +5,18 @@
 // headers the error keeps hold the token. Real Redis, a real runtime, a real Express service checking tokens with
 // requireJobToken on 127.0.0.1.
 import assert from 'node:assert/strict';
+import type { KeyObject } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import express from 'express';
 import type { Response } from 'got';
-import type { Runtime } from '../src/runtime/runtime.ts';
 import { bearerParams, refusalReason } from '../src/http/clients.ts';
 import { closeVerifiers, requireJobToken } from '../src/token/verify.ts';
-import { freePort, startRedis, type TestRedis } from './helpers/redis.ts';
-import { jobsDir, removeDir, testRuntime, type LogCapture } from './helpers/runtime.ts';
+import { jobscopeFixture, type Fixture } from './helpers/fixture.ts';
+import { freePort } from './helpers/redis.ts';
+import type { LogCapture } from './helpers/runtime.ts';
 import { JWT_LIKE } from './helpers/server.ts';
-import { waitForRun } from './helpers/wait.ts';
 
 const PREFIX = 'rf';
 
@@ -67,9 +67,7 @@ const JOBS = {
     async run(ctx) { await ctx.service('system').get('sys/nothing').json(); } };`,
 };
 
-let redis: TestRedis;
-let dir: string;
-let runtime: Runtime;
+let fx: Fixture;
 let logs: LogCapture;
 let server: http.Server;
 let url = '';
@@ -77,12 +75,17 @@ let url = '';
 const received = new Set<string>();
 
 before(async () => {
-  redis = await startRedis();
-  dir = jobsDir(JOBS);
-  // The runtime first: the service verifies with its public key; then again with the service's URL.
-  ({ runtime } = await testRuntime({ redisUrl: redis.url, jobsDir: dir, env: { JOBSCOPE_PREFIX: PREFIX } }));
-  const publicKey = runtime.keys.current.verifyKey;
-  await runtime.close();
+  fx = await jobscopeFixture({
+    jobs: JOBS,
+    env: { JOBSCOPE_PREFIX: PREFIX, JOBSCOPE_TOKEN_HEADER: 'X-Access-Token' },
+    // The runner's public key first: the service verifies with it; the runtime is then built with the service's URL.
+    envFromKey: (publicKey, redis) => startService(publicKey, redis.url),
+    workers: true,
+  });
+  ({ logs } = fx);
+});
+
+async function startService(publicKey: KeyObject, redisUrl: string): Promise<Record<string, string>> {
   const dead = await freePort();
   const app = express();
   app.use((req, _res, next) => {
@@ -90,12 +93,12 @@ before(async () => {
     if (auth?.startsWith('Bearer ')) received.add(auth.slice(7));
     next();
   });
-  const base = { audience: 'system', publicKey, redis: redis.url, prefix: PREFIX };
+  const base = { audience: 'system', publicKey, redis: redisUrl, prefix: PREFIX };
   app.use('/sys', requireJobToken(base));
   app.post('/sys/dict/refresh', requireJobToken({ ...base, scope: 'dict:write' }), (_req, res) => void res.json({ ok: true }));
   // Revokes the very token it was called with, as the end of the run would, so the next call meets a revoked token.
   app.post('/sys/revoke-me', async (req, res) => {
-    await runtime.tokens.revoke(req.jobToken!.jti);
+    await fx.runtime.tokens.revoke(req.jobToken!.jti);
     res.json({ revoked: true });
   });
   app.get('/sys/dict/all', (_req, res) => void res.json([]));
@@ -115,26 +118,18 @@ before(async () => {
   server = http.createServer(app);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  ({ runtime, logs } = await testRuntime({
-    redisUrl: redis.url,
-    jobsDir: dir,
-    env: { JOBSCOPE_PREFIX: PREFIX, JOBSCOPE_SERVICES: `system=${url}`, JOBSCOPE_TOKEN_HEADER: 'X-Access-Token' },
-  }));
-  await runtime.startWorkers();
-});
+  return { JOBSCOPE_SERVICES: `system=${url}` };
+}
 
 after(async () => {
-  await runtime?.close();
+  await fx?.close();
   await closeVerifiers();
   server?.closeAllConnections();
   await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
-  await redis?.destroy();
-  if (dir) removeDir(dir);
 });
 
 async function failedRun(job: string): Promise<string> {
-  const { runId } = await runtime.queues.enqueue(job, {}, { trigger: 'api' });
-  const report = await waitForRun(runtime, runId, 20_000);
+  const report = await fx.wait(await fx.trigger(job), 20_000);
   assert.equal(report.state, 'failed', `${job}: ${JSON.stringify(report.result)}`);
   assert.ok(report.error, job);
   assert.doesNotMatch(report.error, JWT_LIKE, `${job}: a token in the run's error`);
@@ -152,8 +147,7 @@ describe('refusals name the service and its reason', () => {
   });
 
   test('the error is still a got HTTPError with its fields; neither it nor the request headers it keeps hold the token', async () => {
-    const { runId } = await runtime.queues.enqueue('inspect', {}, { trigger: 'api' });
-    const report = await waitForRun(runtime, runId);
+    const report = await fx.wait(await fx.trigger('inspect'));
     const r = report.result as Record<string, unknown>;
     assert.equal(r.refused, true);
     assert.equal(r.isHTTPError, true, 'instanceof HTTPError');

@@ -7,20 +7,18 @@ import { after, before, describe, test } from 'node:test';
 import { jobOptions } from '../src/control/queues.ts';
 import { parseKeep } from '../src/config.ts';
 import type { Runtime } from '../src/runtime/runtime.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { jobsDir, removeDir, testRuntime } from './helpers/runtime.ts';
-import { until } from './helpers/wait.ts';
+import { jobscopeFixture, until, type Fixture } from './helpers/fixture.ts';
 
 const RUNS = 20_000;
-let redis: TestRedis;
-let dir: string;
+let fx: Fixture;
 let runtime: Runtime;
+let workers: Awaited<ReturnType<Runtime['startWorkers']>>;
 
 before(async () => {
-  redis = await startRedis();
-  dir = jobsDir({
-    // One log line per run; every 20th run fails (and is kept by the failed rule).
-    'noop.ts': `export default {
+  fx = await jobscopeFixture({
+    jobs: {
+      // One log line per run; every 20th run fails (and is kept by the failed rule).
+      'noop.ts': `export default {
       token: { audience: ['svc'] },
       concurrency: 50,
       async run(ctx) {
@@ -29,16 +27,13 @@ before(async () => {
         return 1;
       },
     };`,
-    'own.ts': `export default {
+      'own.ts': `export default {
       token: { audience: ['svc'] },
       concurrency: 50,
       keep: { completed: { count: 30 } },
       async run(ctx) { for (let i = 0; i < 8; i++) await ctx.log('line ' + i); return 1; },
     };`,
-  });
-  ({ runtime } = await testRuntime({
-    redisUrl: redis.url,
-    jobsDir: dir,
+    },
     env: {
       JOBSCOPE_PREFIX: 'ret',
       // Info level: 20,000 runs at trace level would spend the test's time on log lines.
@@ -47,23 +42,27 @@ before(async () => {
       JOBSCOPE_KEEP_FAILED: '50',
       JOBSCOPE_KEEP_LOGS: '5',
     },
-  }));
-  await runtime.startWorkers();
+    server: true,
+  });
+  ({ runtime } = fx);
+  // The workers' run:end events count the runs that ended (most of them are removed by retention at once).
+  workers = await runtime.startWorkers();
 });
 
 after(async () => {
-  await runtime?.close();
-  await redis?.destroy();
-  removeDir(dir);
+  await fx?.close();
 });
 
-/** Adds `count` runs of `job` in bulk, with the options the control plane gives its runs, and waits for them to finish. */
+/**
+ * Adds `count` runs of `job` in bulk straight to its BullMQ queue (as fast as Redis takes them), with the options the
+ * control plane gives its runs, and waits for them to finish.
+ */
 async function runMany(job: string, count: number, from = 0): Promise<void> {
   let ended = 0;
   const onEnd = ({ job: j }: { job: string }) => void (j === job && ended++);
-  runtime.workers!.on('run:end', onEnd);
+  workers.on('run:end', onEnd);
   try {
-    const queue = runtime.queues.queue(job);
+    const queue = fx.queue(job);
     const opts = jobOptions(runtime.registry.get(job));
     for (let i = 0; i < count; i += 1000) {
       await queue.addBulk(Array.from({ length: Math.min(1000, count - i) }, (_, j) => ({ name: 'api', data: { i: from + i + j }, opts })));
@@ -72,12 +71,12 @@ async function runMany(job: string, count: number, from = 0): Promise<void> {
     // The last runs' completions are written right after their end events.
     await until(async () => (await queue.getJobCounts('active', 'waiting')).active === 0, 5000, 'the last runs to be recorded');
   } finally {
-    runtime.workers!.off('run:end', onEnd);
+    workers.off('run:end', onEnd);
   }
 }
 
 async function keyCounts(): Promise<{ total: number; byKind: Record<string, number> }> {
-  const keys = await runtime.redis.keys('*');
+  const keys = await fx.redis.keys('*');
   const byKind: Record<string, number> = {};
   for (const key of keys) {
     const kind = /^ret:(token|claims|_idx):/.test(key)
@@ -110,24 +109,24 @@ describe('retention', () => {
     const started = Date.now();
     await runMany('noop', 1000);
     await runMany('own', 100);
-    await runtime.control.listRuns({ triggers: ['api'] }); // the run index learns them
+    await fx.api.get('/api/runs?trigger=api'); // the run index learns them
     const early = await keyCounts();
-    const memEarly = Number(/used_memory:(\d+)/.exec(await runtime.redis.info('memory'))![1]);
+    const memEarly = Number(/used_memory:(\d+)/.exec(await fx.redis.info('memory'))![1]);
 
     await runMany('noop', RUNS - 1000, 1000);
     await runMany('own', 400);
-    const page = await runtime.control.listRuns({ triggers: ['api'], limit: 200 });
+    const page = (await fx.api.get('/api/runs?trigger=api&limit=200')).body as { runs: { runId: string }[] };
     const late = await keyCounts();
-    const memLate = Number(/used_memory:(\d+)/.exec(await runtime.redis.info('memory'))![1]);
+    const memLate = Number(/used_memory:(\d+)/.exec(await fx.redis.info('memory'))![1]);
     t.diagnostic(`${RUNS + 500} runs in ${((Date.now() - started) / 1000).toFixed(1)} s`);
     t.diagnostic(`keys after 1,100 runs: ${early.total} ${JSON.stringify(early.byKind)}; used_memory ${(memEarly / 1e6).toFixed(1)} MB`);
     t.diagnostic(
       `keys after ${RUNS + 500} runs: ${late.total} ${JSON.stringify(late.byKind)}; used_memory ${(memLate / 1e6).toFixed(1)} MB`,
     );
 
-    const counts = await runtime.queues.queue('noop').getJobCounts('completed', 'failed');
-    assert.deepEqual(counts, { completed: 200, failed: 50 }, 'JOBSCOPE_KEEP_COMPLETED=200,7d and JOBSCOPE_KEEP_FAILED=50');
-    assert.equal((await runtime.queues.queue('own').getJobCounts('completed')).completed, 30, "the job's own keep");
+    const { completed, failed } = (await fx.api.job('noop')).counts;
+    assert.deepEqual({ completed, failed }, { completed: 200, failed: 50 }, 'JOBSCOPE_KEEP_COMPLETED=200,7d and JOBSCOPE_KEEP_FAILED=50');
+    assert.equal((await fx.api.job('own')).counts.completed, 30, "the job's own keep");
     // Per run: its hash and its log list, for kept runs only; no claims key, no live token after the runs.
     assert.equal(late.byKind['run hashes'], 200 + 50 + 30);
     assert.equal(late.byKind['run logs'], 200 + 50 + 30);
@@ -137,15 +136,15 @@ describe('retention', () => {
     assert.ok((late.byKind._idx ?? 0) <= 12, `index keys: ${late.byKind._idx}`);
     assert.ok(late.total <= early.total + 5, `keys grew from ${early.total} to ${late.total}`);
     assert.ok(memLate < memEarly * 1.5, `memory grew from ${memEarly} to ${memLate}`);
-    for (const key of await runtime.redis.keys('ret:_idx:*:*:*:*')) {
-      assert.ok((await runtime.redis.zcard(key)) <= 200, `${key} holds only kept runs`);
+    for (const key of await fx.redis.keys('ret:_idx:*:*:*:*')) {
+      assert.ok((await fx.redis.zcard(key)) <= 200, `${key} holds only kept runs`);
     }
     assert.equal(page.runs.length, 200);
-    for (const r of page.runs) assert.equal(await runtime.redis.exists(`ret:${r.runId}`), 1, `${r.runId} is listed but gone`);
+    for (const r of page.runs) assert.equal(await fx.redis.exists(`ret:${r.runId}`), 1, `${r.runId} is listed but gone`);
 
     // A kept run carries its claims history, its log lines (5 kept) and their times, all in its own hash and log list.
-    const [kept] = await runtime.queues.queue('own').getJobs(['completed'], 0, 0);
-    const detail = await runtime.control.runDetail(`own:${kept.id}`);
+    const [kept] = (await fx.api.get('/api/runs?job=own&state=completed&limit=1')).body.runs as { runId: string }[];
+    const detail = (await fx.api.run(kept.runId)) as { claims: unknown[]; logLines: { line: string; time: string; attempt: number }[] };
     assert.equal(detail.claims.length, 1);
     assert.deepEqual(
       detail.logLines.map((l) => l.line),

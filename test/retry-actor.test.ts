@@ -7,46 +7,37 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import type { Runtime } from '../src/runtime/runtime.ts';
 import { addUser } from '../src/server/users.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { jobsDir, removeDir, testRuntime } from './helpers/runtime.ts';
+import { jobscopeFixture, type Fixture } from './helpers/fixture.ts';
 import { ADMIN, TestServer } from './helpers/server.ts';
-import { until, waitForRun } from './helpers/wait.ts';
 
 const BOB = { user: 'bob', password: 'bob-operator-password' };
 
-let redis: TestRedis;
-let dir: string;
+let fx: Fixture;
 let state: string;
-let runtime: Runtime;
 let srv: TestServer;
 
-before(async () => {
-  redis = await startRedis();
-  // Fails its first attempt; every attempt returns who it ran for, as its run and its token say.
-  dir = jobsDir({
-    'flaky.ts': `export default { token: { audience: ['svc'] }, attempts: 1,
+// Fails its first attempt; every attempt returns who it ran for, as its run and its token say.
+const JOBS = {
+  'flaky.ts': `export default { token: { audience: ['svc'] }, attempts: 1,
       async run(ctx) {
         if (ctx.run.attempt === 1) throw new Error('first attempt fails');
         return { triggeredBy: ctx.run.triggeredBy, trigger: ctx.run.trigger, act: ctx.token.claims.act ?? null, att: ctx.token.claims.att };
       } };`,
-    'wait.ts': `export default { token: { audience: ['svc'] }, async run(ctx) {
+  'wait.ts': `export default { token: { audience: ['svc'] }, async run(ctx) {
       await new Promise((resolve, reject) => { const t = setTimeout(resolve, 20000); ctx.signal.addEventListener('abort', () => { clearTimeout(t); reject(ctx.signal.reason); }); });
     } };`,
-  });
+};
+
+before(async () => {
   state = mkdtempSync(path.join(os.tmpdir(), 'jobscope-retry-'));
   const usersFile = path.join(state, 'users.json');
   await addUser(usersFile, { name: BOB.user, role: 'operator', password: BOB.password });
-  ({ runtime } = await testRuntime({ redisUrl: redis.url, jobsDir: dir, env: { JOBSCOPE_PREFIX: 'ra' } }));
-  await runtime.startWorkers();
-  srv = await TestServer.start(runtime, { usersFile });
+  fx = await jobscopeFixture({ jobs: JOBS, env: { JOBSCOPE_PREFIX: 'ra' }, workers: true, server: { usersFile } });
+  srv = fx.server;
 });
 after(async () => {
-  await srv?.close();
-  await runtime?.close();
-  await redis?.destroy();
-  if (dir) removeDir(dir);
+  await fx?.close();
   if (state) rmSync(state, { recursive: true, force: true });
 });
 
@@ -55,7 +46,7 @@ describe('who acted: retry and cancel', () => {
     const posted = await srv.request('/api/jobs/flaky/runs', { method: 'POST', auth: ADMIN, json: {} });
     assert.equal(posted.status, 202, posted.text);
     const { runId } = posted.body;
-    assert.equal((await waitForRun(runtime, runId)).state, 'failed');
+    assert.equal((await fx.wait(runId)).state, 'failed');
     const first = (await srv.request(`/api/runs/${runId}`, { auth: ADMIN })).body;
     assert.deepEqual(
       first.claims.map((c: { att: number; act: unknown }) => [c.att, c.act]),
@@ -64,9 +55,9 @@ describe('who acted: retry and cancel', () => {
 
     const retried = await srv.request(`/api/runs/${runId}/retry`, { method: 'POST', auth: BOB });
     assert.equal(retried.status, 200, retried.text);
-    await until(async () => (await runtime.queues.report(runId)).state === 'completed', 15_000, 'the retried run');
+    await fx.waitFor(runId, (r) => r.state === 'completed', 15_000, 'the retried run');
 
-    const report = await runtime.queues.report(runId);
+    const report = await fx.run(runId);
     // What the attempt itself saw: its run and the claims of the token it held.
     assert.deepEqual(report.result, { triggeredBy: 'user:bob', trigger: 'retry', act: { sub: 'user:bob' }, att: 2 });
     assert.equal(report.triggeredBy, 'user:admin', 'the run keeps who first triggered it');
@@ -90,10 +81,10 @@ describe('who acted: retry and cancel', () => {
       [{}, 'through the API'],
     ] as const) {
       const { runId } = (await srv.request('/api/jobs/wait/runs', { method: 'POST', auth: ADMIN, json: {} })).body;
-      await until(async () => (await runtime.queues.report(runId)).state === 'active', 10_000, 'the run to start');
+      await fx.waitFor(runId, (r) => r.state === 'active', 10_000, 'the run to start');
       const cancel = await srv.request(`/api/runs/${runId}/cancel`, { method: 'POST', auth: BOB, headers });
       assert.equal(cancel.status, 200, cancel.text);
-      const done = await waitForRun(runtime, runId);
+      const done = await fx.wait(runId);
       assert.equal(done.outcome, 'cancelled');
       assert.match(done.error ?? '', new RegExp(`cancelled by bob ${where}`));
       const again = await srv.request(`/api/runs/${runId}/cancel`, { method: 'POST', auth: BOB });

@@ -7,12 +7,9 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import express from 'express';
-import type { Runtime } from '../src/runtime/runtime.ts';
 import { closeVerifiers, requireJobToken, type JobTokenClaims } from '../src/token/verify.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { jobsDir, removeDir, testRuntime } from './helpers/runtime.ts';
+import { jobscopeFixture, until, type Fixture } from './helpers/fixture.ts';
 import { bearer, call } from './helpers/tokens.ts';
-import { until, waitForRun } from './helpers/wait.ts';
 
 const PREFIX = 'rc';
 
@@ -45,9 +42,7 @@ const JOBS = {
     } };`,
 };
 
-let redis: TestRedis;
-let dir: string;
-let runtime: Runtime;
+let fx: Fixture;
 const servers: http.Server[] = [];
 const urls: Record<string, string> = {};
 const received: { service: string; token: string; claims: JobTokenClaims }[] = [];
@@ -61,42 +56,38 @@ function listen(server: http.Server): Promise<string> {
 }
 
 before(async () => {
-  redis = await startRedis();
-  dir = jobsDir(JOBS);
-  // The runtime first: the services verify with its public key.
-  ({ runtime } = await testRuntime({ redisUrl: redis.url, jobsDir: dir, env: { JOBSCOPE_PREFIX: PREFIX } }));
-  for (const service of ['alpha', 'beta']) {
-    const app = express();
-    const verify = requireJobToken({ audience: service, publicKey: runtime.keys.current.verifyKey, redis: redis.url, prefix: PREFIX });
-    app.get('/whoami', verify, (req, res) => {
-      received.push({ service, token: req.headers.authorization!.slice(7), claims: req.jobToken! });
-      res.json({ aud: req.jobToken!.aud });
-    });
-    urls[service] = await listen(http.createServer(app));
-  }
-  await runtime.close();
-  ({ runtime } = await testRuntime({
-    redisUrl: redis.url,
-    jobsDir: dir,
-    env: { JOBSCOPE_PREFIX: PREFIX, JOBSCOPE_SERVICES: `alpha=${urls.alpha},beta=${urls.beta}` },
-  }));
-  await runtime.startWorkers();
+  fx = await jobscopeFixture({
+    jobs: JOBS,
+    env: { JOBSCOPE_PREFIX: PREFIX },
+    // The runner's public key first: the services verify with it.
+    envFromKey: async (publicKey, redis) => {
+      for (const service of ['alpha', 'beta']) {
+        const app = express();
+        const verify = requireJobToken({ audience: service, publicKey, redis: redis.url, prefix: PREFIX });
+        app.get('/whoami', verify, (req, res) => {
+          received.push({ service, token: req.headers.authorization!.slice(7), claims: req.jobToken! });
+          res.json({ aud: req.jobToken!.aud });
+        });
+        urls[service] = await listen(http.createServer(app));
+      }
+      return { JOBSCOPE_SERVICES: `alpha=${urls.alpha},beta=${urls.beta}` };
+    },
+    workers: true,
+  });
 });
 
 after(async () => {
-  await runtime?.close();
+  await fx?.close();
   await closeVerifiers();
   for (const s of servers) {
     s.closeAllConnections();
     s.close();
   }
-  await redis?.destroy();
-  if (dir) removeDir(dir);
 });
 
 describe('one token per service', () => {
   test('each service gets a token for itself alone; replayed to the other service it is refused (bad_audience)', async () => {
-    const { runId } = await runtime.queues.enqueue('both', {});
+    const runId = await fx.trigger('both');
     await until(() => received.filter((r) => r.claims.run === runId).length === 2, 5000, 'both calls');
     const alpha = received.find((r) => r.service === 'alpha' && r.claims.run === runId)!;
     const beta = received.find((r) => r.service === 'beta' && r.claims.run === runId)!;
@@ -109,7 +100,7 @@ describe('one token per service', () => {
     const replayed = await call(`${urls.beta}/whoami`, bearer(alpha.token));
     assert.equal(replayed.status, 401);
     assert.equal(replayed.body.error, 'bad_audience');
-    const report = await waitForRun(runtime, runId);
+    const report = await fx.wait(runId);
     assert.equal(report.outcome, 'completed');
     assert.deepEqual(report.result, { alpha: ['alpha'], beta: ['beta'] });
     const seen = g.__both as { tokens: JobTokenClaims[]; first: JobTokenClaims };
@@ -125,13 +116,13 @@ describe('one token per service', () => {
       const res = await call(`${service}/whoami`, bearer(token));
       assert.equal(res.body.error, 'revoked');
     }
-    const history = await runtime.tokens.history(runId);
+    const history = (await fx.run(runId)).claims;
     assert.equal(history.length, 2, 'both tokens are in the run’s claims history (the Run page lists them)');
   });
 
   test('a service the job’s token does not name is refused before any request, with the fix in the message', async () => {
     const before = received.length;
-    const report = await waitForRun(runtime, (await runtime.queues.enqueue('outsider', {})).runId);
+    const report = await fx.wait(await fx.trigger('outsider'));
     assert.equal(report.outcome, 'failed');
     assert.match(report.error!, /this job's token is not for "beta": its token.audience is \[alpha\]; add "beta" there/);
     assert.equal(received.length, before);
@@ -141,7 +132,7 @@ describe('one token per service', () => {
 describe('a run’s clients refuse to send outside it', () => {
   test('a client used after its run ended (from a timer the run left behind) sends nothing', async () => {
     const before = received.length;
-    const report = await waitForRun(runtime, (await runtime.queues.enqueue('late', {})).runId);
+    const report = await fx.wait(await fx.trigger('late'));
     assert.equal(report.outcome, 'completed');
     const outcome = await (g.__late as Promise<string>);
     assert.match(outcome, /run late:[^ ]+ has ended: its token is revoked, so the request was not made/);
@@ -149,13 +140,13 @@ describe('a run’s clients refuse to send outside it', () => {
   });
 
   test('run A’s client used inside run B sends nothing (it would carry B’s token for A)', async () => {
-    const lender = await runtime.queues.enqueue('lender', {});
+    const lender = { runId: await fx.trigger('lender') };
     await until(() => g.__lent !== undefined, 5000, 'run A to lend its client');
     // borrower and lender are different jobs, so they run at the same time (concurrency is per job).
     const before = received.length;
-    const borrower = await waitForRun(runtime, (await runtime.queues.enqueue('borrower', {})).runId);
+    const borrower = await fx.wait(await fx.trigger('borrower'));
     assert.match(String(borrower.result), new RegExp(`a client of run ${lender.runId} was used inside run ${borrower.runId}`));
     assert.equal(received.length, before, 'the service received nothing');
-    await waitForRun(runtime, lender.runId);
+    await fx.wait(lender.runId);
   });
 });

@@ -2,40 +2,48 @@
 // filter (job, outcome incl. timeout/cancelled/skipped, trigger, triggered-by, time range), cursor pagination without
 // duplicates or gaps, bad queries refused, and the index staying exact under retention (runs BullMQ removed disappear).
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { jobOptions } from '../src/control/queues.ts';
 import type { RunRow } from '../src/run/model.ts';
 import type { Runtime } from '../src/runtime/runtime.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { jobsDir, removeDir, testRuntime } from './helpers/runtime.ts';
+import { addUser } from '../src/server/users.ts';
+import { jobscopeFixture, until, type Api, type Fixture } from './helpers/fixture.ts';
 import { JWT_LIKE, TestServer, VIEWER } from './helpers/server.ts';
-import { until, waitForRun } from './helpers/wait.ts';
 
-let redis: TestRedis;
-let dir: string;
+let fx: Fixture;
+let tmp: string;
 let runtime: Runtime;
 let srv: TestServer;
 /** Every run this file made, by what the test knows about it. */
 const made: Record<string, string[]> = {};
+/** The operators whose triggers the history names (`triggeredBy: 'user:<login>'`). */
+const PASSWORD = 'operator-password-01';
+const as = (user: string): Api => fx.api.as({ user, password: PASSWORD });
 
 before(async () => {
-  redis = await startRedis();
-  dir = jobsDir({
-    'ok.ts': `export default {
+  tmp = mkdtempSync(path.join(os.tmpdir(), 'jobscope-runs-'));
+  const usersFile = path.join(tmp, 'users.json');
+  for (const name of ['ada', 'bob', 'kim']) await addUser(usersFile, { name, role: 'operator', password: PASSWORD });
+  fx = await jobscopeFixture({
+    jobs: {
+      'ok.ts': `export default {
       token: { audience: ['svc'] },
       concurrency: 5,
       async run(ctx) { await ctx.log('hello ' + ctx.token.reveal()); return { ok: true }; },
     };`,
-    'bad.ts': `export default {
+      'bad.ts': `export default {
       token: { audience: ['svc'] },
       async run() { throw new Error('broken on purpose'); },
     };`,
-    'hang.ts': `export default {
+      'hang.ts': `export default {
       token: { audience: ['svc'] },
       timeout: '150ms',
       async run(ctx) { await new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason))); },
     };`,
-    'slow.ts': `export default {
+      'slow.ts': `export default {
       token: { audience: ['svc'] },
       async run(ctx) {
         await new Promise((resolve, reject) => {
@@ -44,51 +52,56 @@ before(async () => {
         });
       },
     };`,
-    'kept.ts': `export default {
+      'kept.ts': `export default {
       token: { audience: ['svc'] },
       keep: { completed: { count: 3 }, failed: { count: 1 } },
       async run(ctx) { if (ctx.data.fail) throw new Error('fails'); return 1; },
     };`,
+    },
+    env: { JOBSCOPE_PREFIX: 'runs' },
+    workers: true,
+    server: { usersFile },
   });
-  ({ runtime } = await testRuntime({ redisUrl: redis.url, jobsDir: dir, env: { JOBSCOPE_PREFIX: 'runs' } }));
-  await runtime.startWorkers();
-  srv = await TestServer.start(runtime);
+  ({ runtime, server: srv } = fx);
 
-  const run = async (label: string, job: string, data: unknown = {}, opts: Parameters<Runtime['control']['trigger']>[2] = {}) => {
-    const { runId } = await runtime.control.trigger(job, data, opts);
+  const run = async (label: string, triggered: Promise<string>) => {
+    const runId = await triggered;
     (made[label] ??= []).push(runId);
-    await waitForRun(runtime, runId);
+    await fx.wait(runId);
     return runId;
   };
-  await run('early', 'ok', {}, { trigger: 'api', by: 'client' });
+  await run('early', fx.trigger('ok')); // createClient: trigger 'api', by 'client'
   await new Promise((r) => setTimeout(r, 30));
   made.between = [String(Date.now())];
   await new Promise((r) => setTimeout(r, 30));
-  for (let i = 0; i < 4; i++) await run('manual-ada', 'ok', {}, { trigger: 'manual', by: 'user:ada' });
-  await run('cli', 'ok', {}, { trigger: 'api', by: 'cli:ops' });
-  await run('failed', 'bad', {}, { by: 'user:ada', trigger: 'manual' });
-  await run('timeout', 'hang');
-  // A scheduled fire of a job that has no schedule (any more): the worker records it as skipped.
-  const skipped = await runtime.queues.queue('ok').add('schedule', {}, jobOptions(runtime.registry.get('ok')));
+  for (let i = 0; i < 4; i++) await run('manual-ada', as('ada').trigger('ok', {}, { trigger: 'manual' }));
+  // As `jobscope trigger` records it (the CLI's own way of naming who triggered).
+  await run(
+    'cli',
+    runtime.control.trigger('ok', {}, { trigger: 'api', by: 'cli:ops' }).then((r) => r.runId),
+  );
+  await run('failed', as('ada').trigger('bad', {}, { trigger: 'manual' }));
+  await run('timeout', fx.trigger('hang'));
+  // A scheduled fire of a job that has no schedule (any more): the worker records it as skipped. Added to the BullMQ
+  // queue the way a scheduler would, with the job's options.
+  const skipped = await fx.queue('ok').add('schedule', {}, jobOptions(runtime.registry.get('ok')));
   made.skipped = [`ok:${skipped.id}`];
-  await waitForRun(runtime, made.skipped[0]);
-  const { runId: slow } = await runtime.control.trigger('slow', {}, { by: 'user:bob', trigger: 'manual' });
-  await until(async () => (await runtime.queues.report(slow)).state === 'active', 5000, 'slow to start');
-  await runtime.control.cancel(slow);
-  await waitForRun(runtime, slow);
+  await fx.wait(made.skipped[0]);
+  const slow = await as('bob').trigger('slow', {}, { trigger: 'manual' });
+  await fx.waitFor(slow, (r) => r.state === 'active', 5000, 'slow to start');
+  await fx.client.cancel(slow);
+  await fx.wait(slow);
   made.cancelled = [slow];
   // One run still going: it is listed first.
-  const { runId: active } = await runtime.control.trigger('slow', {}, { by: 'user:bob', trigger: 'manual' });
-  await until(async () => (await runtime.queues.report(active)).state === 'active', 5000, 'slow to start');
+  const active = await as('bob').trigger('slow', {}, { trigger: 'manual' });
+  await fx.waitFor(active, (r) => r.state === 'active', 5000, 'slow to start');
   made.active = [active];
 });
 
 after(async () => {
-  for (const id of made.active ?? []) await runtime?.control.cancel(id).catch(() => undefined);
-  await srv?.close();
-  await runtime?.close();
-  await redis?.destroy();
-  removeDir(dir);
+  for (const id of made.active ?? []) await fx?.client.cancel(id).catch(() => undefined);
+  await fx?.close();
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
 });
 
 async function runs(query: string, auth = VIEWER): Promise<{ runs: RunRow[]; next: string | null }> {
@@ -190,29 +203,29 @@ describe('GET /api/runs', () => {
 describe('the index under retention', () => {
   test("runs removed by the job's keep rules disappear from every listing and from the index", async () => {
     const kept: string[] = [];
-    for (let i = 0; i < 7; i++) kept.push((await runtime.control.trigger('kept', {}, { by: 'user:kim', trigger: 'manual' })).runId);
-    for (const id of kept) await waitForRun(runtime, id).catch(() => undefined);
+    for (let i = 0; i < 7; i++) kept.push(await as('kim').trigger('kept', {}, { trigger: 'manual' }));
+    for (const id of kept) await fx.wait(id).catch(() => undefined);
     const failing: string[] = [];
-    for (let i = 0; i < 3; i++)
-      failing.push((await runtime.control.trigger('kept', { fail: true }, { by: 'user:kim', trigger: 'manual' })).runId);
-    await until(async () => (await runtime.queues.queue('kept').getJobCounts('completed', 'failed')).failed === 1, 5000, 'retention');
+    for (let i = 0; i < 3; i++) failing.push(await as('kim').trigger('kept', { fail: true }, { trigger: 'manual' }));
+    await until(async () => (await fx.api.job('kept')).counts.failed === 1, 5000, 'retention');
     // Query once so the index learns every run, then again after more runs pushed the first ones out.
     const listed = async (q: string) => (await runs(q)).runs.map((r) => r.runId).sort();
-    const completedNow = (await runtime.queues.queue('kept').getJobs(['completed'])).map((j) => `kept:${j.id}`).sort();
+    // The runs BullMQ kept: what every listing must match.
+    const completedNow = (await fx.queue('kept').getJobs(['completed'])).map((j) => `kept:${j.id}`).sort();
     assert.equal(completedNow.length, 3);
     assert.deepEqual(await listed('?job=kept&state=completed'), completedNow);
     assert.deepEqual(await listed('?by=user:kim&state=completed'), completedNow, 'through the index');
     assert.deepEqual(await listed('?by=user:kim&state=failed'), [failing[2]]);
-    for (let i = 0; i < 3; i++) await waitForRun(runtime, (await runtime.control.trigger('kept', {}, { by: 'user:kim' })).runId);
-    const after = (await runtime.queues.queue('kept').getJobs(['completed'])).map((j) => `kept:${j.id}`).sort();
+    for (let i = 0; i < 3; i++) await fx.wait(await as('kim').trigger('kept'));
+    const after = (await fx.queue('kept').getJobs(['completed'])).map((j) => `kept:${j.id}`).sort();
     assert.deepEqual(await listed('?by=user:kim&state=completed'), after);
     assert.deepEqual(await listed('?job=kept&trigger=api'), after);
     // Nothing of the removed runs is left in the index: each index set holds only kept runs.
-    const keys = await runtime.redis.keys('runs:_idx:kept:*:*:*');
+    const keys = await fx.redis.keys('runs:_idx:kept:*:*:*');
     assert.ok(keys.length > 0);
     for (const key of keys) {
-      const ids = await runtime.redis.zrange(key, '0', '-1');
-      for (const id of ids) assert.equal(await runtime.redis.exists(`runs:kept:${id}`), 1, `${key} lists removed run ${id}`);
+      const ids = await fx.redis.zrange(key, '0', '-1');
+      for (const id of ids) assert.equal(await fx.redis.exists(`runs:kept:${id}`), 1, `${key} lists removed run ${id}`);
     }
   });
 });

@@ -4,10 +4,10 @@ import { after, before, describe, test } from 'node:test';
 import jwt from 'jsonwebtoken';
 import { Redis } from 'ioredis';
 import type { Runtime } from '../src/runtime/runtime.ts';
+import { jobscopeFixture, type Fixture } from './helpers/fixture.ts';
 import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { jobsDir, removeDir, testRuntime, type LogCapture } from './helpers/runtime.ts';
+import type { LogCapture } from './helpers/runtime.ts';
 import { RecordingService } from './helpers/service.ts';
-import { waitForRun } from './helpers/wait.ts';
 
 const PREFIX = 'rt';
 
@@ -51,7 +51,7 @@ export default {
 };
 
 let redis: TestRedis;
-let dir: string;
+let fx: Fixture;
 let runtime: Runtime;
 let logs: LogCapture;
 let service: RecordingService;
@@ -59,24 +59,24 @@ let client: Redis;
 const allTokens = new Set<string>();
 
 before(async () => {
+  // Redis and the service first: the service checks each token's liveness in Redis while its request is in flight.
   redis = await startRedis();
   client = new Redis(redis.url);
   service = await new RecordingService(client, PREFIX).start();
-  dir = jobsDir(JOBS);
-  ({ runtime, logs } = await testRuntime({
-    redisUrl: redis.url,
-    jobsDir: dir,
+  fx = await jobscopeFixture({
+    jobs: JOBS,
+    redisServer: redis,
     env: { JOBSCOPE_PREFIX: PREFIX, JOBSCOPE_SERVICES: `svc=${service.url}` },
-  }));
-  await runtime.startWorkers();
+    workers: true,
+  });
+  ({ runtime, logs } = fx);
 });
 
 after(async () => {
-  await runtime.close();
+  await fx.close();
   await service.stop();
   client.disconnect();
   await redis.destroy();
-  removeDir(dir);
 });
 
 function requestsOf(runId: string) {
@@ -84,8 +84,7 @@ function requestsOf(runId: string) {
 }
 
 async function run(job: string, data: Record<string, unknown>) {
-  const { runId } = await runtime.queues.enqueue(job, { ...data }, { trigger: 'api' });
-  return waitForRun(runtime, runId);
+  return fx.wait(await fx.trigger(job, { ...data }));
 }
 
 describe('a run calling a real service', () => {
@@ -147,10 +146,8 @@ describe('a run calling a real service', () => {
     service.delayMs = 40;
     try {
       const base = service.url + '/';
-      const ids = await Promise.all(
-        Array.from({ length: 50 }, (_, n) => runtime.queues.enqueue('call', { mode: 'ok', n, base }, { trigger: 'api' })),
-      );
-      const reports = await Promise.all(ids.map(({ runId }) => waitForRun(runtime, runId, 30_000)));
+      const ids = await Promise.all(Array.from({ length: 50 }, (_, n) => fx.trigger('call', { mode: 'ok', n, base })));
+      const reports = await Promise.all(ids.map((runId) => fx.wait(runId, 30_000)));
       const jtis = new Set<string>();
       for (const report of reports) {
         assert.equal(report.state, 'completed', JSON.stringify({ e: report.error, l: report.logs }));
@@ -232,37 +229,37 @@ describe('a run calling a real service', () => {
 
 describe('params and overlap at enqueue', () => {
   test('bad data is rejected with the schema errors and nothing is enqueued', async () => {
-    const before = await runtime.queues.queue('call').getJobCounts();
-    await assert.rejects(runtime.queues.enqueue('call', { mode: 'nope', extra: 1 }), (err: Error & { issues?: unknown[] }) => {
+    // Every state of BullMQ's queue, counted on the test's own connection.
+    const before = await fx.queue('call').getJobCounts();
+    await assert.rejects(fx.trigger('call', { mode: 'nope', extra: 1 }), (err: Error & { issues?: unknown[] }) => {
       assert.equal(err.name, 'ParamsError');
       assert.match(err.message, /must be equal to one of the allowed values/);
       assert.match(err.message, /must NOT have additional property "extra"/);
       return true;
     });
-    await assert.rejects(runtime.queues.enqueue('call', {}), /must have required property 'mode'/);
-    await assert.rejects(runtime.queues.enqueue('unknown', {}), /unknown job "unknown"; known jobs: call, flaky, nosvc/);
-    assert.deepEqual(await runtime.queues.queue('call').getJobCounts(), before);
+    await assert.rejects(fx.trigger('call', {}), /must have required property 'mode'/);
+    await assert.rejects(fx.trigger('unknown', {}), /unknown job "unknown"; known jobs: call, flaky, nosvc/);
+    assert.deepEqual(await fx.queue('call').getJobCounts(), before);
   });
 });
 
 describe('compatibility modes', () => {
   test('HS256 with JOBSCOPE_JWT_SECRET, and the token also in JOBSCOPE_TOKEN_HEADER', async () => {
     const secret = 'a-long-enough-shared-secret-for-hs256-mode!';
-    const compat = await testRuntime({
-      redisUrl: redis.url,
-      jobsDir: dir,
+    const compat = await fx.another({
       env: {
         JOBSCOPE_PREFIX: PREFIX,
         JOBSCOPE_SERVICES: `svc=${service.url}`,
         JOBSCOPE_JWT_SECRET: secret,
         JOBSCOPE_TOKEN_HEADER: 'X-Access-Token',
       },
+      workers: ['flaky'],
     });
     try {
-      await compat.runtime.startWorkers(['flaky']);
+      // This host's own flaky worker steps aside, so the compat host takes the run.
       await runtime.workers!.workers.get('flaky')!.pause();
-      const { runId } = await compat.runtime.queues.enqueue('flaky', {}, { trigger: 'api' });
-      const report = await waitForRun(compat.runtime, runId);
+      const runId = await fx.trigger('flaky');
+      const report = await fx.wait(runId);
       assert.equal(report.state, 'completed');
       const reqs = requestsOf(runId);
       assert.equal(reqs.length, 3);
@@ -276,7 +273,7 @@ describe('compatibility modes', () => {
       }
     } finally {
       runtime.workers!.workers.get('flaky')!.resume();
-      await compat.runtime.close();
+      await compat.close();
     }
   });
 });

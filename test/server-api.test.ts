@@ -2,24 +2,20 @@
 // with and without credentials, admin vs read-only viewer; and no token in any answer or log line.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import type { Runtime } from '../src/runtime/runtime.ts';
 import { LoginLimiter } from '../src/server/auth.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { jobsDir, removeDir, testRuntime, type LogCapture } from './helpers/runtime.ts';
+import { jobscopeFixture, until, type Fixture } from './helpers/fixture.ts';
+import type { LogCapture } from './helpers/runtime.ts';
 import { ADMIN, JWT_LIKE, TestServer, VIEWER, basic } from './helpers/server.ts';
-import { until, waitForRun } from './helpers/wait.ts';
 
-let redis: TestRedis;
-let dir: string;
-let runtime: Runtime;
+let fx: Fixture;
 let logs: LogCapture;
 let srv: TestServer;
 
 before(async () => {
-  redis = await startRedis();
-  dir = jobsDir({
-    // Logs and returns its raw token on purpose: the worker must scrub it, and nothing may reach an HTTP answer.
-    'hello.ts': `export default {
+  fx = await jobscopeFixture({
+    jobs: {
+      // Logs and returns its raw token on purpose: the worker must scrub it, and nothing may reach an HTTP answer.
+      'hello.ts': `export default {
       description: 'Says hello',
       params: { type: 'object', properties: { n: { type: 'integer', minimum: 0, maximum: 5 }, who: { type: 'string' } },
                 required: ['n'], additionalProperties: false },
@@ -30,7 +26,7 @@ before(async () => {
         return { n: ctx.data.n, leaked: ctx.token.reveal() };
       },
     };`,
-    'slow.ts': `export default {
+      'slow.ts': `export default {
       description: 'Waits until cancelled (or 3 s)',
       token: { audience: ['svc'] },
       overlap: 'skip',
@@ -42,7 +38,7 @@ before(async () => {
         return { slept: true };
       },
     };`,
-    'flaky.ts': `export default {
+      'flaky.ts': `export default {
       token: { audience: ['svc'] },
       attempts: 2,
       backoff: { type: 'fixed', delay: 10 },
@@ -51,25 +47,30 @@ before(async () => {
         return { attempt: ctx.run.attempt };
       },
     };`,
-    'nightly.ts': `export default {
+      'nightly.ts': `export default {
       description: 'Runs at 03:00 UTC',
       schedule: { cron: '0 0 3 * * *', tz: 'UTC' },
       token: { audience: ['svc'] },
       async run() { return {}; },
     };`,
+    },
+    env: { JOBSCOPE_PREFIX: 'api' },
+    workers: ['hello', 'slow', 'flaky'],
+    schedules: true,
+    server: true,
   });
-  ({ runtime, logs } = await testRuntime({ redisUrl: redis.url, jobsDir: dir, env: { JOBSCOPE_PREFIX: 'api' } }));
-  await runtime.startWorkers(['hello', 'slow', 'flaky']);
-  await runtime.syncSchedules();
-  srv = await TestServer.start(runtime);
+  ({ server: srv, logs } = fx);
 });
 
 after(async () => {
-  await srv?.close();
-  await runtime?.close();
-  await redis?.destroy();
-  removeDir(dir);
+  await fx?.close();
 });
+
+/** What a job's queue holds in these states, as GET /api/jobs/:name counts it. */
+async function held(name: string, states = ['waiting', 'active', 'completed', 'failed']): Promise<number> {
+  const { counts } = await fx.api.job(name);
+  return states.reduce((sum, k) => sum + (counts[k] as number), 0);
+}
 
 async function trigger(name: string, data: unknown): Promise<string> {
   const res = await srv.request(`/api/jobs/${name}/runs`, { method: 'POST', auth: ADMIN, json: { data } });
@@ -178,7 +179,7 @@ describe('authentication', () => {
   });
 
   test('failed logins are limited per address: 429 with Retry-After, even for the right password; no-credential requests do not count', async () => {
-    const limited = await TestServer.start(runtime, { loginLimit: { max: 3, windowMs: 60_000 } });
+    const limited = await fx.startServer({ loginLimit: { max: 3, windowMs: 60_000 } });
     try {
       for (let i = 0; i < 5; i++) assert.equal((await limited.request('/api/jobs')).status, 401, 'asking for credentials is not a failure');
       assert.equal((await limited.request('/api/jobs', { auth: ADMIN })).status, 200);
@@ -227,7 +228,7 @@ describe('jobs', () => {
 
   test('GET /api/jobs/:name and /api/jobs/:name/runs; unknown job 404', async () => {
     const runId = await trigger('hello', { n: 1 });
-    await waitForRun(runtime, runId);
+    await fx.wait(runId);
     const one = await srv.request('/api/jobs/hello', { auth: VIEWER });
     assert.equal(one.status, 200);
     assert.equal(one.body.lastRun.runId, runId);
@@ -247,7 +248,7 @@ describe('jobs', () => {
   test('POST /api/jobs/:name/runs: 202 with a run id; the run completes with its logs, result and claims', async () => {
     const runId = await trigger('hello', { n: 3, who: 'api' });
     assert.match(runId, /^hello:\d+$/);
-    await waitForRun(runtime, runId);
+    await fx.wait(runId);
     const res = await srv.request(`/api/runs/${encodeURIComponent(runId)}`, { auth: VIEWER });
     assert.equal(res.status, 200);
     const run = res.body;
@@ -258,7 +259,7 @@ describe('jobs', () => {
     assert.equal(run.trigger, 'api');
     assert.equal(run.result.n, 3);
     const manual = await srv.request('/api/jobs/hello/runs', { method: 'POST', auth: ADMIN, json: { data: { n: 0 }, trigger: 'manual' } });
-    assert.equal((await waitForRun(runtime, manual.body.runId)).trigger, 'manual');
+    assert.equal((await fx.wait(manual.body.runId)).trigger, 'manual');
     assert.equal(run.error, null);
     assert.equal(run.logs[0], 'hello api x3');
     for (const k of ['createdAt', 'startedAt', 'finishedAt']) assert.ok(!Number.isNaN(Date.parse(run[k])), k);
@@ -276,7 +277,7 @@ describe('jobs', () => {
 
   test('a retried run lists the claims of each attempt: a fresh token (jti) per attempt', async () => {
     const runId = await trigger('flaky', {});
-    const report = await waitForRun(runtime, runId);
+    const report = await fx.wait(runId);
     assert.equal(report.state, 'completed');
     const run = (await srv.request(`/api/runs/${runId}`, { auth: VIEWER })).body;
     assert.equal(run.attempts, 2);
@@ -328,19 +329,19 @@ describe('jobs', () => {
     });
     assert.equal(big.status, 413);
     assert.equal(big.body.error, 'too_large');
-    assert.equal((await runtime.queues.queue('hello').getJobCounts('waiting', 'active')).waiting, 0, 'nothing was enqueued');
+    assert.equal((await fx.api.job('hello')).counts.waiting, 0, 'nothing was enqueued');
   });
 
   test('409 when overlap: skip refuses a trigger; cancel of an active run (its token revoked); 409 for cancelling a finished run', async () => {
     const runId = await trigger('slow', {});
-    await until(async () => (await runtime.queues.report(runId)).state === 'active', 5000, 'slow to start');
+    await fx.waitFor(runId, (r) => r.state === 'active', 5000, 'slow to start');
 
     const skipped = await srv.request('/api/jobs/slow/runs', { method: 'POST', auth: ADMIN, json: { data: {} } });
     assert.equal(skipped.status, 409);
     assert.equal(skipped.body.error, 'overlap_skipped');
 
     // Its token is live and listed (metadata only), and matches the claims on the run page.
-    await until(async () => (await runtime.tokens.list()).some((t) => t.run === runId), 5000, 'the token');
+    await until(async () => (await fx.api.tokens()).some((t) => t.run === runId), 5000, 'the token');
     const tokens = await srv.request('/api/tokens', { auth: VIEWER });
     assert.equal(tokens.status, 200);
     const mine = tokens.body.find((t: { run: string }) => t.run === runId);
@@ -356,7 +357,7 @@ describe('jobs', () => {
     const cancel = await srv.request(`/api/runs/${runId}/cancel`, { method: 'POST', auth: ADMIN });
     assert.equal(cancel.status, 200);
     assert.deepEqual(cancel.body, { runId, outcome: 'signalled' });
-    const report = await waitForRun(runtime, runId, 5000);
+    const report = await fx.wait(runId, 5000);
     assert.equal(report.state, 'failed');
     assert.match(report.error ?? '', /cancel/);
     const after = await srv.request('/api/tokens', { auth: ADMIN });
@@ -384,8 +385,8 @@ describe('jobs', () => {
     let nightly = (await srv.request('/api/jobs/nightly', { auth: ADMIN })).body;
     assert.equal(nightly.paused, true);
     assert.deepEqual(nightly.nextRuns, []);
-    assert.equal(await runtime.queues.queue('nightly').isPaused(), true);
-    assert.equal(await runtime.queues.queue('nightly').getJobScheduler('nightly'), undefined);
+    assert.equal(await fx.queue('nightly').isPaused(), true);
+    assert.equal(await fx.queue('nightly').getJobScheduler('nightly'), undefined);
 
     assert.equal((await srv.request('/api/jobs/nightly/resume', { method: 'POST', auth: VIEWER })).status, 403);
     const resumed = await srv.request('/api/jobs/nightly/resume', { method: 'POST', auth: ADMIN });
@@ -406,11 +407,11 @@ describe('jobs', () => {
     for (const path of ['/api/jobs', '/api/jobs/hello', '/api/jobs/hello/runs', '/api/tokens', '/api/workers', '/metrics', '/dashboard/']) {
       assert.equal((await srv.request(path, { auth: VIEWER })).status, 200, path);
     }
-    const before = await runtime.queues.queue('hello').getJobCountByTypes('waiting', 'active', 'completed', 'failed');
+    const before = await held('hello');
     const res = await srv.request('/api/jobs/hello/runs', { method: 'POST', auth: VIEWER, json: { data: { n: 1 } } });
     assert.equal(res.status, 403);
     assert.equal(res.body.error, 'forbidden');
-    assert.equal(await runtime.queues.queue('hello').getJobCountByTypes('waiting', 'active', 'completed', 'failed'), before);
+    assert.equal(await held('hello'), before);
   });
 
   test('GET /api/workers/connections lists the connected workers per job', async () => {
@@ -456,13 +457,13 @@ describe('Bull Board', () => {
   });
 
   test('"Add job" goes through the params validation: 400 with reasons, nothing enqueued', async () => {
-    const before = await runtime.queues.queue('hello').getJobCountByTypes('waiting', 'active', 'completed', 'failed');
+    const before = await held('hello');
     const res = await add(ADMIN, { n: 'seven' });
     assert.equal(res.status, 400);
     assert.equal(res.body.code, 'invalid_params');
     assert.equal(res.body.issues[0].path, '/n');
     assert.equal((await add(ADMIN, undefined)).status, 400, 'missing data is checked too');
-    assert.equal(await runtime.queues.queue('hello').getJobCountByTypes('waiting', 'active', 'completed', 'failed'), before);
+    assert.equal(await held('hello'), before);
   });
 
   test('a valid add runs as a manual trigger with jobscope job options (not the posted ones)', async () => {
@@ -470,10 +471,10 @@ describe('Bull Board', () => {
     assert.equal(res.status, 200, res.text);
     const runId = `hello:${res.body.job.id}`;
     assert.equal(res.body.job.externalUrl.href, `/dashboard/run.html?id=${encodeURIComponent(runId)}`, 'links to the Run page');
-    const report = await waitForRun(runtime, runId);
+    const report = await fx.wait(runId);
     assert.equal(report.state, 'completed');
     assert.equal(report.trigger, 'manual');
-    const job = await runtime.queues.getJob(runId);
+    const job = (await fx.queue('hello').getJob(res.body.job.id))!;
     assert.equal(job.name, 'manual');
     assert.equal(job.opts.attempts, 1, 'the posted attempts: 50 was ignored');
   });
@@ -484,8 +485,8 @@ describe('Bull Board', () => {
     assert.equal(viewerAdd.body.code, 'forbidden');
 
     // A run whose data bypassed validation (as an older schema's runs would): the worker refuses it...
-    const raw = await runtime.queues.queue('hello').add('api', { n: 'old' }, { attempts: 1 });
-    const report = await waitForRun(runtime, `hello:${raw.id}`);
+    const raw = await fx.queue('hello').add('api', { n: 'old' }, { attempts: 1 });
+    const report = await fx.wait(`hello:${raw.id}`);
     assert.equal(report.state, 'failed');
     assert.match(report.error ?? '', /invalid data/);
     // ...and Bull Board cannot retry it, or retry all failed runs, or edit data into another invalid shape.
@@ -501,8 +502,8 @@ describe('Bull Board', () => {
       json: { jobData: { n: 100 } },
     });
     assert.equal(edit.status, 400);
-    assert.equal((await runtime.queues.getJob(`hello:${raw.id}`)).data.n, 'old');
-    assert.equal((await runtime.queues.report(`hello:${raw.id}`)).state, 'failed', 'still failed, not retried');
+    assert.equal((await fx.api.run(`hello:${raw.id}`)).data.n, 'old');
+    assert.equal((await fx.run(`hello:${raw.id}`)).state, 'failed', 'still failed, not retried');
 
     // A valid edit then makes it retriable.
     const fix = await srv.request(`/dashboard/queues/api/queues/hello/${raw.id}/update-data`, {
@@ -513,28 +514,28 @@ describe('Bull Board', () => {
     assert.equal(fix.status, 200, fix.text);
     const retried = await srv.request(`/dashboard/queues/api/queues/hello/${raw.id}/retry`, { method: 'PUT', auth: ADMIN });
     assert.equal(retried.status, 204, retried.text);
-    await until(async () => (await runtime.queues.report(`hello:${raw.id}`)).state === 'completed', 10_000, 'the retried run');
+    await fx.waitFor(`hello:${raw.id}`, (r) => r.state === 'completed', 10_000, 'the retried run');
   });
 
   test("pause/resume from Bull Board are jobscope's (schedule too); the read-only board refuses them", async () => {
     assert.equal((await srv.request('/dashboard/queues/api/queues/nightly/pause', { method: 'PUT', auth: VIEWER })).status, 403);
     assert.equal((await srv.request('/dashboard/queues/api/queues/pause', { method: 'PUT', auth: VIEWER })).status, 403);
-    assert.equal(await runtime.queues.isPaused('nightly'), false, 'pause-all on the read-only board paused nothing');
-    assert.equal(await runtime.queues.queue('nightly').isPaused(), false);
+    assert.equal((await fx.api.job('nightly')).paused, false, 'pause-all on the read-only board paused nothing');
+    assert.equal(await fx.queue('nightly').isPaused(), false);
 
     assert.equal((await srv.request('/dashboard/queues/api/queues/nightly/pause', { method: 'PUT', auth: ADMIN })).status, 200);
-    assert.equal(await runtime.queues.isPaused('nightly'), true);
-    assert.equal(await runtime.queues.queue('nightly').getJobScheduler('nightly'), undefined, 'the schedule stopped too');
+    assert.equal((await fx.api.job('nightly')).paused, true);
+    assert.equal(await fx.queue('nightly').getJobScheduler('nightly'), undefined, 'the schedule stopped too');
     assert.equal((await srv.request('/api/jobs/nightly', { auth: ADMIN })).body.paused, true);
     assert.equal((await srv.request('/dashboard/queues/api/queues/nightly/resume', { method: 'PUT', auth: ADMIN })).status, 200);
-    assert.equal(await runtime.queues.isPaused('nightly'), false);
-    assert.ok(await runtime.queues.queue('nightly').getJobScheduler('nightly'), 'the schedule is back');
+    assert.equal((await fx.api.job('nightly')).paused, false);
+    assert.ok(await fx.queue('nightly').getJobScheduler('nightly'), 'the schedule is back');
   });
 
   test('job data, results and logs shown by Bull Board carry no token', async () => {
     const res = await add(ADMIN, { n: 1 });
     const id = res.body.job.id as string;
-    await waitForRun(runtime, `hello:${id}`);
+    await fx.wait(`hello:${id}`);
     const job = await srv.request(`/dashboard/queues/api/queues/hello/${id}`, { auth: ADMIN });
     assert.equal(job.status, 200);
     const jobLogs = await srv.request(`/dashboard/queues/api/queues/hello/${id}/logs`, { auth: ADMIN });

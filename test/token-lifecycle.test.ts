@@ -1,21 +1,22 @@
 // A run's token stops working the moment the run ends (success, failure, timeout, cancel), not at its exp; a run longer
 // than the token lifetime gets a fresh token before expiry. Checked end to end: real Redis, a real runtime whose jobs call a
-// real Express service on 127.0.0.1 that accepts them with requireJobToken (keys from the runner's JWKS over HTTP), and
-// the captured tokens presented again after the run.
+// real Express service on 127.0.0.1 that accepts them with requireJobToken (keys from the server's JWKS route over HTTP),
+// and the captured tokens presented again after the run.
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import express from 'express';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { Runtime } from '../src/runtime/runtime.ts';
 import { closeVerifiers, requireJobToken, type JobTokenClaims } from '../src/token/verify.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { jobsDir, removeDir, testRuntime } from './helpers/runtime.ts';
+import { jobscopeFixture, until, type Fixture } from './helpers/fixture.ts';
+import { freePort } from './helpers/redis.ts';
 import { bearer, call } from './helpers/tokens.ts';
-import { until, waitForRun } from './helpers/wait.ts';
 
 const PREFIX = 'lc';
+/** The channel every worker listens on for cancels (RedisKeys.cancelChannel). */
+const CANCEL_CHANNEL = `${PREFIX}:cancel`;
 
 const JOBS = {
   'ok.ts': `export default { token: { audience: ['svc'], scope: ['data:read'] },
@@ -50,43 +51,37 @@ interface Accepted {
   at: number;
 }
 
-let redis: TestRedis;
-let client: Redis;
-let dir: string;
+let fx: Fixture;
 let runtime: Runtime;
-let jwksServer: http.Server;
 let service: http.Server;
 let serviceUrl: string;
 const accepted: Accepted[] = [];
 const events: { type: 'minted' | 'revoked' | 'end'; jti?: string; runId?: string; at: number }[] = [];
 
-function listen(server: http.Server): Promise<string> {
+function listen(server: http.Server, port: number): Promise<string> {
   return new Promise((resolve) =>
-    server.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(server.address() as AddressInfo).port}`)),
+    server.listen(port, '127.0.0.1', () => resolve(`http://127.0.0.1:${(server.address() as AddressInfo).port}`)),
   );
 }
 
 before(async () => {
-  redis = await startRedis();
-  client = new Redis(redis.url);
-  // The runner's JWKS over HTTP, as GET /.well-known/jwks.json serves it.
-  jwksServer = http.createServer((_req, res) => {
-    void runtime.minter.jwks().then((doc) => res.setHeader('content-type', 'application/json').end(JSON.stringify(doc)));
+  // The service's address first (the runner is configured with it); it starts once the runner's server serves the JWKS.
+  const servicePort = await freePort();
+  fx = await jobscopeFixture({
+    jobs: JOBS,
+    env: { JOBSCOPE_PREFIX: PREFIX, JOBSCOPE_SERVICES: `svc=http://127.0.0.1:${servicePort}`, JOBSCOPE_TOKEN_MAX_LIFETIME: '3s' },
+    server: true,
   });
-  const jwksUrl = `${await listen(jwksServer)}/.well-known/jwks.json`;
+  ({ runtime } = fx);
+  // The runner's JWKS over HTTP: GET /.well-known/jwks.json.
+  const jwksUrl = `${fx.server.url}/.well-known/jwks.json`;
   const app = express();
-  app.get('/data', requireJobToken({ audience: 'svc', jwksUrl, redis: redis.url, prefix: PREFIX }), (req, res) => {
+  app.get('/data', requireJobToken({ audience: 'svc', jwksUrl, redis: fx.redisUrl, prefix: PREFIX }), (req, res) => {
     accepted.push({ token: req.headers.authorization!.slice('Bearer '.length), claims: req.jobToken!, at: Date.now() });
     res.json({ jti: req.jobToken!.jti });
   });
   service = http.createServer(app);
-  serviceUrl = await listen(service);
-  dir = jobsDir(JOBS);
-  ({ runtime } = await testRuntime({
-    redisUrl: redis.url,
-    jobsDir: dir,
-    env: { JOBSCOPE_PREFIX: PREFIX, JOBSCOPE_SERVICES: `svc=${serviceUrl}`, JOBSCOPE_TOKEN_MAX_LIFETIME: '3s' },
-  }));
+  serviceUrl = await listen(service, servicePort);
   const workers = await runtime.startWorkers();
   workers.on('token:minted', ({ jti }) => events.push({ type: 'minted', jti, at: Date.now() }));
   workers.on('token:revoked', ({ jti }) => events.push({ type: 'revoked', jti, at: Date.now() }));
@@ -94,14 +89,10 @@ before(async () => {
 });
 
 after(async () => {
-  await runtime?.close();
+  await fx?.close();
   await closeVerifiers();
   service?.closeAllConnections();
   service?.close();
-  jwksServer?.close();
-  client?.disconnect();
-  await redis?.destroy();
-  if (dir) removeDir(dir);
 });
 
 const ofRun = (runId: string) => accepted.filter((a) => a.claims.run === runId);
@@ -115,8 +106,8 @@ async function assertRevoked(token: string) {
 
 describe('a token stops working the moment its run ends', () => {
   test('success', async () => {
-    const { runId } = await runtime.queues.enqueue('ok', {});
-    const report = await waitForRun(runtime, runId);
+    const runId = await fx.trigger('ok');
+    const report = await fx.wait(runId);
     assert.equal(report.state, 'completed');
     const [call1] = ofRun(runId);
     assert.ok(call1, 'the job reached the service with its token');
@@ -124,73 +115,73 @@ describe('a token stops working the moment its run ends', () => {
     assert.equal(call1.claims.sub, 'job:ok');
     assert.deepEqual(call1.claims.aud, ['svc']);
     await assertRevoked(call1.token);
-    assert.equal(await client.exists(`${PREFIX}:token:${call1.claims.jti}`), 0);
+    assert.equal(await fx.redis.exists(`${PREFIX}:token:${call1.claims.jti}`), 0);
   });
 
   test('failure', async () => {
-    const { runId } = await runtime.queues.enqueue('boom', {});
-    const report = await waitForRun(runtime, runId);
+    const runId = await fx.trigger('boom');
+    const report = await fx.wait(runId);
     assert.equal(report.state, 'failed');
     assert.match(report.error ?? '', /the job failed/);
     await assertRevoked(ofRun(runId)[0].token);
   });
 
   test('timeout (the handler ignores its signal and never returns)', async () => {
-    const { runId } = await runtime.queues.enqueue('stuck', {});
-    const report = await waitForRun(runtime, runId);
+    const runId = await fx.trigger('stuck');
+    const report = await fx.wait(runId);
     assert.equal(report.state, 'failed');
     assert.match(report.error ?? '', /timed out/);
     await assertRevoked(ofRun(runId)[0].token);
   });
 
   test('cancel: revoked as soon as cancel() returns, while the handler still hangs; gone from the live list', async () => {
-    const { runId } = await runtime.queues.enqueue('forever', {});
+    const runId = await fx.trigger('forever');
     await until(() => ofRun(runId).length > 0, 10_000, 'the run to call the service');
     const { token, claims } = ofRun(runId)[0];
-    assert.ok((await runtime.tokens.list()).some((t) => t.jti === claims.jti && t.run === runId));
+    assert.ok((await fx.api.tokens()).some((t) => t.jti === claims.jti && t.run === runId));
     // Still live while the run is.
     assert.equal((await call(`${serviceUrl}/data`, bearer(token))).status, 200);
-    await runtime.cancel(runId, 'test');
+    await fx.client.cancel(runId, 'test');
     await assertRevoked(token);
-    assert.ok(!(await runtime.tokens.list()).some((t) => t.run === runId));
-    const report = await waitForRun(runtime, runId);
+    assert.ok(!(await fx.api.tokens()).some((t) => t.run === runId));
+    const report = await fx.wait(runId);
     assert.equal(report.state, 'failed');
   });
 });
 
 describe('cancel on a host that does not hear it', () => {
   test('cancel() itself revokes the run tokens at once, even if the worker never learns of the cancel', async () => {
-    const { runId } = await runtime.queues.enqueue('forever', {});
+    const runId = await fx.trigger('forever');
     await until(() => ofRun(runId).length > 0, 10_000, 'the run to call the service');
     const { token } = ofRun(runId)[0];
     // Cut the worker off the cancel broadcast: only cancel()'s own revocation can kill the token now.
     const subscriber = (runtime as unknown as { subscriber: Redis }).subscriber;
-    await subscriber.unsubscribe(runtime.queues.cancelChannel);
+    await subscriber.unsubscribe(CANCEL_CHANNEL);
     try {
-      await runtime.cancel(runId, 'test');
+      await fx.client.cancel(runId, 'test');
       await assertRevoked(token);
-      assert.equal((await runtime.queues.report(runId)).state, 'active');
+      assert.equal((await fx.run(runId)).state, 'active');
     } finally {
-      await subscriber.subscribe(runtime.queues.cancelChannel);
+      await subscriber.subscribe(CANCEL_CHANNEL);
     }
-    await runtime.cancel(runId, 'test again');
-    assert.equal((await waitForRun(runtime, runId)).state, 'failed');
+    await fx.client.cancel(runId, 'test again');
+    assert.equal((await fx.wait(runId)).state, 'failed');
   });
 });
 
 describe('re-mint before expiry', () => {
   test('a 5 s run with a 3 s token lifetime: every call accepted, same run, new jti, the old one revoked while the run goes on', async () => {
-    const { runId } = await runtime.queues.enqueue('long', {});
+    const runId = await fx.trigger('long');
     await until(() => new Set(ofRun(runId).map((a) => a.claims.jti)).size >= 2, 10_000, 'a second token');
     const [first] = ofRun(runId);
     const second = ofRun(runId).find((a) => a.claims.jti !== first.claims.jti)!;
     // The run is still going; the first token is already dead.
-    assert.equal((await runtime.queues.report(runId)).state, 'active');
-    await until(async () => (await client.exists(`${PREFIX}:token:${first.claims.jti}`)) === 0, 1000, 'the old token to be revoked');
+    assert.equal((await fx.run(runId)).state, 'active');
+    await until(async () => (await fx.redis.exists(`${PREFIX}:token:${first.claims.jti}`)) === 0, 1000, 'the old token to be revoked');
     await assertRevoked(first.token);
     assert.equal((await call(`${serviceUrl}/data`, bearer(second.token))).status, 200);
 
-    const report = await waitForRun(runtime, runId, 20_000);
+    const report = await fx.wait(runId, 20_000);
     assert.equal(report.state, 'completed', report.error ?? '');
     const result = report.result as { calls: number; jtis: string[]; run: string };
     assert.ok(result.calls >= 20, `calls: ${result.calls}`);

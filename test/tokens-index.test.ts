@@ -7,16 +7,15 @@ import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import type { Redis } from 'ioredis';
 import type { TokenClaims } from '../src/interfaces.ts';
-import type { Runtime } from '../src/runtime/runtime.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { jobsDir, removeDir, testRuntime } from './helpers/runtime.ts';
+import { TokenStore } from '../src/token/store.ts';
+import { jobscopeFixture, until, type Fixture } from './helpers/fixture.ts';
 import { ADMIN, TestServer } from './helpers/server.ts';
-import { until } from './helpers/wait.ts';
 
 const PREFIX = 'tix';
-let redis: TestRedis;
-let dir: string;
-let runtime: Runtime;
+/** The token index (a sorted set of jtis) and a run's BullMQ hash, as RedisKeys names them. */
+const TOKEN_INDEX = `${PREFIX}:_tokens`;
+const runKey = (runId: string) => `${PREFIX}:${runId}`;
+let fx: Fixture;
 let srv: TestServer;
 
 function claimsOf(run: string, lifetimeMs: number): { claims: TokenClaims; expiresAtMs: number } {
@@ -46,36 +45,36 @@ async function commandCounts(client: Redis): Promise<Map<string, number>> {
 }
 
 before(async () => {
-  redis = await startRedis();
-  dir = jobsDir({
-    'slow.ts': `export default {
+  fx = await jobscopeFixture({
+    jobs: {
+      'slow.ts': `export default {
       token: { audience: ['system'] },
       async run(ctx) { await new Promise((resolve) => ctx.signal.addEventListener('abort', resolve)); },
     };`,
+    },
+    env: { JOBSCOPE_PREFIX: PREFIX },
+    workers: true,
+    server: true,
   });
-  ({ runtime } = await testRuntime({ redisUrl: redis.url, jobsDir: dir, env: { JOBSCOPE_PREFIX: PREFIX } }));
-  await runtime.startWorkers();
-  srv = await TestServer.start(runtime);
+  srv = fx.server;
 });
 
 after(async () => {
-  await srv?.close();
-  await runtime?.close();
-  await redis?.destroy();
-  removeDir(dir);
+  await fx?.close();
 });
 
 describe('the live tokens list', () => {
   test('lists exactly the live tokens: a revoked or expired one is not listed and leaves the index', async () => {
-    const store = runtime.tokens;
+    // The token store of the runners (the same Redis and prefix), on the test's own connection.
+    const store = new TokenStore(fx.redis, PREFIX);
     const live = claimsOf('slow:a', 60_000);
     const brief = claimsOf('slow:b', 300);
     const revoked = claimsOf('slow:c', 60_000);
     await Promise.all([live, brief, revoked].map((t) => store.register(t.claims, t.expiresAtMs)));
-    const index = runtime.control.queues.keys.tokenIndex;
-    assert.equal(await runtime.control.redis.zcard(index), 3);
+    const index = TOKEN_INDEX;
+    assert.equal(await fx.redis.zcard(index), 3);
     await store.revoke(revoked.claims.jti);
-    assert.equal(await runtime.control.redis.zscore(index, revoked.claims.jti), null, 'a revocation leaves the index');
+    assert.equal(await fx.redis.zscore(index, revoked.claims.jti), null, 'a revocation leaves the index');
     await new Promise((r) => setTimeout(r, 400));
     const listed = await store.list();
     assert.deepEqual(
@@ -92,23 +91,23 @@ describe('the live tokens list', () => {
       exp: new Date(live.claims.exp * 1000).toISOString(),
     });
     // The expired token's key is gone, so listing dropped it from the index.
-    assert.deepEqual(await runtime.control.redis.zrange(index, '0', '-1'), [live.claims.jti]);
+    assert.deepEqual(await fx.redis.zrange(index, '0', '-1'), [live.claims.jti]);
     // A run's revocation (cancel) removes its tokens from the index too.
-    await runtime.control.redis.hset(runtime.control.queues.keys.run('slow:a'), 'jsClaims', JSON.stringify(live.claims));
+    await fx.redis.hset(runKey('slow:a'), 'jsClaims', JSON.stringify(live.claims));
     await store.revokeRun('slow:a');
     assert.deepEqual(await store.list(), []);
-    assert.equal(await runtime.control.redis.zcard(index), 0);
+    assert.equal(await fx.redis.zcard(index), 0);
   });
 
   test('with 100,000 unrelated keys, GET /api/tokens issues no SCAN or KEYS and stays fast', async () => {
-    const client = runtime.control.redis;
+    const client = fx.redis;
     // 100,000 keys of someone else's, written by a script in batches (fast, and nothing like our keys).
     for (let i = 0; i < 100_000; i += 20_000) {
       await client.eval(`for i = ARGV[1], ARGV[2] do redis.call('SET', 'other:app:key:' .. i, 'x') end`, 0, i, i + 19_999);
     }
     assert.ok((await client.dbsize()) >= 100_000);
-    const runId = (await runtime.control.trigger('slow', {})).runId;
-    await until(async () => (await runtime.tokens.list()).some((t) => t.run === runId), 10_000, 'the run token');
+    const runId = await fx.trigger('slow');
+    await until(async () => (await fx.api.tokens()).some((t) => t.run === runId), 10_000, 'the run token');
 
     await client.config('RESETSTAT');
     const times: number[] = [];
@@ -142,6 +141,6 @@ describe('the live tokens list', () => {
     assert.equal(polled.get('keys') ?? 0, 0, 'no KEYS from any page');
     // The scan it replaces took 59 ms (p50, 200 SCAN calls per request) here at 100,000 keys; a generous bound for a busy machine.
     assert.ok(times[10] < 50, `p50 ${times[10]} ms`);
-    await runtime.control.cancel(runId);
+    await fx.client.cancel(runId);
   });
 });

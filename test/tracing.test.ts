@@ -10,15 +10,13 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import type { Runtime } from '../src/runtime/runtime.ts';
 import { generateEcPem } from '../src/token/signing-keys.ts';
 import { createScopes } from '../src/scopes.ts';
 import { enableTracing, type Tracing } from '../src/trace.ts';
+import { jobscopeFixture, until, type Fixture } from './helpers/fixture.ts';
 import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { jobsDir, removeDir, testRuntime } from './helpers/runtime.ts';
 import { ADMIN, JWT_LIKE, TestServer } from './helpers/server.ts';
 import { VerifyingService } from './helpers/service.ts';
-import { until, waitForRun } from './helpers/wait.ts';
 
 const PREFIX = 'trc';
 const JOBS = {
@@ -46,8 +44,7 @@ export default defineJob({
 };
 
 let redis: TestRedis;
-let dir: string;
-let runtime: Runtime;
+let fx: Fixture;
 let server: TestServer;
 let service: VerifyingService;
 let receiver: http.Server;
@@ -96,35 +93,33 @@ before(async () => {
   process.env.OTEL_BSP_SCHEDULE_DELAY = '100';
   tracing = await enableTracing();
 
+  // Redis first: the service checks liveness there.
   redis = await startRedis();
-  dir = jobsDir(JOBS);
   const pem = generateEcPem();
   keyFile = path.join(os.tmpdir(), `jobscope-trace-${process.pid}.pem`);
   writeFileSync(keyFile, pem);
   service = await new VerifyingService({ audience: 'system', publicKey: createPublicKey(pem), redis: redis.url, prefix: PREFIX }).start();
-  ({ runtime } = await testRuntime({
-    redisUrl: redis.url,
-    jobsDir: dir,
+  fx = await jobscopeFixture({
+    jobs: JOBS,
+    redisServer: redis,
     env: {
       JOBSCOPE_PREFIX: PREFIX,
       JOBSCOPE_SERVICES: `system=${service.url}`,
       JOBSCOPE_SIGNING_KEY_FILE: keyFile,
       JOBSCOPE_TRACE_URL: 'http://jaeger.example:16686/trace/{traceId}',
     },
-  }));
-  await runtime.startWorkers();
-  server = await TestServer.start(runtime);
+    workers: true,
+    server: true,
+  });
+  server = fx.server;
 });
 
 after(async () => {
   await tracing?.shutdown();
-  server?.server.closeAllConnections();
-  server?.server.close();
-  await runtime?.close();
+  await fx?.close();
   await service?.stop();
   receiver?.close();
   await redis?.destroy();
-  if (dir) removeDir(dir);
   if (keyFile) rmSync(keyFile, { force: true });
 });
 
@@ -133,7 +128,7 @@ test('one trace: trigger > run > attempt > client call > service request; attrib
   const answer = await server.request('/api/jobs/flaky/runs', { method: 'POST', auth: ADMIN, json: { data: {} } });
   assert.equal(answer.status, 202, answer.text);
   const runId = answer.body.runId as string;
-  const report = await waitForRun(runtime, runId, 20_000);
+  const report = await fx.wait(runId, 20_000);
   assert.equal(report.outcome, 'completed');
   assert.equal(report.attempts, 2);
   assert.equal(service.calls.length, 4);
@@ -256,7 +251,7 @@ test('a consumer scope continues the message traceparent: scope > client call > 
 test('ctx.exec hands the run its trace: TRACEPARENT in the process environment, in the trace of the trigger', async () => {
   const answer = await server.request('/api/jobs/script/runs', { method: 'POST', auth: ADMIN, json: { data: {} } });
   assert.equal(answer.status, 202, answer.text);
-  const report = await waitForRun(runtime, answer.body.runId as string, 20_000);
+  const report = await fx.wait(answer.body.runId as string, 20_000);
   assert.equal(report.outcome, 'completed', JSON.stringify(report));
   const view = await server.request(`/api/runs/${encodeURIComponent(report.runId)}`, { auth: ADMIN });
   const line = report.logs.find((l) => l.includes('tp='));

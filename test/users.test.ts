@@ -10,14 +10,12 @@ import { after, before, describe, test } from 'node:test';
 import type { Runtime } from '../src/runtime/runtime.ts';
 import { createApp } from '../src/server/app.ts';
 import { addUser, hashPassword, parseUsers, verifyPassword, type UserEntry } from '../src/server/users.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { jobsDir, removeDir, testRuntime, type LogCapture } from './helpers/runtime.ts';
+import { jobscopeFixture, until, type Fixture } from './helpers/fixture.ts';
+import type { LogCapture } from './helpers/runtime.ts';
 import { ADMIN, TestServer, VIEWER } from './helpers/server.ts';
-import { until, waitForRun } from './helpers/wait.ts';
 import { runCli, type CliResult } from './helpers/cli.ts';
 
-let redis: TestRedis;
-let dir: string;
+let fx: Fixture;
 let tmp: string;
 let usersFile: string;
 let runtime: Runtime;
@@ -37,16 +35,16 @@ const BILLING_ADMIN = { user: 'billing-admin', password: PW.billingAdmin };
 const AUDITOR = { user: 'auditor', password: PW.auditor };
 const BOSS = { user: 'boss', password: PW.boss };
 
-before(async () => {
-  redis = await startRedis();
-  dir = jobsDir({
-    'billing-sync.ts': `export default { group: 'billing', token: { audience: ['svc'] }, async run() { return 'billed'; } };`,
-    'billing-slow.ts': `export default { group: 'billing', token: { audience: ['svc'] },
+const JOBS = {
+  'billing-sync.ts': `export default { group: 'billing', token: { audience: ['svc'] }, async run() { return 'billed'; } };`,
+  'billing-slow.ts': `export default { group: 'billing', token: { audience: ['svc'] },
       async run(ctx) { await new Promise((resolve, reject) => { const t = setTimeout(resolve, 5000);
         ctx.signal.addEventListener('abort', () => { clearTimeout(t); reject(ctx.signal.reason); }); }); } };`,
-    'hr-export.ts': `export default { group: 'hr', token: { audience: ['svc'] }, async run() { return 'exported'; } };`,
-    'plain.ts': `export default { token: { audience: ['svc'] }, async run() { return 'plain'; } };`,
-  });
+  'hr-export.ts': `export default { group: 'hr', token: { audience: ['svc'] }, async run() { return 'exported'; } };`,
+  'plain.ts': `export default { token: { audience: ['svc'] }, async run() { return 'plain'; } };`,
+};
+
+before(async () => {
   tmp = mkdtempSync(path.join(os.tmpdir(), 'jobscope-users-'));
   usersFile = path.join(tmp, 'users.json');
   await addUser(usersFile, { name: 'ops', role: 'operator', password: PW.ops });
@@ -54,17 +52,18 @@ before(async () => {
   await addUser(usersFile, { name: 'billing-admin', role: 'admin', groups: ['billing'], password: PW.billingAdmin });
   await addUser(usersFile, { name: 'auditor', role: 'viewer', groups: ['hr', 'legal'], password: PW.auditor });
   await addUser(usersFile, { name: 'boss', role: 'admin', password: PW.boss });
-  ({ runtime, logs } = await testRuntime({ redisUrl: redis.url, jobsDir: dir, env: { JOBSCOPE_PREFIX: 'usr' } }));
-  await runtime.startWorkers(['billing-sync', 'billing-slow', 'hr-export', 'plain']);
-  // Refused logins are part of these tests (removed users, a deleted file): the login limiter is not the subject here.
-  srv = await TestServer.start(runtime, { usersFile, loginLimit: { max: 1000, windowMs: 60_000 } });
+  fx = await jobscopeFixture({
+    jobs: JOBS,
+    env: { JOBSCOPE_PREFIX: 'usr' },
+    workers: ['billing-sync', 'billing-slow', 'hr-export', 'plain'],
+    // Refused logins are part of these tests (removed users, a deleted file): the login limiter is not the subject here.
+    server: { usersFile, loginLimit: { max: 1000, windowMs: 60_000 } },
+  });
+  ({ runtime, logs, server: srv } = fx);
 });
 
 after(async () => {
-  await srv?.close();
-  await runtime?.close();
-  await redis?.destroy();
-  removeDir(dir);
+  await fx?.close();
   rmSync(tmp, { recursive: true, force: true });
 });
 
@@ -160,15 +159,15 @@ describe('roles', () => {
   test('operators trigger, pause, resume and cancel through the API; viewers from the file get 403', async () => {
     const trigger = await srv.request('/api/jobs/plain/runs', { method: 'POST', auth: OPS, json: { data: {} } });
     assert.equal(trigger.status, 202, trigger.text);
-    assert.equal((await waitForRun(runtime, trigger.body.runId)).triggeredBy, 'user:ops');
+    assert.equal((await fx.wait(trigger.body.runId)).triggeredBy, 'user:ops');
     assert.equal((await srv.request('/api/jobs/plain/pause', { method: 'POST', auth: OPS })).status, 200);
-    assert.equal(await runtime.queues.isPaused('plain'), true);
+    assert.equal((await fx.api.job('plain')).paused, true);
     assert.equal((await srv.request('/api/jobs/plain/resume', { method: 'POST', auth: OPS })).status, 200);
     const slow = await srv.request('/api/jobs/billing-slow/runs', { method: 'POST', auth: OPS, json: { data: {} } });
-    await until(async () => (await runtime.queues.report(slow.body.runId)).state === 'active', 5000, 'billing-slow active');
+    await fx.waitFor(slow.body.runId, (r) => r.state === 'active', 5000, 'billing-slow active');
     const cancel = await srv.request(`/api/runs/${slow.body.runId}/cancel`, { method: 'POST', auth: OPS });
     assert.equal(cancel.status, 200, cancel.text);
-    await waitForRun(runtime, slow.body.runId);
+    await fx.wait(slow.body.runId);
     const viewer = await srv.request('/api/jobs/hr-export/runs', { method: 'POST', auth: AUDITOR, json: { data: {} } });
     assert.equal(viewer.status, 403);
     assert.match(viewer.body.message, /read-only user: this action needs an operator or admin login/);
@@ -180,9 +179,9 @@ describe('roles', () => {
     assert.equal(queues.body.queues.find((q: { name: string }) => q.name === 'plain').readOnlyMode, false);
     const add = await srv.request(`${board}/plain/add`, { method: 'POST', auth: OPS, json: { name: 'x', data: {} } });
     assert.equal(add.status, 200, add.text);
-    await waitForRun(runtime, `plain:${add.body.job.id}`);
+    await fx.wait(`plain:${add.body.job.id}`);
     assert.equal((await srv.request(`${board}/plain/pause`, { method: 'PUT', auth: OPS })).status, 200);
-    assert.equal(await runtime.queues.isPaused('plain'), true);
+    assert.equal((await fx.api.job('plain')).paused, true);
     assert.equal((await srv.request(`${board}/plain/resume`, { method: 'PUT', auth: OPS })).status, 200);
     for (const [route, json] of [
       ['concurrency', { concurrency: 7 }],
@@ -194,12 +193,12 @@ describe('roles', () => {
       assert.equal(res.body.code, 'forbidden');
       assert.match(res.body.message, /needs an admin login/);
     }
-    assert.notEqual(await runtime.queues.queue('plain').getGlobalConcurrency(), 7);
-    assert.ok(await runtime.queues.queue('plain').getJob(add.body.job.id), 'not obliterated');
+    assert.notEqual(await fx.queue('plain').getGlobalConcurrency(), 7);
+    assert.ok(await fx.api.run(`plain:${add.body.job.id}`), 'not obliterated');
     const admin = await srv.request(`${board}/plain/concurrency`, { method: 'PUT', auth: BOSS, json: { concurrency: 7 } });
     assert.equal(admin.status, 200, admin.text);
-    assert.equal(await runtime.queues.queue('plain').getGlobalConcurrency(), 7);
-    await runtime.queues.queue('plain').setGlobalConcurrency(1);
+    assert.equal(await fx.queue('plain').getGlobalConcurrency(), 7);
+    await fx.queue('plain').setGlobalConcurrency(1);
     // Viewers from the file get the read-only board.
     const viewerBoard = await srv.request(board, { auth: AUDITOR });
     assert.ok(viewerBoard.body.queues.every((q: { readOnlyMode: boolean }) => q.readOnlyMode));
@@ -210,10 +209,10 @@ describe('job groups', () => {
   test('a login limited to a group acts only on its jobs: others answer 404 on the API, as if they did not exist', async () => {
     const ok = await srv.request('/api/jobs/billing-sync/runs', { method: 'POST', auth: BILLING_ADMIN, json: { data: {} } });
     assert.equal(ok.status, 202, ok.text);
-    await waitForRun(runtime, ok.body.runId);
-    const { runId: hrRun } = await runtime.queues.enqueue('hr-export', {}, { trigger: 'api' });
-    await waitForRun(runtime, hrRun);
-    const before = await runtime.queues.queue('hr-export').getJobCounts();
+    await fx.wait(ok.body.runId);
+    const hrRun = await fx.trigger('hr-export');
+    await fx.wait(hrRun);
+    const before = (await fx.api.job('hr-export')).counts;
     for (const [method, p] of [
       ['POST', '/api/jobs/hr-export/runs'],
       ['POST', '/api/jobs/plain/runs'], // no group: only logins without groups see it
@@ -233,8 +232,8 @@ describe('job groups', () => {
     }
     const unknown = await srv.request('/api/jobs/hr-export', { auth: BILLING_ADMIN });
     assert.equal(unknown.body.message, 'unknown job "hr-export"; jobs you can see: billing-slow, billing-sync');
-    assert.deepEqual(await runtime.queues.queue('hr-export').getJobCounts(), before, 'nothing enqueued');
-    assert.equal(await runtime.queues.isPaused('hr-export'), false);
+    assert.deepEqual((await fx.api.job('hr-export')).counts, before, 'nothing enqueued');
+    assert.equal((await fx.api.job('hr-export')).paused, false);
     assert.equal((await srv.request('/api/jobs/billing-sync', { auth: BILLING_ADMIN })).status, 200);
     assert.equal((await srv.request(`/api/runs/${ok.body.runId}`, { auth: BILLING_ADMIN })).status, 200);
     // A viewer limited to hr sees hr-export and nothing else.
@@ -252,18 +251,18 @@ describe('job groups', () => {
     assert.deepEqual(await names(BILLING_OPS), ['billing-slow', 'billing-sync']);
     assert.deepEqual(await names(AUDITOR), ['hr-export']);
     assert.deepEqual(await names(OPS), ['billing-slow', 'billing-sync', 'hr-export', 'plain']);
-    const slow = await runtime.queues.enqueue('billing-slow', {}, { trigger: 'api' });
-    await until(async () => (await runtime.tokens.list()).some((t) => t.run === slow.runId), 5000, 'a live token');
+    const slow = { runId: await fx.trigger('billing-slow') };
+    await until(async () => (await fx.api.tokens()).some((t) => t.run === slow.runId), 5000, 'a live token');
     assert.deepEqual((await srv.request('/api/tokens', { auth: AUDITOR })).body, [], 'tokens of other groups are hidden');
     assert.ok((await srv.request('/api/tokens', { auth: BILLING_OPS })).body.some((t: { run: string }) => t.run === slow.runId));
-    await runtime.cancel(slow.runId);
+    await fx.client.cancel(slow.runId);
   });
 
   test("on Bull Board a limited login sees only its groups' queues; the others answer 404; pause all pauses only its own", async () => {
     const board = '/dashboard/queues/api/queues';
     const list = await srv.request(board, { auth: BILLING_OPS });
     assert.deepEqual(list.body.queues.map((q: { name: string }) => q.name).sort(), ['billing-slow', 'billing-sync']);
-    const before = await runtime.queues.queue('hr-export').getJobCounts();
+    const before = (await fx.api.job('hr-export')).counts;
     for (const [method, p, json] of [
       ['POST', `${board}/hr-export/add`, { name: 'x', data: {} }],
       ['POST', `${board}/plain/add`, { name: 'x', data: {} }],
@@ -274,13 +273,13 @@ describe('job groups', () => {
       const res = await srv.request(p, { method, auth: BILLING_OPS, ...(json ? { json } : {}) });
       assert.equal(res.status, 404, `${method} ${p}: ${res.text}`);
     }
-    assert.deepEqual(await runtime.queues.queue('hr-export').getJobCounts(), before);
+    assert.deepEqual((await fx.api.job('hr-export')).counts, before);
     assert.equal((await srv.request(`${board}/pause`, { method: 'PUT', auth: BILLING_OPS })).status, 200);
-    assert.equal(await runtime.queues.isPaused('billing-sync'), true);
-    assert.equal(await runtime.queues.isPaused('hr-export'), false, 'pause all stopped at the groups of the login');
-    assert.equal(await runtime.queues.isPaused('plain'), false);
+    assert.equal((await fx.api.job('billing-sync')).paused, true);
+    assert.equal((await fx.api.job('hr-export')).paused, false, 'pause all stopped at the groups of the login');
+    assert.equal((await fx.api.job('plain')).paused, false);
     assert.equal((await srv.request(`${board}/resume`, { method: 'PUT', auth: BILLING_OPS })).status, 200);
-    assert.equal(await runtime.queues.isPaused('billing-sync'), false);
+    assert.equal((await fx.api.job('billing-sync')).paused, false);
     const viewer = await srv.request(board, { auth: AUDITOR });
     assert.deepEqual(
       viewer.body.queues.map((q: { name: string }) => q.name),
@@ -392,7 +391,7 @@ describe('audit', () => {
   test('every change through the API or Bull Board leaves one audit line: user, role, action, job, run, status', async () => {
     const from = auditLines().length;
     const trigger = await srv.request('/api/jobs/billing-sync/runs', { method: 'POST', auth: BOSS, json: { data: {} } });
-    await waitForRun(runtime, trigger.body.runId);
+    await fx.wait(trigger.body.runId);
     await srv.request('/api/jobs/billing-sync/pause', { method: 'POST', auth: BOSS });
     await srv.request('/api/jobs/billing-sync/resume', { method: 'POST', auth: BOSS });
     await srv.request(`/api/runs/${trigger.body.runId}/cancel`, { method: 'POST', auth: BOSS });
@@ -401,7 +400,7 @@ describe('audit', () => {
       auth: BILLING_OPS,
       json: { name: 'x', data: {} },
     });
-    await waitForRun(runtime, `billing-sync:${add.body.job.id}`);
+    await fx.wait(`billing-sync:${add.body.job.id}`);
     await srv.request(`/dashboard/queues/api/queues/billing-sync/${add.body.job.id}/retry`, { method: 'PUT', auth: BILLING_OPS });
     await srv.request('/api/jobs/hr-export/runs', { method: 'POST', auth: AUDITOR, json: { data: {} } });
     const lines = auditLines().slice(from);

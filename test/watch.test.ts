@@ -9,25 +9,29 @@ import { after, before, describe, test } from 'node:test';
 import { watchJobs, type JobsWatcher } from '../src/jobs/watch.ts';
 import type { Runtime } from '../src/runtime/runtime.ts';
 import { BIN } from './helpers/cli.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { jobsDir, removeDir, ROOT, testRuntime, type LogCapture } from './helpers/runtime.ts';
-import { until, waitForRun } from './helpers/wait.ts';
+import { jobscopeFixture, until, type Api, type Fixture } from './helpers/fixture.ts';
+import { jobsDir, removeDir, ROOT, type LogCapture } from './helpers/runtime.ts';
 
 const version = (v: string, ms = 0) =>
   `export default { token: { audience: ['svc'] }, async run() { await new Promise((r) => setTimeout(r, ${ms})); return '${v}'; } };`;
 
-let redis: TestRedis;
+let fx: Fixture;
 let dir: string;
 let runtime: Runtime;
 let logs: LogCapture;
+/** The watching runner's API: what it triggers and reports follows its reloads (a client's jobs would not). */
+let api: Api;
 let watcher: JobsWatcher;
 const reloads: { jobs: string[]; errors: string[] }[] = [];
 
 before(async () => {
-  redis = await startRedis();
-  dir = jobsDir({ 'greet.ts': version('v1', 1500), 'keep.ts': version('keep') });
-  ({ runtime, logs } = await testRuntime({ redisUrl: redis.url, jobsDir: dir, env: { JOBSCOPE_PREFIX: 'w' } }));
-  await runtime.startWorkers();
+  fx = await jobscopeFixture({
+    jobs: { 'greet.ts': version('v1', 1500), 'keep.ts': version('keep') },
+    env: { JOBSCOPE_PREFIX: 'w' },
+    workers: true,
+    server: true,
+  });
+  ({ runtime, logs, dir, api } = fx);
   watcher = watchJobs(dir, async (v, changes) => {
     const { jobs, errors } = await runtime.reload(dir, v, { ownsSchedules: true, changes });
     reloads.push({ jobs, errors: errors.map((e) => e.message) });
@@ -35,22 +39,20 @@ before(async () => {
 });
 after(async () => {
   watcher?.close();
-  await runtime?.close();
-  await redis?.destroy();
-  if (dir) removeDir(dir);
+  await fx?.close();
 });
 
 const reloaded = async (n: number) => until(() => reloads.length >= n, 10_000, `reload #${n}`);
 
 describe('--watch', () => {
   test('a changed file: new runs use the new code, the run in progress finishes on the old', async () => {
-    const old = await runtime.queues.enqueue('greet', {});
-    await until(async () => (await runtime.queues.report(old.runId)).state === 'active', 5000, 'the v1 run to start');
+    const old = await api.trigger('greet');
+    await api.waitFor(old, (r) => r.state === 'active', 5000, 'the v1 run to start');
     writeFileSync(path.join(dir, 'greet.ts'), version('v2'));
     await reloaded(1);
-    const fresh = await runtime.queues.enqueue('greet', {});
-    assert.equal((await waitForRun(runtime, fresh.runId)).result, 'v2');
-    assert.equal((await waitForRun(runtime, old.runId)).result, 'v1', 'the run in progress finished on the old code');
+    const fresh = await api.trigger('greet');
+    assert.equal((await api.wait(fresh)).result, 'v2');
+    assert.equal((await api.wait(old)).result, 'v1', 'the run in progress finished on the old code');
   });
 
   test('an added file is a job at once (triggerable, served, published, scheduled); a removed one is gone', async () => {
@@ -59,16 +61,16 @@ describe('--watch', () => {
       `export default { token: { audience: ['svc'] }, schedule: { every: '1h' }, async run() { return 'new'; } };`,
     );
     await until(() => reloads.some((r) => r.jobs.includes('fresh')), 10_000, 'fresh to be loaded');
-    assert.equal((await waitForRun(runtime, (await runtime.queues.enqueue('fresh', {})).runId)).result, 'new');
-    assert.ok(await runtime.queues.queue('fresh').getJobScheduler('fresh'), 'its schedule is in Redis');
-    assert.ok(await runtime.redis.hexists('w:registry', 'fresh'), 'published for clients');
+    assert.equal((await api.wait(await api.trigger('fresh'))).result, 'new');
+    assert.ok(await fx.queue('fresh').getJobScheduler('fresh'), 'its schedule is in Redis');
+    assert.ok(await fx.redis.hexists('w:registry', 'fresh'), 'published for clients');
     const before = reloads.length;
     rmSync(path.join(dir, 'fresh.ts'));
     await reloaded(before + 1);
-    assert.ok(!runtime.registry.has('fresh'));
-    await assert.rejects(runtime.queues.enqueue('fresh', {}), /unknown job "fresh"/);
-    assert.equal(await runtime.queues.queue('keep').getJobScheduler('fresh'), undefined);
-    assert.equal(await runtime.redis.hexists('w:registry', 'fresh'), 0);
+    assert.ok(!((await api.get('/api/jobs')).body as { name: string }[]).some((j) => j.name === 'fresh'));
+    assert.match((await api.post('/api/jobs/fresh/runs', { data: {} })).body.message, /unknown job "fresh"/);
+    assert.equal(await fx.queue('keep').getJobScheduler('fresh'), undefined);
+    assert.equal(await fx.redis.hexists('w:registry', 'fresh'), 0);
   });
 
   test('bad files are all reported, with their line; a broken job keeps its previous version', async () => {
@@ -80,15 +82,11 @@ describe('--watch', () => {
     assert.equal(last.errors.length, 2, last.errors.join('\n'));
     assert.match(last.errors.join('\n'), /greet\.ts:3:\d+: cannot be loaded/);
     assert.match(last.errors.join('\n'), /typo\.ts: shedule: unknown field/);
-    assert.equal(
-      (await waitForRun(runtime, (await runtime.queues.enqueue('greet', {})).runId)).result,
-      'v2',
-      'still the last good version',
-    );
+    assert.equal((await api.wait(await api.trigger('greet'))).result, 'v2', 'still the last good version');
     rmSync(path.join(dir, 'typo.ts'));
     writeFileSync(path.join(dir, 'greet.ts'), version('v4'));
     await until(() => reloads.at(-1)!.errors.length === 0, 10_000, 'a clean reload');
-    assert.equal((await waitForRun(runtime, (await runtime.queues.enqueue('greet', {})).runId)).result, 'v4');
+    assert.equal((await api.wait(await api.trigger('greet'))).result, 'v4');
   });
 });
 
@@ -107,7 +105,7 @@ describe('--watch reloads only what changed', () => {
     assert.deepEqual(changedLogs().slice(logged), ['greet']);
     assert.equal(workers().get('keep'), keepWorker, "keep's worker was not restarted");
     assert.equal(runtime.registry.get('keep'), keepJob);
-    assert.equal((await waitForRun(runtime, (await runtime.queues.enqueue('greet', {})).runId)).result, 'v5');
+    assert.equal((await api.wait(await api.trigger('greet'))).result, 'v5');
 
     // The same content saved again (an editor's save, a touch): nothing is reloaded at all.
     writeFileSync(path.join(dir, 'keep.ts'), version('keep'));
@@ -132,7 +130,7 @@ describe('jobscope start --watch (the real bin)', () => {
       cwd: ROOT,
       env: {
         PATH: process.env.PATH,
-        REDIS_URL: redis.url,
+        REDIS_URL: fx.redisUrl,
         JOBSCOPE_PREFIX: 'wcli',
         JOBSCOPE_JOBS: cliDir,
         JOBSCOPE_STATE_DIR: path.join(ROOT, '.jobscope', 'test-tmp', 'state'),

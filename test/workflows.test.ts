@@ -9,10 +9,8 @@ import { after, before, describe, test } from 'node:test';
 import express from 'express';
 import type { Runtime } from '../src/runtime/runtime.ts';
 import { closeVerifiers, requireJobToken, type JobTokenClaims } from '../src/token/verify.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { jobsDir, removeDir, testRuntime } from './helpers/runtime.ts';
+import { jobscopeFixture, until, type Fixture } from './helpers/fixture.ts';
 import { ADMIN, TestServer } from './helpers/server.ts';
-import { until, waitForRun } from './helpers/wait.ts';
 
 const PREFIX = 'wf';
 const sleepUntilAborted = (ms: number) => `await new Promise((resolve, reject) => {
@@ -52,8 +50,7 @@ const JOBS = {
     async run(ctx) { if (ctx.data.fail) throw new Error('flaky failed: ' + ctx.data.fail); return 'ok'; } };`,
 };
 
-let redis: TestRedis;
-let dir: string;
+let fx: Fixture;
 let runtime: Runtime;
 let server: TestServer;
 const servers: http.Server[] = [];
@@ -81,48 +78,40 @@ function startAlertReceiver(): Promise<number> {
 }
 
 before(async () => {
-  redis = await startRedis();
-  dir = jobsDir(JOBS);
   // A port for the alert receiver, which starts later (its first deliveries must be retried).
   const probe = http.createServer();
   alertPort = await listen(probe);
   await new Promise((r) => probe.close(r));
-  const keysFrom = await testRuntime({ redisUrl: redis.url, jobsDir: dir, env: { JOBSCOPE_PREFIX: PREFIX } });
-  const app = express();
-  app.get(
-    '/whoami',
-    requireJobToken({ audience: 'svc', publicKey: keysFrom.runtime.keys.current.verifyKey, redis: redis.url, prefix: PREFIX }),
-    (req, res) => {
-      seen.push({ run: String(req.headers['x-run']), claims: req.jobToken! });
-      res.json(req.jobToken);
-    },
-  );
-  const svcPort = await listen(http.createServer(app));
-  await keysFrom.runtime.close();
-  ({ runtime } = await testRuntime({
-    redisUrl: redis.url,
-    jobsDir: dir,
+  fx = await jobscopeFixture({
+    jobs: JOBS,
     env: {
       JOBSCOPE_PREFIX: PREFIX,
-      JOBSCOPE_SERVICES: `svc=http://127.0.0.1:${svcPort}`,
       JOBSCOPE_ALERT_WEBHOOK: `http://127.0.0.1:${alertPort}/hook`,
       JOBSCOPE_PUBLIC_URL: 'http://jobs.example.test',
     },
-  }));
-  await runtime.startWorkers();
-  server = await TestServer.start(runtime);
+    // The service verifies with the runner's public key.
+    envFromKey: async (publicKey, redis) => {
+      const app = express();
+      app.get('/whoami', requireJobToken({ audience: 'svc', publicKey, redis: redis.url, prefix: PREFIX }), (req, res) => {
+        seen.push({ run: String(req.headers['x-run']), claims: req.jobToken! });
+        res.json(req.jobToken);
+      });
+      const svcPort = await listen(http.createServer(app));
+      return { JOBSCOPE_SERVICES: `svc=http://127.0.0.1:${svcPort}` };
+    },
+    workers: true,
+    server: true,
+  });
+  ({ runtime, server } = fx);
 });
 
 after(async () => {
-  await server?.close();
-  await runtime?.close();
+  await fx?.close();
   await closeVerifiers();
   for (const s of servers) {
     s.closeAllConnections();
     s.close();
   }
-  await redis?.destroy();
-  if (dir) removeDir(dir);
 });
 
 const claimsOf = (runId: string) => seen.filter((s) => s.run === runId).map((s) => s.claims);
@@ -132,13 +121,13 @@ describe('child jobs and who triggered', () => {
     const res = await server.request('/api/jobs/extract/runs', { method: 'POST', auth: ADMIN, json: { data: {} } });
     assert.equal(res.status, 202);
     const parentId = res.body.runId as string;
-    const parent = await waitForRun(runtime, parentId);
+    const parent = await fx.wait(parentId);
     assert.equal(parent.outcome, 'completed');
     assert.equal(parent.triggeredBy, 'user:admin');
     assert.deepEqual(claimsOf(parentId)[0].act, { sub: 'user:admin' }, 'the token says on whose behalf the run acts');
     assert.equal(parent.children.length, 2, 'load and notify started; the invalid load was not');
     assert.match(parent.logs.join('\n'), /then: load not started: invalid data for job "load": \/rows must be integer/);
-    const [load, notify] = await Promise.all(parent.children.map((id) => waitForRun(runtime, id)));
+    const [load, notify] = await Promise.all(parent.children.map((id) => fx.wait(id)));
     assert.deepEqual(load.result, { loaded: 3, by: `run:${parentId}`, parent: parentId, trigger: 'parent' });
     assert.equal(load.trigger, 'parent');
     assert.equal(load.parent, parentId);
@@ -150,7 +139,8 @@ describe('child jobs and who triggered', () => {
   });
 
   test('ctx.triggerAndWait: fan-out to 5 runs, fan-in of their results in order', async () => {
-    const fan = await waitForRun(runtime, (await runtime.queues.enqueue('fan', {}, { by: 'cli:ops' })).runId, 20_000);
+    // Triggered as the CLI would (createClient and the API name themselves 'client' and 'user:<login>').
+    const fan = await fx.wait((await runtime.control.trigger('fan', {}, { by: 'cli:ops' })).runId, 20_000);
     assert.equal(fan.outcome, 'completed');
     assert.deepEqual(fan.result, [1, 4, 9, 16, 25]);
     assert.equal(fan.children.length, 5);
@@ -159,27 +149,26 @@ describe('child jobs and who triggered', () => {
   });
 
   test('a child that fails rejects triggerAndWait with its outcome and error', async () => {
-    const picky = await waitForRun(runtime, (await runtime.queues.enqueue('picky', {})).runId);
+    const picky = await fx.wait(await fx.trigger('picky'));
     assert.equal(picky.outcome, 'failed');
     assert.match(picky.error!, /^run broken:\S+ ended failed: broken on purpose$/);
   });
 
   test('cancelling a parent cancels the child it waits for', async () => {
-    const { runId } = await runtime.queues.enqueue('waiter', {});
-    await until(async () => (await runtime.queues.report(runId)).children.length === 2, 5000, 'two children');
-    const waited = (await runtime.queues.report(runId)).children[1];
-    await until(async () => (await runtime.queues.report(waited)).state === 'active', 5000, 'the waited child to start');
-    await runtime.cancel(runId, 'test');
-    const child = await waitForRun(runtime, waited);
+    const runId = await fx.trigger('waiter');
+    const waited = (await fx.waitFor(runId, (r) => r.children.length === 2, 5000, 'two children')).children[1];
+    await fx.waitFor(waited, (r) => r.state === 'active', 5000, 'the waited child to start');
+    await fx.client.cancel(runId, 'test');
+    const child = await fx.wait(waited);
     assert.equal(child.outcome, 'cancelled');
     assert.match(child.error!, new RegExp(`its parent ${runId} was aborted`));
     // The child it only started (ctx.trigger) is not its to cancel.
-    assert.equal((await runtime.queues.report(g.__child as string)).state, 'active');
-    await runtime.cancel(g.__child as string, 'test over');
+    assert.equal((await fx.run(g.__child as string)).state, 'active');
+    await fx.client.cancel(g.__child as string, 'test over');
   });
 
   test('a scheduled run carries no actor', async () => {
-    const { runtime: other } = await testRuntime({ redisUrl: redis.url, jobsDir: dir, env: { JOBSCOPE_PREFIX: PREFIX } });
+    const other = await fx.another({ env: { JOBSCOPE_PREFIX: PREFIX } });
     try {
       const { runtime: mint } = { runtime: other };
       const token = await mint.minter.mint({ job: 'load', run: 'load:x', attempt: 1, audience: ['svc'], scope: [], lifetimeMs: 10_000 });
@@ -193,7 +182,7 @@ describe('child jobs and who triggered', () => {
 
 describe('sharding broadcast', () => {
   test('shards: 3 runs 3 shard runs with their own tokens; a failed shard retries alone; results in index order', async () => {
-    const parent = await waitForRun(runtime, (await runtime.queues.enqueue('split', {})).runId, 20_000);
+    const parent = await fx.wait(await fx.trigger('split'), 20_000);
     assert.equal(parent.outcome, 'completed', String(parent.error));
     const results = parent.result as { index: number; total: number; jti: string; attempt: number }[];
     assert.deepEqual(
@@ -213,14 +202,14 @@ describe('sharding broadcast', () => {
     assert.deepEqual((g.__splitTries as Record<number, number>)[1], 2);
     assert.equal(parent.children.length, 3);
     for (const child of parent.children) {
-      const r = await runtime.queues.report(child);
+      const r = await fx.run(child);
       assert.equal(r.parent, parent.runId);
       assert.ok(r.shard && r.shard.total === 3);
     }
   });
 
   test('a shard that fails for good fails the broadcast, naming it', async () => {
-    const parent = await waitForRun(runtime, (await runtime.queues.enqueue('split-bad', {})).runId, 20_000);
+    const parent = await fx.wait(await fx.trigger('split-bad'), 20_000);
     assert.equal(parent.outcome, 'failed');
     assert.match(parent.error!, /^shard\(s\) 1 failed: #1 no data for shard 1$/);
   });
@@ -230,14 +219,14 @@ describe('worker groups', () => {
   test('a job with a group runs only on workers of that group', async () => {
     assert.ok(!runtime.servedJobs().includes('report'), 'a worker without --group does not take it');
     assert.deepEqual(runtime.servedJobs(undefined, ['reports']), ['report']);
-    const { runId } = await runtime.queues.enqueue('report', {});
+    const runId = await fx.trigger('report');
     await new Promise((r) => setTimeout(r, 500));
-    assert.equal((await runtime.queues.report(runId)).state, 'waiting');
-    const { runtime: reports } = await testRuntime({ redisUrl: redis.url, jobsDir: dir, env: { JOBSCOPE_PREFIX: PREFIX } });
+    assert.equal((await fx.run(runId)).state, 'waiting');
+    const reports = await fx.another({ env: { JOBSCOPE_PREFIX: PREFIX } });
     try {
       await reports.startWorkers(undefined, ['reports']);
-      assert.equal((await waitForRun(runtime, runId)).result, 'report');
-      const workers = await runtime.control.liveWorkers();
+      assert.equal((await fx.wait(runId)).result, 'report');
+      const workers = (await fx.api.get('/api/workers')).body as { alive: boolean; groups: string[]; jobs: string[] }[];
       assert.ok(workers.some((w) => w.alive && w.groups.includes('reports') && w.jobs.join() === 'report'));
     } finally {
       await reports.close();
@@ -247,7 +236,7 @@ describe('worker groups', () => {
 
 describe('failure alerts', () => {
   test('one POST per run that fails for good (none per attempt), delivered after the receiver comes up; then recovered', async () => {
-    const failed = await waitForRun(runtime, (await runtime.queues.enqueue('flaky', { fail: 'disk full' })).runId);
+    const failed = await fx.wait(await fx.trigger('flaky', { fail: 'disk full' }));
     assert.equal(failed.attempts, 3);
     // The receiver is down: the delivery is retried with backoff.
     await new Promise((r) => setTimeout(r, 1500));
@@ -265,7 +254,7 @@ describe('failure alerts', () => {
     assert.equal(alert.attempts, 3);
     assert.equal(alert.url, `http://jobs.example.test/dashboard/run.html?id=${encodeURIComponent(failed.runId)}`);
     assert.match(String(alert.text), /^jobscope: flaky failed: run flaky:\S+ after 3 attempts \([\d.]+ s\): flaky failed: disk full http/);
-    const ok = await waitForRun(runtime, (await runtime.queues.enqueue('flaky', {})).runId);
+    const ok = await fx.wait(await fx.trigger('flaky'));
     assert.equal(ok.outcome, 'completed');
     await until(() => flaky().length >= 2, 10_000, 'the recovered alert');
     assert.equal(flaky()[1].event, 'recovered');

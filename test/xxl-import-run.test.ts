@@ -6,12 +6,12 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import jwt from 'jsonwebtoken';
 import { Redis } from 'ioredis';
-import type { Runtime } from '../src/runtime/runtime.ts';
+import type { RunView } from '../src/index.ts';
 import { runCli } from './helpers/cli.ts';
+import { jobscopeFixture, until, type Fixture } from './helpers/fixture.ts';
 import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { ROOT, removeDir, testRuntime } from './helpers/runtime.ts';
+import { ROOT, removeDir } from './helpers/runtime.ts';
 import { RecordingService } from './helpers/service.ts';
-import { until, waitForRun } from './helpers/wait.ts';
 import { createDb, dropDb, type Db } from './helpers/xxl-estate.ts';
 
 const PREFIX = 'xr';
@@ -34,19 +34,21 @@ let redis: TestRedis;
 let client: Redis;
 let db: Db;
 let dir: string;
-let runtime: Runtime;
+/** The runner process (a restart is a new one on the same Redis and folder). */
+let proc: Fixture;
 let service: RecordingService;
 
-async function open(): Promise<Runtime> {
-  const { runtime: rt } = await testRuntime({
-    redisUrl: redis.url,
-    jobsDir: dir,
+async function open(): Promise<Fixture> {
+  const fx = await jobscopeFixture({
+    dir,
+    redisServer: redis,
     env: { JOBSCOPE_PREFIX: PREFIX, JOBSCOPE_SERVICES: `svc=${service.url}` },
+    schedules: true,
+    server: true,
   });
-  await rt.syncSchedules();
   // Imported jobs keep their xxl-job executor as their group: a worker serves them with --group, as in production.
-  await rt.startWorkers(undefined, ['xxl-job-executor-sample']);
-  return rt;
+  await fx.runtime.startWorkers(undefined, ['xxl-job-executor-sample']);
+  return fx;
 }
 
 before(async () => {
@@ -87,11 +89,11 @@ before(async () => {
   const args = ['import', 'xxl-job', '--from', db.url, '--out', dir, '--audience', 'svc', '--tz', 'UTC'];
   const r = await runCli(args, { PATH: process.env.PATH, HOME: process.env.HOME }, 60_000);
   assert.equal(r.code, 0, r.stderr);
-  runtime = await open();
+  proc = await open();
 });
 
 after(async () => {
-  await runtime?.close();
+  await proc?.close();
   await service?.stop();
   client?.disconnect();
   await redis?.destroy();
@@ -99,9 +101,8 @@ after(async () => {
   if (dir) removeDir(dir);
 });
 
-async function run(job: string): Promise<Awaited<ReturnType<typeof waitForRun>>> {
-  const { runId } = await runtime.queues.enqueue(job, {}, { trigger: 'api' });
-  return waitForRun(runtime, runId, 30_000);
+async function run(job: string): Promise<RunView> {
+  return proc.wait(await proc.trigger(job), 30_000);
 }
 
 describe('imported xxl-job jobs run', () => {
@@ -111,7 +112,7 @@ describe('imported xxl-job jobs run', () => {
     const req = service.received.find((r) => r.path.startsWith('/verify'));
     assert.ok(req?.token, 'the service got a bearer token');
     assert.equal(req.path, '/verify?param=hello', 'executor_param is the first argument');
-    const claims = jwt.verify(req.token, runtime.keys.current.verifyKey, { algorithms: ['ES256'], audience: 'svc' }) as jwt.JwtPayload;
+    const claims = jwt.verify(req.token, proc.runtime.keys.current.verifyKey, { algorithms: ['ES256'], audience: 'svc' }) as jwt.JwtPayload;
     assert.equal(claims.sub, 'job:verify-call');
     assert.equal(claims.run, report.runId);
     assert.equal(req.liveInRedis, true);
@@ -134,26 +135,26 @@ describe('imported xxl-job jobs run', () => {
   test('child_jobid became then: the child fires after the parent', async () => {
     const parent = await run('parent');
     assert.equal(parent.state, 'completed', parent.error ?? '');
-    await until(async () => (await runtime.queues.report(parent.runId)).children.length === 1, 10_000, 'the child run');
-    const [childId] = (await runtime.queues.report(parent.runId)).children;
-    const child = await waitForRun(runtime, childId!, 30_000);
+    const [childId] = (await proc.waitFor(parent.runId, (r) => r.children.length === 1, 10_000, 'the child run')).children;
+    const child = await proc.wait(childId!, 30_000);
     assert.equal(child.state, 'completed', child.error ?? '');
     assert.ok(child.logs.includes(`child ran as ${childId}`));
   });
 
   test('a job stopped in xxl-job stays paused across restarts until resumed, and stays resumed', async () => {
-    const counts = async () => (await runtime.queues.summary('stopped-tick')).counts;
-    assert.equal((await runtime.queues.summary('stopped-tick')).paused, true);
+    const summary = async () => (await proc.api.job('stopped-tick')) as { paused: boolean; counts: Record<string, number> };
+    const counts = async () => (await summary()).counts;
+    assert.equal((await summary()).paused, true);
     await new Promise((r) => setTimeout(r, 2500));
     assert.equal((await counts()).completed + (await counts()).failed, 0, 'an every-second schedule did not fire while paused');
-    await runtime.close();
-    runtime = await open();
-    assert.equal((await runtime.queues.summary('stopped-tick')).paused, true, 'still paused after a restart');
-    await runtime.resume('stopped-tick');
+    await proc.close();
+    proc = await open();
+    assert.equal((await summary()).paused, true, 'still paused after a restart');
+    await proc.runtime.resume('stopped-tick');
     await until(async () => (await counts()).completed > 0, 10_000, 'a fire after resume');
-    await runtime.close();
-    runtime = await open();
-    assert.equal((await runtime.queues.summary('stopped-tick')).paused, false, 'the resume holds across a restart');
-    await runtime.pause('stopped-tick');
+    await proc.close();
+    proc = await open();
+    assert.equal((await summary()).paused, false, 'the resume holds across a restart');
+    await proc.runtime.pause('stopped-tick');
   });
 });

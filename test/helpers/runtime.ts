@@ -42,7 +42,10 @@ export interface TestRuntimeOptions {
   env?: Record<string, string>;
 }
 
-/** A Runtime configured only from the given values (never the process environment), with its logs captured. */
+/**
+ * A Runtime configured only from the given values (never the process environment), with its logs captured. Test files build
+ * theirs through helpers/fixture.ts (Redis, jobs folder, Runtime, server and client in one call), which uses this.
+ */
 export async function testRuntime(opts: TestRuntimeOptions): Promise<{ runtime: Runtime; logs: LogCapture }> {
   const config = loadConfig({
     REDIS_URL: opts.redisUrl,

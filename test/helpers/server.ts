@@ -1,5 +1,5 @@
 // The HTTP server on 127.0.0.1 (a free port) for tests, and a small fetch client that keeps every body it saw so a test can
-// check that no token ever left the server.
+// check that no token ever left the server. helpers/fixture.ts starts it (`server: true`) with the logins below.
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Runtime } from '../../src/runtime/runtime.ts';
