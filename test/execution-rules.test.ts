@@ -8,7 +8,7 @@ import { registerDefinition } from '../src/jobs/define.ts';
 import { createLogger } from '../src/log.ts';
 import { outcomeOf, runOptions } from '../src/control/queues.ts';
 import { nextOnPhase } from '../src/control/schedules.ts';
-import { fireTime } from '../src/runtime/worker.ts';
+import { fireTime } from '../src/runtime/admission.ts';
 import { RunTokenLease } from '../src/token/lease.ts';
 import type { MintedToken, MintRequest, TokenMinter } from '../src/token/mint.ts';
 import type { ExecutionLock } from '../src/token/store.ts';

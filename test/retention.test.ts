@@ -61,7 +61,7 @@ after(async () => {
 async function runMany(job: string, count: number, from = 0): Promise<void> {
   let ended = 0;
   const onEnd = ({ job: j }: { job: string }) => void (j === job && ended++);
-  runtime.workers!.on('run:end', onEnd);
+  runtime.executor!.on('run:end', onEnd);
   try {
     const queue = runtime.queues.queue(job);
     const opts = jobOptions(runtime.registry.get(job));
@@ -72,7 +72,7 @@ async function runMany(job: string, count: number, from = 0): Promise<void> {
     // The last runs' completions are written right after their end events.
     await until(async () => (await queue.getJobCounts('active', 'waiting')).active === 0, 5000, 'the last runs to be recorded');
   } finally {
-    runtime.workers!.off('run:end', onEnd);
+    runtime.executor!.off('run:end', onEnd);
   }
 }
 

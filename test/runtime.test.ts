@@ -260,7 +260,7 @@ describe('compatibility modes', () => {
     });
     try {
       await compat.runtime.startWorkers(['flaky']);
-      await runtime.workers!.workers.get('flaky')!.pause();
+      await runtime.executor!.takers.get('flaky')!.pause();
       const { runId } = await compat.runtime.queues.enqueue('flaky', {}, { trigger: 'api' });
       const report = await waitForRun(compat.runtime, runId);
       assert.equal(report.state, 'completed');
@@ -275,7 +275,7 @@ describe('compatibility modes', () => {
         assert.doesNotMatch(String(r.header!.kid), new RegExp(secret.slice(0, 8)), 'the kid does not reveal the secret');
       }
     } finally {
-      runtime.workers!.workers.get('flaky')!.resume();
+      runtime.executor!.takers.get('flaky')!.resume();
       await compat.runtime.close();
     }
   });

@@ -6,7 +6,7 @@ import { registerDefinition } from '../jobs/define.ts';
 import { loadRegistry, Registry } from '../jobs/registry.ts';
 import { createLogger, type Logger } from '../log.ts';
 import { Runtime } from './runtime.ts';
-import type { Workers } from './worker.ts';
+import type { RunExecutor } from './executor.ts';
 
 export interface WorkerOptions {
   /** A jobs folder, or definitions by job name. */
@@ -44,7 +44,8 @@ export interface WorkerOptions {
 
 export interface EmbeddedWorker {
   runtime: Runtime;
-  workers: Workers;
+  /** The run executor of the jobs served here (its events: 'run:start', 'run:end', 'token:minted', ...). */
+  workers: RunExecutor;
   /** Graceful: stops taking runs, hands back what is still active at the shutdown deadline, closes the connections. */
   close(): Promise<void>;
 }
