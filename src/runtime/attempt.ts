@@ -133,7 +133,8 @@ export class Attempt {
 
   /** The attempt went back to the queue (or its lock to another worker): its row reads 'handed back'. */
   handedBack(): void {
-    this.record.attemptEnded('handed back', this.running ?? Date.now(), Date.now());
+    const now = Date.now();
+    this.record.attemptEnded('handed back', this.running ?? now, now);
   }
 
   /** Ends the run without running it (skipped, misfire, replaced, bad data): recorded with its outcome, never retried. */
