@@ -18,7 +18,7 @@ import { loadRegistry } from '../src/jobs/registry.ts';
 import { createLogger } from '../src/log.ts';
 import { startEmbeddedRedis } from '../src/cli/redis-server.ts';
 import { Runtime } from '../src/runtime/runtime.ts';
-import { fireTime } from '../src/runtime/worker.ts';
+import { fireTime } from '../src/runtime/admission.ts';
 import { freePort } from '../test/helpers/redis.ts';
 import { jobsDir, removeDir } from '../test/helpers/runtime.ts';
 import { redisCpuSeconds, sleep, type Measured } from './lib.ts';
@@ -118,18 +118,18 @@ async function throughput(): Promise<Record<string, Measured>> {
     try {
       const runtime = await jobscopeRuntime(dir, variant === 'jobscope-hs256');
       const names = concurrencies.map((c) => `noop${c}`);
-      const workers = await runtime.startWorkers(names);
-      for (const name of names) await workers.workers.get(name)!.pause();
+      const executor = await runtime.startWorkers(names);
+      for (const name of names) await executor.takers.get(name)!.pause();
       const run = async (c: number, count: number) => {
         await preload(`noop${c}`, 'bench', count);
-        const w = workers.workers.get(`noop${c}`)!;
+        const w = executor.takers.get(`noop${c}`)!;
         return measure(w, count, () => w.resume());
       };
       await run(concurrencies.at(-1)!, WARMUP);
-      await workers.workers.get(`noop${concurrencies.at(-1)}`)!.pause();
+      await executor.takers.get(`noop${concurrencies.at(-1)}`)!.pause();
       for (const c of concurrencies) {
         out[`c${c}`] = await run(c, counts(c));
-        await workers.workers.get(`noop${c}`)!.pause();
+        await executor.takers.get(`noop${c}`)!.pause();
       }
       const leftover = await admin!.keys('bench:token:*');
       await runtime.close();
@@ -254,8 +254,8 @@ async function e2e(): Promise<Record<string, Measured>> {
           },
     );
     const runtime = await jobscopeRuntime(dir, hs256, { JOBSCOPE_SERVICES: `svc=${service.url}` });
-    const workers = await runtime.startWorkers([`noop${c}`]);
-    const w = workers.workers.get(`noop${c}`)!;
+    const executor = await runtime.startWorkers([`noop${c}`]);
+    const w = executor.takers.get(`noop${c}`)!;
     await w.pause();
     const run = async (count: number) => {
       await preload(`noop${c}`, 'bench', count);

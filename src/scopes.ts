@@ -13,7 +13,7 @@ import { ServiceClients } from './http/clients.ts';
 import type { RunInfo, RunToken } from './interfaces.ts';
 import { createLogger, type Logger } from './log.ts';
 import { connect } from './redis/connect.ts';
-import { ScopedToken } from './runtime/worker.ts';
+import { ScopedToken } from './runtime/context.ts';
 import { loadKeys } from './token/signing-keys.ts';
 import { RunTokenLease } from './token/lease.ts';
 import { TokenMinter, type MintRequest } from './token/mint.ts';

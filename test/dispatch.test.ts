@@ -51,7 +51,7 @@ describe('the dispatcher', () => {
     assert.ok(idle <= 16, `${idle} connections for the workers of ${JOBS} jobs (BullMQ's own loop: one per job)`);
 
     const runs = await Promise.all(names.slice(0, AT_ONCE).map(async (name) => ({ runId: await fx.trigger(name) })));
-    await until(() => runtime.workers!.activeRuns().length === AT_ONCE, 15_000, `${AT_ONCE} runs active at once`);
+    await until(() => runtime.executor!.activeRuns().length === AT_ONCE, 15_000, `${AT_ONCE} runs active at once`);
     const busy = (await connections()) - controlPlane;
     assert.ok(busy <= 16, `${busy} connections with ${AT_ONCE} different jobs running`);
     assert.equal(busy, idle, 'running jobs opens no connection');

@@ -9,7 +9,7 @@ import { createLogger } from '../src/log.ts';
 import { runOptions } from '../src/control/queues.ts';
 import { outcomeOf } from '../src/run/outcome.ts';
 import { nextOnPhase } from '../src/control/schedules.ts';
-import { fireTime } from '../src/runtime/worker.ts';
+import { fireTime } from '../src/runtime/admission.ts';
 import { RunTokenLease } from '../src/token/lease.ts';
 import type { MintedToken, MintRequest, TokenMinter } from '../src/token/mint.ts';
 import type { ExecutionLock } from '../src/token/store.ts';

@@ -257,7 +257,7 @@ describe('compatibility modes', () => {
     });
     try {
       // This host's own flaky worker steps aside, so the compat host takes the run.
-      await runtime.workers!.workers.get('flaky')!.pause();
+      await runtime.executor!.takers.get('flaky')!.pause();
       const runId = await fx.trigger('flaky');
       const report = await fx.wait(runId);
       assert.equal(report.state, 'completed');
@@ -272,7 +272,7 @@ describe('compatibility modes', () => {
         assert.doesNotMatch(String(r.header!.kid), new RegExp(secret.slice(0, 8)), 'the kid does not reveal the secret');
       }
     } finally {
-      runtime.workers!.workers.get('flaky')!.resume();
+      runtime.executor!.takers.get('flaky')!.resume();
       await compat.close();
     }
   });

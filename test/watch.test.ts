@@ -92,9 +92,9 @@ describe('--watch', () => {
 
 describe('--watch reloads only what changed', () => {
   test('an unchanged file logs nothing and keeps its worker; a changed helper reloads every job', async () => {
-    const workers = () => Reflect.get(runtime.workers!, 'workers') as Map<string, unknown>;
+    const takers = () => runtime.executor!.takers as Map<string, unknown>;
     const changedLogs = () => logs.lines.filter((l) => l.includes('job changed')).map((l) => (JSON.parse(l) as { job: string }).job);
-    const keepWorker = workers().get('keep');
+    const keepWorker = takers().get('keep');
     const keepJob = runtime.registry.get('keep');
     assert.ok(keepWorker);
     const logged = changedLogs().length;
@@ -103,7 +103,7 @@ describe('--watch reloads only what changed', () => {
     writeFileSync(path.join(dir, 'greet.ts'), version('v5'));
     await reloaded(n + 1);
     assert.deepEqual(changedLogs().slice(logged), ['greet']);
-    assert.equal(workers().get('keep'), keepWorker, "keep's worker was not restarted");
+    assert.equal(takers().get('keep'), keepWorker, "keep's worker was not restarted");
     assert.equal(runtime.registry.get('keep'), keepJob);
     assert.equal((await api.wait(await api.trigger('greet'))).result, 'v5');
 
@@ -113,13 +113,13 @@ describe('--watch reloads only what changed', () => {
     await new Promise((r) => setTimeout(r, 1500));
     assert.equal(reloads.length, n + 1);
     assert.deepEqual(changedLogs().slice(logged), ['greet']);
-    assert.equal(workers().get('keep'), keepWorker);
+    assert.equal(takers().get('keep'), keepWorker);
 
     // A helper beside the jobs may be imported by any of them: every job is loaded again.
     writeFileSync(path.join(dir, '_helper.ts'), 'export const x = 1;\n');
     await reloaded(n + 2);
     assert.ok(changedLogs().slice(logged).includes('keep'));
-    assert.notEqual(workers().get('keep'), keepWorker);
+    assert.notEqual(takers().get('keep'), keepWorker);
   });
 });
 

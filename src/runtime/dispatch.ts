@@ -1,7 +1,7 @@
 // The dispatcher: a worker process takes work for every job it serves over a fixed number of Redis connections, whatever
 // the number of jobs. BullMQ's own Worker loop holds one blocking connection per queue (1,004 connections for 1,000 jobs)
 // and wakes every queue every few seconds (200 commands/s idle at 1,000 jobs). Here each job's BullMQ Worker is built
-// without a blocking connection and never runs its own loop (`JobWorker`); the process waits for all its queues in ONE
+// without a blocking connection and never runs its own loop (a `QueueTaker`); the process waits for all its queues in ONE
 // BZPOPMIN over their markers (BullMQ's wake-up keys: a member is added when a run is added, promoted or taken, scored
 // with the time a delayed run is due), then takes runs with BullMQ's moveToActive and processes them with BullMQ's
 // processJob. Locks, completion, retries, events, metrics and job schedulers stay BullMQ's.
@@ -28,15 +28,18 @@ const OVERDUE_MS = 2000;
 /** After a Redis error in the wait or a fetch, try again after this long. */
 const RETRY_MS = 1000;
 
-/** A BullMQ Worker that the process's Dispatcher drives: no blocking connection of its own, no loop of its own. */
-export class JobWorker extends Worker {
+/**
+ * The taker of one job's queue: a BullMQ Worker that the process's Dispatcher drives (no blocking connection of its own, no
+ * loop of its own). It takes runs, keeps their locks and processes them with the run executor's attempt() (executor.ts).
+ */
+export class QueueTaker extends Worker {
   constructor(name: string, processor: Processor, opts: WorkerOptions) {
     super(name, processor, { ...opts, autorun: false, skipStalledCheck: true }, (queue, options, flags) =>
       createRedisBackend(queue, options, { ...flags, withBlockingConnection: false }),
     );
   }
 
-  /** What the dispatcher does when this worker is resumed (it takes runs again). */
+  /** What the dispatcher does when this taker is resumed (it takes runs again). */
   onResume: () => void = () => {};
 
   /** BullMQ's resume() starts its loop through run(): that loop would block the shared connection, so it never starts. */
@@ -47,7 +50,7 @@ export class JobWorker extends Worker {
     this.onResume();
   }
 
-  /** Lock renewal for the runs this worker processes (BullMQ's LockManager, started by its loop otherwise). */
+  /** Lock renewal for the runs this taker processes (BullMQ's LockManager, started by its loop otherwise). */
   startLocks(): void {
     this.lockManager.start();
   }
@@ -96,7 +99,7 @@ function encode(args: string[]): Buffer {
 
 interface Served {
   name: string;
-  worker: JobWorker;
+  taker: QueueTaker;
   marker: string;
   waitKey: string;
   prioritizedKey: string;
@@ -161,16 +164,16 @@ export class Dispatcher {
   }
 
   /**
-   * Takes runs of `name` with `worker`, at most `capacity` at once in this process; `concurrency` is the job's limit in the
+   * Takes runs of `name` with `taker`, at most `capacity` at once in this process; `concurrency` is the job's limit in the
    * whole cluster.
    */
-  serve(name: string, worker: JobWorker, capacity: number, concurrency: number): void {
+  serve(name: string, taker: QueueTaker, capacity: number, concurrency: number): void {
     const served: Served = {
       name,
-      worker,
-      marker: worker.keys.marker,
-      waitKey: worker.keys.wait,
-      prioritizedKey: worker.keys.prioritized,
+      taker,
+      marker: taker.keys.marker,
+      waitKey: taker.keys.wait,
+      prioritizedKey: taker.keys.prioritized,
       capacity,
       holdsAll: capacity >= concurrency,
       pending: false,
@@ -181,8 +184,8 @@ export class Dispatcher {
       retiring: false,
       timerAt: 0,
     };
-    worker.startLocks();
-    worker.onResume = () => this.open(served);
+    taker.startLocks();
+    taker.onResume = () => this.open(served);
     this.served.set(name, served);
     this.byMarker.set(served.marker, served);
     this.open(served);
@@ -199,10 +202,10 @@ export class Dispatcher {
     else this.start();
   }
 
-  /** Takes no new run of this worker's job; resolves when its runs here have ended. */
-  retire(worker: JobWorker): Promise<void> {
-    const served = this.byMarker.get(worker.keys.marker);
-    if (!served || served.worker !== worker) return Promise.resolve();
+  /** Takes no new run of this taker's job; resolves when its runs here have ended. */
+  retire(taker: QueueTaker): Promise<void> {
+    const served = this.byMarker.get(taker.keys.marker);
+    if (!served || served.taker !== taker) return Promise.resolve();
     served.retiring = true;
     this.changed();
     this.handBackTimer(served);
@@ -240,7 +243,7 @@ export class Dispatcher {
 
   /** Is `s` in the wait: it can take a run, or its slots are full but it holds every run the cluster allows. */
   private canWait(s: Served): boolean {
-    return !this.closed && !s.retiring && !s.worker.isPaused() && !s.worker.closing && (s.active < s.capacity || s.holdsAll);
+    return !this.closed && !s.retiring && !s.taker.isPaused() && !s.taker.closing && (s.active < s.capacity || s.holdsAll);
   }
 
   /** The wait: one BZPOPMIN over the markers of every job with a free slot here, and this process's wake key. */
@@ -325,8 +328,8 @@ export class Dispatcher {
       do {
         s.again = false;
         while (this.canTake(s)) {
-          const token = `${s.worker.id}:${this.tokens++}`;
-          const { job, retryAt } = await s.worker.take(token);
+          const token = `${s.taker.id}:${this.tokens++}`;
+          const { job, retryAt } = await s.taker.take(token);
           if (!job) {
             if (retryAt) this.takeAt(s, retryAt);
             break;
@@ -389,12 +392,12 @@ export class Dispatcher {
     // Whether BullMQ looked for a next run when the last one left the slot; when it did not (shutdown, reload, pause, a lost
     // lock), runs held back by the job's concurrency may be waiting: the queue's marker is set for whoever can take them.
     let lookedForNext = false;
-    const next = () => (lookedForNext = !this.closed && !s.retiring && !s.worker.isPaused() && !s.worker.closing);
+    const next = () => (lookedForNext = !this.closed && !s.retiring && !s.taker.isPaused() && !s.taker.closing);
     const slot = (async () => {
       let job: Job | void = first;
       while (job) {
         lookedForNext = false;
-        job = await s.worker.processJob(job, job.token ?? token, next);
+        job = await s.taker.processJob(job, job.token ?? token, next);
       }
       if (!lookedForNext) this.handBackMarker(s, 0);
     })()
@@ -424,7 +427,7 @@ export class Dispatcher {
         const s = this.served.get(name)!;
         // The marker set for a run put back can be taken by a frozen process's wait (its connection is still open): the
         // process that put it back takes it itself when it can.
-        if ((await s.worker.checkStalled()).length > 0 && this.canTake(s)) void this.take(s);
+        if ((await s.taker.checkStalled()).length > 0 && this.canTake(s)) void this.take(s);
       }
       await scripts(this.deps.connection).unmarkIdle(this.deps.keys.busyJobs, this.deps.keys.queues, busy);
     } catch (err) {

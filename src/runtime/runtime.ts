@@ -1,4 +1,4 @@
-// Wires a worker host from plain arguments: config -> registry -> control plane -> keys, tokens, clients -> workers.
+// Wires a worker host from plain arguments: config -> registry -> control plane -> keys, tokens, clients -> run executor.
 // Tests build one with a private Redis and a temporary jobs folder.
 import type { Redis } from 'ioredis';
 import type { Config } from '../config.ts';
@@ -15,10 +15,9 @@ import { connect, type RedisErrorLog } from '../redis/connect.ts';
 import { Alerts } from '../control/alerts.ts';
 import { JobFilesError } from '../errors.ts';
 import { workflowProblems } from '../jobs/workflow.ts';
-import { AttemptRecorder } from './attempts.ts';
 import { Heartbeat } from './heartbeat.ts';
 import type { FolderChanges } from '../jobs/watch.ts';
-import { Workers } from './worker.ts';
+import { RunExecutor } from './executor.ts';
 
 export type RuntimeConfig = Pick<
   Config,
@@ -43,8 +42,8 @@ export type RuntimeConfig = Pick<
 
 /**
  * The worker host of one process, on top of a control plane: signing keys, the token minter, the service clients and the
- * workers. `jobscope start`/`worker`/`server` build one (the server for the JWKS and the dashboard's view of this
- * process's workers); `list`, `trigger`, `cancel`, `pause` need only the control plane.
+ * run executor. `jobscope start`/`worker`/`server` build one (the server for the JWKS and the dashboard's view of this
+ * process's runs); `list`, `trigger`, `cancel`, `pause` need only the control plane.
  */
 export class Runtime {
   readonly config: RuntimeConfig;
@@ -54,10 +53,10 @@ export class Runtime {
   readonly keys: KeyStore;
   readonly minter: TokenMinter;
   readonly clients: ServiceClients;
-  workers: Workers | undefined;
+  /** The run executor, once startWorkers() made this process a worker. */
+  executor: RunExecutor | undefined;
   readonly alerts: Alerts;
   private heartbeat: Heartbeat | undefined;
-  private recorder: AttemptRecorder | undefined;
   private readonly tokenRedis: Redis;
   private subscriber: Redis | undefined;
 
@@ -126,13 +125,13 @@ export class Runtime {
     return this.control.tokens;
   }
 
-  /** What the HTTP server needs of this process: the control plane, the JWKS, and the workers whose runs /metrics counts. */
+  /** What the HTTP server needs of this process: the control plane, the JWKS, and the run executor whose runs /metrics counts. */
   serverParts() {
     return {
       control: this.control,
       jwks: () => this.minter.jwks(),
-      workers: this.workers,
-      alerts: this.workers && this.alerts,
+      executor: this.executor,
+      alerts: this.executor && this.alerts,
       traceUrl: this.config.traceUrl,
     };
   }
@@ -141,12 +140,13 @@ export class Runtime {
     return this.control.ready(timeoutMs);
   }
 
-  async startWorkers(only?: string[], groups?: string[]): Promise<Workers> {
+  /** Makes this process a worker: the run executor serves the jobs (`only`, else by group), the heartbeat says so. */
+  async startWorkers(only?: string[], groups?: string[]): Promise<RunExecutor> {
     const served = this.servedJobs(only, groups);
     this.subscriber = this.redis.duplicate();
     // duplicate() does not copy listeners: without one, a Redis outage is an unhandled 'error' event.
     this.redisLog.watch(this.subscriber, { bindings: { connection: 'cancel-subscriber' } });
-    this.workers = new Workers({
+    this.executor = new RunExecutor({
       registry: this.registry,
       control: this.control,
       alerts: this.alerts,
@@ -163,24 +163,21 @@ export class Runtime {
       logger: this.logger,
       only: served,
     });
-    await this.workers.start();
-    // Per-attempt rows and log line times for the Run page, from the workers' events (in the run's own hash).
-    this.recorder = new AttemptRecorder(this.redis, this.control.queues.keys);
-    this.recorder.watch(this.workers);
+    await this.executor.start();
     this.alerts.startDelivery(this.redis, this.config.prefix);
-    const workers = this.workers;
+    const executor = this.executor;
     this.heartbeat = new Heartbeat(
       this.redis,
       this.control.queues.keys,
-      { id: workers.processId, jobs: () => workers.jobs, groups: groups ?? [] },
-      () => workers.activeRuns(),
+      { id: executor.processId, jobs: () => executor.jobs, groups: groups ?? [] },
+      () => executor.activeRuns(),
     );
     await this.heartbeat.start();
-    return this.workers;
+    return executor;
   }
 
   /**
-   * Loads the jobs folder afresh (--watch) and makes the workers, the published definitions and, for a process that owns
+   * Loads the jobs folder afresh (--watch) and makes the run executor, the published definitions and, for a process that owns
    * them, the schedules follow. A file that fails to load keeps its previous definition; its problems are returned.
    */
   async reload(
@@ -188,7 +185,7 @@ export class Runtime {
     version: number,
     opts: { only?: string[]; groups?: string[]; ownsSchedules: boolean; changes?: FolderChanges },
   ) {
-    // Unchanged job files keep their loaded job (the same object), so their workers are not restarted; a changed helper
+    // Unchanged job files keep their loaded job (the same object), so their queue takers are not restarted; a changed helper
     // may change any job: then every file is loaded again.
     const { changes } = opts;
     const reuse =
@@ -200,8 +197,7 @@ export class Runtime {
     const kept = [...this.registry.jobs.values()].filter((j) => failed.has(j.file) && !jobs.some((n) => n.name === j.name));
     this.registry.replace([...jobs.filter((j) => !failed.has(j.file)), ...kept]);
     applyRetention(this.registry, this.config.retention);
-    if (this.workers) await this.workers.serve(this.servedJobs(opts.only, opts.groups).filter((n) => this.registry.has(n)));
-    if (this.workers) this.recorder?.attach(this.workers);
+    if (this.executor) await this.executor.serve(this.servedJobs(opts.only, opts.groups).filter((n) => this.registry.has(n)));
     await this.publish(opts.ownsSchedules);
     if (opts.ownsSchedules) await this.syncSchedules();
     return { jobs: this.registry.names, errors };
@@ -236,7 +232,7 @@ export class Runtime {
    * exits within the deadline instead of waiting for Redis.
    */
   async close(): Promise<void> {
-    await this.workers?.close(this.config.shutdownTimeoutMs);
+    await this.executor?.close(this.config.shutdownTimeoutMs);
     const force = this.redisLog.lost;
     if (force) {
       this.redisLog.close();

@@ -10,7 +10,7 @@ import { HTTP_ERRORS, JobscopeError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Alerts } from '../control/alerts.ts';
 import type { Control } from '../control/control.ts';
-import type { Workers } from '../runtime/worker.ts';
+import type { RunExecutor } from '../runtime/executor.ts';
 import { apiRouter, idLimits } from './api.ts';
 import { LoginLimiter, allJobsOnly, authenticate, jobAccess, type Credentials } from './auth.ts';
 import { BOARD_PATH, createBoards } from './bullboard.ts';
@@ -26,8 +26,8 @@ export interface ServerOptions {
   control: Control;
   /** The public signing keys served at /.well-known/jwks.json (configured keys and retired keys still needed). */
   jwks: () => Promise<{ keys: object[] }>;
-  /** This process's workers, if it runs any: /metrics counts their runs and tokens. */
-  workers?: Workers;
+  /** This process's run executor, if it is a worker: /metrics counts its runs and tokens. */
+  executor?: RunExecutor;
   /** This process's alert delivery, if it runs any: /metrics counts its deliveries. */
   alerts?: Alerts;
   logger: Logger;
@@ -261,7 +261,7 @@ export function createApp(opts: ServerOptions): express.Express {
   const body = jsonBody(bodyLimit);
 
   const metrics = new Metrics(control);
-  if (opts.workers) metrics.observe(opts.workers);
+  if (opts.executor) metrics.observe(opts.executor);
   if (opts.alerts) metrics.observeAlerts(opts.alerts);
   // Metrics name every job: not for logins limited to some groups.
   app.get('/metrics', auth, allJobsOnly, async (_req, res) => {

@@ -1,10 +1,10 @@
 // Prometheus metrics (prom-client, a registry per server so several can live in one process).
-// Counters and the duration histogram are fed by this process's workers (`jobscope start`); gauges are read from Redis at
+// Counters and the duration histogram are fed by this process's run executor (`jobscope start`); gauges are read from Redis at
 // scrape time, so any server process (`jobscope server` too) reports the cluster's queue depth and live tokens.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Alerts } from '../control/alerts.ts';
 import type { Control } from '../control/control.ts';
-import type { Workers } from '../runtime/worker.ts';
+import type { RunExecutor } from '../runtime/executor.ts';
 
 const QUEUE_STATES = ['waiting', 'active', 'delayed', 'prioritized', 'completed', 'failed'] as const;
 
@@ -23,7 +23,7 @@ export class Metrics {
   private readonly runaway: Counter<'job'>;
   private readonly recovered: Counter<'job'>;
   private readonly alerts: Counter<'result'>;
-  private readonly observed = new WeakSet<Workers>();
+  private readonly observed = new WeakSet<RunExecutor>();
 
   constructor(control: Control, opts: { defaultMetrics?: boolean } = {}) {
     this.control = control;
@@ -102,19 +102,19 @@ export class Metrics {
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'jobscope_' });
   }
 
-  /** Counts the runs and tokens of these workers (once per Workers instance). */
-  observe(workers: Workers): void {
-    if (this.observed.has(workers)) return;
-    this.observed.add(workers);
-    workers.on('run:end', ({ job, outcome, durationMs }) => {
+  /** Counts the runs and tokens of this run executor (once per executor). */
+  observe(executor: RunExecutor): void {
+    if (this.observed.has(executor)) return;
+    this.observed.add(executor);
+    executor.on('run:end', ({ job, outcome, durationMs }) => {
       this.runs.inc({ job, outcome });
       this.duration.observe({ job, outcome }, durationMs / 1000);
     });
-    workers.on('run:handback', ({ job, reason }) => this.handedBack.inc({ job, reason }));
-    workers.on('run:runaway', ({ job }) => this.runaway.inc({ job }));
-    workers.on('run:recovered', ({ job }) => this.recovered.inc({ job }));
-    workers.on('token:minted', ({ job }) => this.minted.inc({ job }));
-    workers.on('token:revoked', ({ job }) => this.revoked.inc({ job }));
+    executor.on('run:handback', ({ job, reason }) => this.handedBack.inc({ job, reason }));
+    executor.on('run:runaway', ({ job }) => this.runaway.inc({ job }));
+    executor.on('run:recovered', ({ job }) => this.recovered.inc({ job }));
+    executor.on('token:minted', ({ job }) => this.minted.inc({ job }));
+    executor.on('token:revoked', ({ job }) => this.revoked.inc({ job }));
   }
 
   /** Counts this process's alert deliveries. */

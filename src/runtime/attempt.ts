@@ -1,0 +1,137 @@
+// One attempt of one run, as the run executor (executor.ts) carries it through its three steps, admit -> execute -> record:
+// who and what the run is (RunInfo), its logger, its record (run/record.ts), its clock, and how it ended (Ending).
+import { UnrecoverableError, type Job } from 'bullmq';
+import { RunCancelledError, RunMisfireError, RunSkippedError } from '../errors.ts';
+import type { RegisteredJob, RunInfo, RunOutcome, Trigger } from '../interfaces.ts';
+import type { Logger } from '../log.ts';
+import type { FinishedRun } from '../control/alerts.ts';
+import { metaOf, runIdOf } from '../run/model.ts';
+import { outcomeOfError } from '../run/outcome.ts';
+import { recordedError, type RunRecord, type RunRecorder } from '../run/record.ts';
+import type { RunMeta } from '../run/redis-keys.ts';
+import type { AttemptSpan } from '../trace.ts';
+import type { RunEvents } from './executor.ts';
+
+/**
+ * How an attempt ended, as the record step tells BullMQ: a result completes the run; a failure is recorded with its
+ * outcome and fails the attempt (the run, when `error` is an UnrecoverableError or it was the last attempt); a hand-back
+ * leaves the run to BullMQ as it was moved (back to the queue, or to another worker that holds its lock now); a sharded
+ * run waits for its shards.
+ */
+export type Ending =
+  | { kind: 'completed'; result: unknown }
+  | { kind: 'failed'; outcome: RunOutcome; error: Error }
+  | { kind: 'handed-back' }
+  | { kind: 'waiting-for-shards' };
+
+/** Does the attempt's end end the run for good (retrying cannot help)? `thrown` is what the handler threw, if it did. */
+export function isFinal(reason: unknown, thrown: unknown): boolean {
+  return (
+    reason instanceof RunCancelledError ||
+    reason instanceof RunSkippedError ||
+    reason instanceof RunMisfireError ||
+    thrown instanceof UnrecoverableError
+  );
+}
+
+export type RunLog = Pick<Logger, 'info' | 'warn' | 'error' | 'debug'>;
+
+/** The run's logger: a child with the run's bindings, built on the first line that is actually logged (most are not). */
+function runLog(logger: Logger, bindings: Record<string, unknown>): RunLog {
+  let child: Logger | undefined;
+  const get = () => (child ??= logger.child(bindings));
+  const at = (level: 'info' | 'warn' | 'error' | 'debug') =>
+    ((...args: unknown[]) => {
+      if (logger.isLevelEnabled(level)) (get()[level] as (...a: unknown[]) => void)(...args);
+    }) as Logger['info'];
+  return { info: at('info'), warn: at('warn'), error: at('error'), debug: at('debug') };
+}
+
+/** What an attempt reports to: the executor's events and, for a run's final outcome, the alerts. */
+export interface AttemptHost {
+  emit<E extends keyof RunEvents>(event: E, ...args: RunEvents[E]): boolean;
+  finished(run: FinishedRun): void;
+}
+
+export class Attempt {
+  readonly job: RegisteredJob;
+  readonly bullJob: Job;
+  readonly run: RunInfo;
+  readonly meta: RunMeta;
+  /** The run's data, validated (with its defaults) by admission: what the handler gets. */
+  readonly data: Record<string, unknown>;
+  /** How the run was created: 'schedule', 'api', 'parent', ... (BullMQ's job name). */
+  readonly origin: Trigger;
+  /** A run handed back (shutdown) or recovered from a stall starts again without having made an attempt. */
+  readonly firstStart: boolean;
+  readonly log: RunLog;
+  readonly record: RunRecord;
+  /** When this attempt was taken; `running`: when its handler's execution started (run:start). */
+  readonly taken = Date.now();
+  private running: number | undefined;
+  /** The attempt's span when tracing is on (trace.ts), from the execution's start. */
+  span: AttemptSpan | undefined;
+  private readonly host: AttemptHost;
+
+  constructor(job: RegisteredJob, bullJob: Job, logger: Logger, recorder: RunRecorder, host: AttemptHost) {
+    const number = bullJob.attemptsMade + 1;
+    const origin = (bullJob.name || 'api') as Trigger;
+    const meta = metaOf(bullJob);
+    this.job = job;
+    this.bullJob = bullJob;
+    this.origin = origin;
+    this.meta = meta;
+    this.data = (bullJob.data ?? {}) as Record<string, unknown>;
+    this.firstStart = bullJob.attemptsMade === 0 && (bullJob.attemptsStarted ?? 1) <= 1;
+    this.run = {
+      id: runIdOf(job.name, bullJob.id),
+      job: job.name,
+      attempt: number,
+      trigger: number > 1 ? 'retry' : origin,
+      // After a Retry, the attempts are the retrier's doing (the run's first trigger stays in the run's report).
+      triggeredBy: meta.retriedBy ?? meta.by ?? (origin === 'schedule' ? 'schedule' : 'api'),
+      ...(meta.parent ? { parent: meta.parent } : {}),
+    };
+    this.log = runLog(logger, { job: job.name, run: this.run.id, attempt: number });
+    this.record = recorder.of(bullJob, number);
+    this.host = host;
+  }
+
+  /** A run of a sharded job fans out (its shards are runs of their own, which run the handler). */
+  get fansOut(): boolean {
+    return this.job.shards !== undefined && !this.meta.shard;
+  }
+
+  /** The handler's execution starts. */
+  started(): void {
+    this.running = Date.now();
+    this.host.emit('run:start', { job: this.job.name, runId: this.run.id, attempt: this.run.attempt });
+    this.log.info({ trigger: this.run.trigger }, 'run started');
+  }
+
+  /** The attempt ended with `outcome`; `final`: the run ends with it (no attempt follows). */
+  end(outcome: RunOutcome, final = false, error: string | null = null): void {
+    const now = Date.now();
+    const durationMs = now - this.taken;
+    const { job, run } = this;
+    this.span?.end(outcome, final);
+    this.host.emit('run:end', { job: job.name, runId: run.id, attempt: run.attempt, outcome, durationMs });
+    if (final) this.host.finished({ job, runId: run.id, outcome, error, attempts: run.attempt, durationMs });
+    this.record.attemptEnded(outcome, this.running ?? this.taken, now);
+  }
+
+  /** The attempt went back to the queue (or its lock to another worker): its row reads 'handed back'. */
+  handedBack(): void {
+    const now = Date.now();
+    this.record.attemptEnded('handed back', this.running ?? now, now);
+  }
+
+  /** Ends the run without running it (skipped, misfire, replaced, bad data): recorded with its outcome, never retried. */
+  async refuse(reason: Error): Promise<Ending> {
+    const outcome = outcomeOfError(reason);
+    await this.record.log(reason.message);
+    this.log.info({ outcome, reason: reason.message }, 'run not started');
+    this.end(outcome, true, reason.message);
+    return { kind: 'failed', outcome, error: recordedError(reason, true, []) };
+  }
+}

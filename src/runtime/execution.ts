@@ -1,0 +1,178 @@
+// One execution of an admitted attempt in this process: the run's token lease, its abort controller and timeout, the scope
+// the handler runs in, and the race between the handler and an abort. Every way a run is aborted (timeout, cancel,
+// shutdown, lost lock) goes through abort(): it aborts ctx.signal, closes the scope and revokes the tokens at once (even
+// while a handler that ignores its signal goes on running), and ends the wait for the handler.
+import { RunCancelledError, RunTimeoutError } from '../errors.ts';
+import type { RedisKeys } from '../run/redis-keys.ts';
+import { parseRunId } from '../run/model.ts';
+import { redactValue } from '../redact.ts';
+import { RunTokenLease } from '../token/lease.ts';
+import { tokenLifetime, type TokenMinter } from '../token/mint.ts';
+import { runInScope, type RunScope } from '../token/scope.ts';
+import { attemptSpan } from '../trace.ts';
+import type { Attempt, AttemptHost } from './attempt.ts';
+import { runContext, type ContextParts } from './context.ts';
+
+/** Aborts the runs still active at the shutdown deadline, so they are handed back. */
+export class ShutdownError extends Error {
+  constructor() {
+    super('the worker shut down before the run finished; the run goes back to the queue');
+    this.name = 'ShutdownError';
+  }
+}
+
+/** The RFC 8693 actor claim for who triggered a run: a person, the CLI, a client, or a parent run (its job and run id). */
+export function actorOf(by: string | undefined): { sub: string; run?: string } | undefined {
+  if (!by || by === 'schedule') return undefined;
+  if (by.startsWith('run:')) {
+    const parent = by.slice(4);
+    return { sub: `job:${parseRunId(parent).job}`, run: parent };
+  }
+  return { sub: by };
+}
+
+/** What an execution needs beyond its attempt. */
+export interface ExecutionParts extends ContextParts {
+  minter: TokenMinter;
+  keys: RedisKeys;
+  tokenMaxLifetimeMs: number;
+  /** How long an aborted handler may go on before it is reported as a runaway. */
+  runawayGraceMs: number;
+  /** Where token events and runaways are reported (the run executor). */
+  events: Pick<AttemptHost, 'emit'>;
+}
+
+/** How the handler ended: its (token-free) result, or why it did not return one: the abort's reason, else what it threw. */
+export type Settled = { returned: true; result: unknown } | { returned: false; reason: unknown; thrown: unknown };
+
+export class Execution {
+  private readonly attempt: Attempt;
+  private readonly parts: ExecutionParts;
+  private readonly lease: RunTokenLease;
+  private readonly controller = new AbortController();
+  private readonly bullSignal: AbortSignal | undefined;
+  private readonly timer: NodeJS.Timeout | undefined;
+  /** Rejects with the abort's reason: what the handler races against. */
+  private readonly aborted: Promise<never>;
+  private stopWaiting: (reason: unknown) => void = () => {};
+  private scope: RunScope | undefined;
+  private handler: Promise<unknown> | undefined;
+
+  /**
+   * `lock`: the BullMQ lock this execution holds (its tokens are registered only while it does); `bullSignal`: BullMQ's
+   * cancel signal for the run.
+   */
+  constructor(attempt: Attempt, lock: string | undefined, bullSignal: AbortSignal | undefined, parts: ExecutionParts) {
+    const { job, run, bullJob, meta } = attempt;
+    this.attempt = attempt;
+    this.parts = parts;
+    this.bullSignal = bullSignal;
+    // Tracing (trace.ts): the run's and this attempt's spans, from the lease on.
+    attempt.span = attemptSpan(run, meta.traceparent);
+    const { events } = parts;
+    this.lease = new RunTokenLease(
+      parts.minter,
+      {
+        job: job.name,
+        run: run.id,
+        attempt: run.attempt,
+        audience: job.audience,
+        scope: job.scope,
+        lifetimeMs: tokenLifetime(job.timeoutMs, parts.tokenMaxLifetimeMs),
+        act: actorOf(meta.retriedBy ?? meta.by),
+      },
+      attempt.log,
+      {
+        minted: (t) => events.emit('token:minted', { job: job.name, jti: t.claims.jti }),
+        revoked: (jti) => events.emit('token:revoked', { job: job.name, jti }),
+        lost: (err) => this.abort(err),
+      },
+      lock ? { key: parts.keys.bullLock(job.name, bullJob.id!), token: lock } : undefined,
+    );
+    this.aborted = new Promise<never>((_, reject) => (this.stopWaiting = reject));
+    this.aborted.catch(() => undefined);
+    bullSignal?.addEventListener('abort', this.onCancel, { once: true });
+    this.timer = job.timeoutMs ? setTimeout(() => this.abort(new RunTimeoutError(job.timeoutMs!)), job.timeoutMs) : undefined;
+  }
+
+  private readonly onCancel = () => this.abort(new RunCancelledError(String(this.bullSignal?.reason ?? 'cancelled')));
+
+  /** Has this execution been aborted (and its tokens revoked)? */
+  get wasAborted(): boolean {
+    return this.controller.signal.aborted;
+  }
+
+  /** The token values this execution handed out (grows with re-mints): what its recorded error is redacted of. */
+  get raws(): string[] {
+    return this.lease.raws;
+  }
+
+  /** Aborts the execution (see the file's head); a second abort changes nothing. */
+  abort(reason: Error): void {
+    if (this.controller.signal.aborted) return;
+    this.controller.abort(reason);
+    if (this.scope) this.scope.open = false;
+    this.lease
+      .close()
+      .catch((err: Error) => this.attempt.log.error({ err: err.message }, 'could not revoke the run token; it dies at its expiry'));
+    this.stopWaiting(reason);
+  }
+
+  /** Mints the run's first token and runs the handler in its scope, until it settles or the execution is aborted. */
+  async run(shuttingDown: boolean): Promise<Settled> {
+    const { signal } = this.controller;
+    const { attempt, lease } = this;
+    if (shuttingDown) this.abort(new ShutdownError());
+    // A cancel that reached BullMQ while admission ran has already fired its event.
+    if (this.bullSignal?.aborted) this.onCancel();
+    attempt.started();
+    try {
+      await lease.start();
+      const scope: RunScope = { run: attempt.run, signal, tokens: lease, open: !signal.aborted, trace: attempt.span?.context };
+      this.scope = scope;
+      const ctx = runContext(attempt, scope, lease.raws, this.parts);
+      this.handler = runInScope(scope, async () => attempt.job.definition.run(ctx));
+      return { returned: true, result: redactValue(await Promise.race([this.handler, this.aborted]), lease.raws) };
+    } catch (err) {
+      return { returned: false, reason: signal.aborted ? signal.reason : err, thrown: err };
+    }
+  }
+
+  /**
+   * After an abort, waits for the handler to settle, at most the runaway grace: an aborted handler keeps its slot (the run
+   * stays active) until it settles, so real work never exceeds concurrency. Past the grace, reports a runaway.
+   */
+  async settle(): Promise<void> {
+    const { handler, attempt } = this;
+    if (!handler || !this.wasAborted) return;
+    const graceMs = this.parts.runawayGraceMs;
+    let timer: NodeJS.Timeout | undefined;
+    const graceOver = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), graceMs)));
+    const settled = handler.then(
+      () => 'settled' as const,
+      () => 'settled' as const,
+    );
+    try {
+      if ((await Promise.race([settled, graceOver])) === 'late') {
+        attempt.log.error(
+          { graceMs },
+          'runaway: the handler ignored ctx.signal and is still running (without a token); its concurrency slot is released',
+        );
+        this.parts.events.emit('run:runaway', { job: attempt.job.name, runId: attempt.run.id, attempt: attempt.run.attempt });
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Ends the execution: the scope closes, and the tokens are revoked even when the handler still runs (its calls fail). */
+  async close(): Promise<void> {
+    if (this.scope) this.scope.open = false;
+    this.attempt.span?.close();
+    clearTimeout(this.timer);
+    this.bullSignal?.removeEventListener('abort', this.onCancel);
+    await this.lease
+      .close()
+      .catch((err: Error) => this.attempt.log.error({ err: err.message }, 'could not revoke the run token; it dies at its expiry'));
+  }
+}
