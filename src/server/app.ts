@@ -211,25 +211,10 @@ function errorHandler(logger: Logger, bodyLimit: string) {
   };
 }
 
-export function createApp(opts: ServerOptions): express.Express {
-  const { control, logger } = opts;
-  const bodyLimit = opts.bodyLimit ?? '100kb';
-  const app = express();
-  app.disable('x-powered-by');
-  app.set('trust proxy', false);
-  app.use(requestLog(logger));
-  app.use(security());
-
-  app.get('/.well-known/jwks.json', async (_req, res) => {
-    // Configured keys plus keys retired by a rotation whose tokens may still be live (src/token/jwks.ts).
-    res.set('Cache-Control', 'public, max-age=60').json(await opts.jwks());
-  });
-  app.get('/healthz', (_req, res) => {
-    res.json({ ok: true });
-  });
-  app.get('/readyz', async (_req, res) => {
+/** GET /readyz: not ready while this process's Redis log says lost (one connection answering is not enough) or a PING fails. */
+function readiness(control: Control): RequestHandler {
+  return async (_req, res) => {
     const jobs = control.registry.names.length;
-    // Not ready while this process's Redis log says lost (one connection answering is not enough) or a PING fails.
     const state = control.redisLog?.state();
     let reason: string | undefined;
     if (state && !state.up) {
@@ -240,55 +225,80 @@ export function createApp(opts: ServerOptions): express.Express {
     }
     if (reason) res.status(503).json({ ok: false, redis: 'down', jobs, reason });
     else res.json({ ok: true, redis: 'up', jobs });
+  };
+}
+
+/** The routes open without the dashboard login: JWKS, health, logout, and introspection (its clients have their own). */
+function openRoutes(app: express.Express, opts: ServerOptions): void {
+  app.get('/.well-known/jwks.json', async (_req, res) => {
+    // Configured keys plus keys retired by a rotation whose tokens may still be live (src/token/jwks.ts).
+    res.set('Cache-Control', 'public, max-age=60').json(await opts.jwks());
   });
-
+  app.get('/healthz', (_req, res) => {
+    res.json({ ok: true });
+  });
+  app.get('/readyz', readiness(opts.control));
   app.get('/logout', logout);
-
   // Services authenticate as introspection clients (their own Basic credentials), not with the dashboard login.
   if (opts.introspect) app.use('/oauth/introspect', introspection(opts.introspect, opts));
+}
 
+/** The dashboard login: the environment's admin and viewer, and the users file. */
+function login(opts: ServerOptions): RequestHandler {
   if (!opts.admin && !opts.viewer && !opts.usersFile) throw new Error('createApp: no login configured (admin, viewer or usersFile)');
   // Names from the environment cannot also be in the file: one name, one password, one role.
   const reserved = [opts.admin?.user, opts.viewer?.user].filter((u): u is string => u !== undefined);
-  const auth = authenticate({
+  return authenticate({
     admin: opts.admin,
     viewer: opts.viewer,
-    users: opts.usersFile ? new UsersFile(opts.usersFile, { reserved, logger }) : undefined,
+    users: opts.usersFile ? new UsersFile(opts.usersFile, { reserved, logger: opts.logger }) : undefined,
     limiter: new LoginLimiter(opts.loginLimit?.max ?? 10, opts.loginLimit?.windowMs ?? 60_000),
-    logger,
+    logger: opts.logger,
   });
-  const guard = mutationGuard(logger);
-  const body = jsonBody(bodyLimit);
+}
 
-  const metrics = new Metrics(control);
+/** GET /metrics: this process's counters and the queues'. Metrics name every job: not for logins limited to some groups. */
+function metricsRoute(opts: ServerOptions): RequestHandler {
+  const metrics = new Metrics(opts.control);
   if (opts.workers) metrics.observe(opts.workers);
   if (opts.alerts) metrics.observeAlerts(opts.alerts);
-  // Metrics name every job: not for logins limited to some groups.
-  app.get('/metrics', auth, allJobsOnly, async (_req, res) => {
+  return async (_req, res) => {
     res.set('Content-Type', metrics.registry.contentType).send(await metrics.text());
-  });
+  };
+}
 
-  // The guard reads headers only, so it runs before the login (no scrypt, no limiter for refused requests); the body is
-  // parsed after it (nothing is read for an unknown client), once, with the depth limit: the routes' own parsers skip it.
-  app.use(
-    '/api',
-    guard,
-    auth,
-    audit(logger, 'api'),
-    body,
-    idLimits,
-    jobAccess(control.registry),
-    apiRouter(control, bodyLimit, opts.traceUrl),
-  );
-
-  app.use(BOARD_PATH, guard, auth, audit(logger, 'board'), body, createBoards(control.queues, bodyLimit).router);
+/** jobscope's pages at /dashboard (after the login), '/' pointing to them. */
+function pages(app: express.Express, auth: RequestHandler, dashboardDir?: string): void {
   app.get('/', (_req, res) => res.redirect('/dashboard/'));
   app.use('/dashboard', auth, (req, res, next) => {
     // '/dashboard' -> '/dashboard/' so the pages' relative links resolve inside it.
     if (req.originalUrl === '/dashboard') return res.redirect(301, '/dashboard/');
     next();
   });
-  app.use('/dashboard', dashboardPages(opts.dashboardDir));
+  app.use('/dashboard', dashboardPages(dashboardDir));
+}
+
+export function createApp(opts: ServerOptions): express.Express {
+  const { control, logger } = opts;
+  const bodyLimit = opts.bodyLimit ?? '100kb';
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('trust proxy', false);
+  app.use(requestLog(logger));
+  app.use(security());
+  openRoutes(app, opts);
+
+  const auth = login(opts);
+  const guard = mutationGuard(logger);
+  const body = jsonBody(bodyLimit);
+  app.get('/metrics', auth, allJobsOnly, metricsRoute(opts));
+
+  // The guard reads headers only, so it runs before the login (no scrypt, no limiter for refused requests); the body is
+  // parsed after it (nothing is read for an unknown client), once, with the depth limit: the routes' own parsers skip it.
+  const api = apiRouter(control, bodyLimit, opts.traceUrl);
+  app.use('/api', guard, auth, audit(logger, 'api'), body, idLimits, jobAccess(control.registry), api);
+  app.use(BOARD_PATH, guard, auth, audit(logger, 'board'), body, createBoards(control.queues, bodyLimit).router);
+  pages(app, auth, opts.dashboardDir);
 
   app.use((_req, res) => {
     res.status(404).json({ error: 'not_found', message: 'no such route' });
