@@ -41,6 +41,7 @@ export default tseslint.config(
     },
   },
   {
+    // jobscope's pages (dashboard/app.js, lib/, pages/): browser ES modules.
     files: ['dashboard/**/*.js'],
     languageOptions: {
       globals: {
@@ -50,6 +51,10 @@ export default tseslint.config(
         history: 'readonly',
         setTimeout: 'readonly',
         clearTimeout: 'readonly',
+        alert: 'readonly',
+        Node: 'readonly',
+        URLSearchParams: 'readonly',
+        ResizeObserver: 'readonly',
       },
     },
   },

@@ -1,6 +1,6 @@
 // The JSON API under /api (DESIGN.md's table plus what the dashboard pages need). Every route requires a login; every
-// mutation requires the admin login. Nothing here ever returns a raw token: runs carry claims, /tokens carries metadata.
-import express, { type RequestHandler, type Router } from 'express';
+// change requires an operator or admin login. Nothing here ever returns a raw token: runs carry claims, /tokens carries metadata.
+import express, { type Request, type RequestHandler, type Response, type Router } from 'express';
 import type { Control } from '../control/control.ts';
 import type { TriggerOptions } from '../interfaces.ts';
 import { MAX_LIMIT, RunQueryError, type RunQuery } from '../control/runs.ts';
@@ -98,139 +98,176 @@ function objectBody(body: unknown): body is Record<string, unknown> {
   return typeof body === 'object' && body !== null && !Array.isArray(body);
 }
 
+/** 400 `bad_query` naming the parameter the problem is about. */
+function badQuery(res: Response, problem: string): void {
+  res.status(400).json({ error: 'bad_query', param: paramOf(problem), message: problem });
+}
+
+/** A control-plane read whose RunQueryError (a bad time zone, cursor, ...) is the caller's: 400 `bad_query`. */
+async function answerQuery(res: Response, read: () => Promise<unknown>): Promise<void> {
+  try {
+    res.json(await read());
+  } catch (err) {
+    if (err instanceof RunQueryError) return badQuery(res, err.message);
+    throw err;
+  }
+}
+
+/** POST /api/jobs/:name/runs's body, checked: the problem (a 400's param and message) or the trigger it asks for. */
+function triggerOf(body: unknown): { param?: string; message: string } | { body: Record<string, unknown>; trigger: 'api' | 'manual' } {
+  if (!objectBody(body)) return { message: 'body must be a JSON object: { "data": { ... } }' };
+  // The dashboard's Run-now form says 'manual' (a person clicked); other callers are 'api'.
+  const trigger = body.trigger ?? 'api';
+  if (trigger !== 'api' && trigger !== 'manual') {
+    return { param: 'trigger', message: `trigger: must be "api" or "manual", not ${JSON.stringify(trigger)}` };
+  }
+  const unknown = Object.keys(body).filter((k) => !TRIGGER_FIELDS.includes(k));
+  if (unknown.length) {
+    const field = unknown[0].slice(0, 40);
+    return { param: field, message: `${field}: not a field of a trigger; allowed: ${TRIGGER_FIELDS.join(', ')}` };
+  }
+  return { body, trigger };
+}
+
+/** What the handlers use: the control plane and the operator's trace URL template. */
+interface Api {
+  control: Control;
+  traceUrl?: string;
+}
+
+type Handler = (api: Api, req: Request, res: Response) => unknown;
+
+const me: Handler = (_api, req, res) => {
+  res.json({ user: req.user, role: req.role, ...(req.groups ? { groups: req.groups } : {}) });
+};
+
+const jobs: Handler = async ({ control }, req, res) => {
+  const visible = visibleJobs(req, control.registry);
+  res.json((await control.jobs()).filter((j) => !visible || visible.includes(j.name)));
+};
+
+const job: Handler = async ({ control }, req, res) => {
+  res.json(await control.job(String(req.params.name)));
+};
+
+const jobStats: Handler = async ({ control }, req, res) => {
+  const extra = unknownParam('stats', req.query);
+  if (extra) return badQuery(res, extra);
+  const tz = typeof req.query.tz === 'string' && req.query.tz ? req.query.tz : 'UTC';
+  await answerQuery(res, () => control.jobStats(String(req.params.name), tz));
+};
+
+const jobRuns: Handler = async ({ control }, req, res) => {
+  const limit = unknownParam('jobRuns', req.query) ?? limitOf(req.query.limit, 100);
+  if (typeof limit === 'string') return badQuery(res, limit);
+  res.json(await control.recentRuns(String(req.params.name), limit ?? 20));
+};
+
+const trigger: Handler = async ({ control }, req, res) => {
+  const checked = triggerOf(req.body ?? {});
+  if (!('body' in checked)) return void res.status(400).json({ error: 'bad_request', ...checked });
+  const { body, trigger } = checked;
+  const { delay, at, priority, key } = body as TriggerOptions;
+  const by = `user:${req.user}`;
+  const { runId, existing } = await control.trigger(String(req.params.name), body.data ?? {}, { by, trigger, delay, at, priority, key });
+  // A key that matched a kept run: that run, not a new one.
+  if (existing) res.status(200).json({ runId, existing: true });
+  else res.status(202).json({ runId });
+};
+
+const pause: Handler = async ({ control }, req, res) => {
+  await control.pause(String(req.params.name));
+  res.json({ name: String(req.params.name), paused: true });
+};
+
+const resume: Handler = async ({ control }, req, res) => {
+  await control.resume(String(req.params.name));
+  res.json({ name: String(req.params.name), paused: false });
+};
+
+// The run history across jobs: ?job=a,b&state=failed,timeout&trigger=schedule&by=user:ada&from=&to=&cursor=&limit=
+const runs: Handler = async ({ control }, req, res) => {
+  const query = runQuery(req.query as Record<string, unknown>);
+  if (typeof query === 'string') return badQuery(res, query);
+  // A login limited to some job groups sees only their runs.
+  const visible = visibleJobs(req, control.registry);
+  if (visible) query.jobs = query.jobs ?? visible;
+  await answerQuery(res, () => control.listRuns(query));
+};
+
+const run: Handler = async ({ control, traceUrl }, req, res) => {
+  const detail = await control.runDetail(String(req.params.runId));
+  // traceId is 32 hex digits (trace.ts): safe to put in the operator's URL template.
+  res.json(traceUrl && detail.traceId ? { ...detail, traceUrl: traceUrl.replace('{traceId}', detail.traceId) } : detail);
+};
+
+const retry: Handler = async ({ control }, req, res) => {
+  const runId = String(req.params.runId);
+  const { retried, state } = await control.retry(runId, `user:${req.user}`);
+  if (!retried) {
+    return void res.status(409).json({ error: 'not_failed', message: `run ${runId} is ${state}: only a failed run can be retried` });
+  }
+  res.json({ runId, state });
+};
+
+const cancel: Handler = async ({ control }, req, res) => {
+  // jobscope's own pages send Sec-Fetch-Site: same-origin (the mutation guard lets nothing cross-site through).
+  const where = req.headers['sec-fetch-site'] === 'same-origin' ? 'from the dashboard' : 'through the API';
+  res.json(await control.cancel(String(req.params.runId), `cancelled by ${req.user} ${where}`));
+};
+
+// The dashboard's first page: runs by outcome (24 h, 7 days), runs per hour, jobs failing now, workers, live tokens.
+const overview: Handler = async ({ control }, req, res) => {
+  res.json(await control.overview(visibleJobs(req, control.registry) ?? control.registry.names));
+};
+
+const tokens: Handler = async ({ control }, req, res) => {
+  const visible = visibleJobs(req, control.registry);
+  res.json((await control.liveTokens()).filter((t) => !visible || visible.includes(t.job)));
+};
+
+// The executor registry: every worker process's heartbeat, live and recently dead (alive: false).
+const workers: Handler = async ({ control }, req, res) => {
+  const visible = visibleJobs(req, control.registry);
+  res.json((await control.liveWorkers()).filter((w) => !visible || w.jobs.some((j) => visible.includes(j))));
+};
+
+// The Redis connections of each job queue, as BullMQ lists them (what GET /api/workers answered before 0.2).
+const connections: Handler = async ({ control }, req, res) => {
+  const visible = visibleJobs(req, control.registry);
+  res.json((await control.workers()).filter((q) => !visible || visible.includes(q.job)));
+};
+
+/** The API: method, path, handler, and the changes' `operatorOnly` (viewers get 403). Every route needs a login (app.ts). */
+const ROUTES: [method: 'get' | 'post', path: string, handler: Handler, access?: RequestHandler][] = [
+  ['get', '/me', me],
+  ['get', '/jobs', jobs],
+  ['get', '/jobs/:name', job],
+  ['get', '/jobs/:name/stats', jobStats],
+  ['get', '/jobs/:name/runs', jobRuns],
+  ['post', '/jobs/:name/runs', trigger, operatorOnly],
+  ['post', '/jobs/:name/pause', pause, operatorOnly],
+  ['post', '/jobs/:name/resume', resume, operatorOnly],
+  ['get', '/runs', runs],
+  ['get', '/runs/:runId', run],
+  ['post', '/runs/:runId/retry', retry, operatorOnly],
+  ['post', '/runs/:runId/cancel', cancel, operatorOnly],
+  ['get', '/overview', overview],
+  ['get', '/tokens', tokens],
+  ['get', '/workers', workers],
+  ['get', '/workers/connections', connections],
+];
+
 export function apiRouter(control: Control, bodyLimit: string, traceUrl?: string): Router {
-  const api = express.Router();
-  api.use(express.json({ limit: bodyLimit }));
-
-  api.get('/me', (req, res) => {
-    res.json({ user: req.user, role: req.role, ...(req.groups ? { groups: req.groups } : {}) });
-  });
-
-  api.get('/jobs', async (req, res) => {
-    const visible = visibleJobs(req, control.registry);
-    res.json((await control.jobs()).filter((j) => !visible || visible.includes(j.name)));
-  });
-  api.get('/jobs/:name', async (req, res) => {
-    res.json(await control.job(String(req.params.name)));
-  });
-  api.get('/jobs/:name/stats', async (req, res) => {
-    const extra = unknownParam('stats', req.query);
-    if (extra) return void res.status(400).json({ error: 'bad_query', param: paramOf(extra), message: extra });
-    const tz = typeof req.query.tz === 'string' && req.query.tz ? req.query.tz : 'UTC';
-    try {
-      res.json(await control.jobStats(String(req.params.name), tz));
-    } catch (err) {
-      if (err instanceof RunQueryError)
-        return void res.status(400).json({ error: 'bad_query', param: paramOf(err.message), message: err.message });
-      throw err;
-    }
-  });
-  api.get('/jobs/:name/runs', async (req, res) => {
-    const limit = unknownParam('jobRuns', req.query) ?? limitOf(req.query.limit, 100);
-    if (typeof limit === 'string') return void res.status(400).json({ error: 'bad_query', param: paramOf(limit), message: limit });
-    res.json(await control.recentRuns(String(req.params.name), limit ?? 20));
-  });
-  api.post('/jobs/:name/runs', operatorOnly, async (req, res) => {
-    const body: unknown = req.body ?? {};
-    if (!objectBody(body)) {
-      res.status(400).json({ error: 'bad_request', message: 'body must be a JSON object: { "data": { ... } }' });
-      return;
-    }
-    // The dashboard's Run-now form says 'manual' (a person clicked); other callers are 'api'.
-    const trigger = body.trigger ?? 'api';
-    if (trigger !== 'api' && trigger !== 'manual') {
-      res
-        .status(400)
-        .json({ error: 'bad_request', param: 'trigger', message: `trigger: must be "api" or "manual", not ${JSON.stringify(trigger)}` });
-      return;
-    }
-    const unknown = Object.keys(body).filter((k) => !TRIGGER_FIELDS.includes(k));
-    if (unknown.length) {
-      const field = unknown[0].slice(0, 40);
-      res
-        .status(400)
-        .json({ error: 'bad_request', param: field, message: `${field}: not a field of a trigger; allowed: ${TRIGGER_FIELDS.join(', ')}` });
-      return;
-    }
-    const { delay, at, priority, key } = body as TriggerOptions;
-    const { runId, existing } = await control.trigger(String(req.params.name), body.data ?? {}, {
-      by: `user:${req.user}`,
-      trigger,
-      delay,
-      at,
-      priority,
-      key,
-    });
-    // A key that matched a kept run: that run, not a new one.
-    if (existing) res.status(200).json({ runId, existing: true });
-    else res.status(202).json({ runId });
-  });
-  api.post('/jobs/:name/pause', operatorOnly, async (req, res) => {
-    await control.pause(String(req.params.name));
-    res.json({ name: String(req.params.name), paused: true });
-  });
-  api.post('/jobs/:name/resume', operatorOnly, async (req, res) => {
-    await control.resume(String(req.params.name));
-    res.json({ name: String(req.params.name), paused: false });
-  });
-
-  // The run history across jobs: ?job=a,b&state=failed,timeout&trigger=schedule&by=user:ada&from=&to=&cursor=&limit=
-  api.get('/runs', async (req, res) => {
-    const query = runQuery(req.query as Record<string, unknown>);
-    if (typeof query === 'string') return void res.status(400).json({ error: 'bad_query', param: paramOf(query), message: query });
-    // A login limited to some job groups sees only their runs.
-    const visible = visibleJobs(req, control.registry);
-    if (visible) query.jobs = query.jobs ?? visible;
-    try {
-      res.json(await control.listRuns(query));
-    } catch (err) {
-      if (err instanceof RunQueryError)
-        return void res.status(400).json({ error: 'bad_query', param: paramOf(err.message), message: err.message });
-      throw err;
-    }
-  });
-  api.get('/runs/:runId', async (req, res) => {
-    const run = await control.runDetail(String(req.params.runId));
-    // traceId is 32 hex digits (trace.ts): safe to put in the operator's URL template.
-    res.json(traceUrl && run.traceId ? { ...run, traceUrl: traceUrl.replace('{traceId}', run.traceId) } : run);
-  });
-  api.post('/runs/:runId/retry', operatorOnly, async (req, res) => {
-    const runId = String(req.params.runId);
-    const { retried, state } = await control.retry(runId, `user:${req.user}`);
-    if (!retried) {
-      return void res.status(409).json({ error: 'not_failed', message: `run ${runId} is ${state}: only a failed run can be retried` });
-    }
-    res.json({ runId, state });
-  });
-  api.post('/runs/:runId/cancel', operatorOnly, async (req, res) => {
-    // jobscope's own pages send Sec-Fetch-Site: same-origin (the mutation guard lets nothing cross-site through).
-    const where = req.headers['sec-fetch-site'] === 'same-origin' ? 'from the dashboard' : 'through the API';
-    res.json(await control.cancel(String(req.params.runId), `cancelled by ${req.user} ${where}`));
-  });
-
-  // The dashboard's first page: runs by outcome (24 h, 7 days), runs per hour, jobs failing now, workers, live tokens.
-  api.get('/overview', async (req, res) => {
-    res.json(await control.overview(visibleJobs(req, control.registry) ?? control.registry.names));
-  });
-
-  api.get('/tokens', async (req, res) => {
-    const visible = visibleJobs(req, control.registry);
-    res.json((await control.liveTokens()).filter((t) => !visible || visible.includes(t.job)));
-  });
-
-  // The executor registry: every worker process's heartbeat, live and recently dead (alive: false).
-  api.get('/workers', async (req, res) => {
-    const visible = visibleJobs(req, control.registry);
-    res.json((await control.liveWorkers()).filter((w) => !visible || w.jobs.some((j) => visible.includes(j))));
-  });
-  // The Redis connections of each job queue, as BullMQ lists them (what GET /api/workers answered before 0.2).
-  api.get('/workers/connections', async (req, res) => {
-    const visible = visibleJobs(req, control.registry);
-    res.json((await control.workers()).filter((q) => !visible || visible.includes(q.job)));
-  });
-
-  api.use((_req, res) => {
+  const router = express.Router();
+  router.use(express.json({ limit: bodyLimit }));
+  const api: Api = { control, traceUrl };
+  for (const [method, path, handler, access] of ROUTES) {
+    const answer: RequestHandler = (req, res) => handler(api, req, res);
+    router[method](path, ...(access ? [access] : []), answer);
+  }
+  router.use((_req, res) => {
     res.status(404).json({ error: 'not_found', message: 'no such API route' });
   });
-  return api;
+  return router;
 }

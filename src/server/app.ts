@@ -8,6 +8,7 @@ import express, { type NextFunction, type Request, type RequestHandler, type Res
 import helmet from 'helmet';
 import { HTTP_ERRORS, JobscopeError } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import { redisReadiness } from '../redis/readiness.ts';
 import type { Alerts } from '../control/alerts.ts';
 import type { Control } from '../control/control.ts';
 import type { RunExecutor } from '../runtime/executor.ts';
@@ -211,6 +212,66 @@ function errorHandler(logger: Logger, bodyLimit: string) {
   };
 }
 
+/** GET /readyz: not ready while this process's Redis log says lost (one connection answering is not enough) or a PING fails. */
+function readiness(control: Control): RequestHandler {
+  return async (_req, res) => {
+    const jobs = control.registry.names.length;
+    const { reason } = await redisReadiness(control);
+    if (reason) res.status(503).json({ ok: false, redis: 'down', jobs, reason });
+    else res.json({ ok: true, redis: 'up', jobs });
+  };
+}
+
+/** The routes open without the dashboard login: JWKS, health, logout, and introspection (its clients have their own). */
+function openRoutes(app: express.Express, opts: ServerOptions): void {
+  app.get('/.well-known/jwks.json', async (_req, res) => {
+    // Configured keys plus keys retired by a rotation whose tokens may still be live (src/token/jwks.ts).
+    res.set('Cache-Control', 'public, max-age=60').json(await opts.jwks());
+  });
+  app.get('/healthz', (_req, res) => {
+    res.json({ ok: true });
+  });
+  app.get('/readyz', readiness(opts.control));
+  app.get('/logout', logout);
+  // Services authenticate as introspection clients (their own Basic credentials), not with the dashboard login.
+  if (opts.introspect) app.use('/oauth/introspect', introspection(opts.introspect, opts));
+}
+
+/** The dashboard login: the environment's admin and viewer, and the users file. */
+function login(opts: ServerOptions): RequestHandler {
+  if (!opts.admin && !opts.viewer && !opts.usersFile) throw new Error('createApp: no login configured (admin, viewer or usersFile)');
+  // Names from the environment cannot also be in the file: one name, one password, one role.
+  const reserved = [opts.admin?.user, opts.viewer?.user].filter((u): u is string => u !== undefined);
+  return authenticate({
+    admin: opts.admin,
+    viewer: opts.viewer,
+    users: opts.usersFile ? new UsersFile(opts.usersFile, { reserved, logger: opts.logger }) : undefined,
+    limiter: new LoginLimiter(opts.loginLimit?.max ?? 10, opts.loginLimit?.windowMs ?? 60_000),
+    logger: opts.logger,
+  });
+}
+
+/** GET /metrics: this process's counters and the queues'. Metrics name every job: not for logins limited to some groups. */
+function metricsRoute(opts: ServerOptions): RequestHandler {
+  const metrics = new Metrics(opts.control);
+  if (opts.executor) metrics.observe(opts.executor);
+  if (opts.alerts) metrics.observeAlerts(opts.alerts);
+  return async (_req, res) => {
+    res.set('Content-Type', metrics.registry.contentType).send(await metrics.text());
+  };
+}
+
+/** jobscope's pages at /dashboard (after the login), '/' pointing to them. */
+function pages(app: express.Express, auth: RequestHandler, dashboardDir?: string): void {
+  app.get('/', (_req, res) => res.redirect('/dashboard/'));
+  app.use('/dashboard', auth, (req, res, next) => {
+    // '/dashboard' -> '/dashboard/' so the pages' relative links resolve inside it.
+    if (req.originalUrl === '/dashboard') return res.redirect(301, '/dashboard/');
+    next();
+  });
+  app.use('/dashboard', dashboardPages(dashboardDir));
+}
+
 export function createApp(opts: ServerOptions): express.Express {
   const { control, logger } = opts;
   const bodyLimit = opts.bodyLimit ?? '100kb';
@@ -219,76 +280,19 @@ export function createApp(opts: ServerOptions): express.Express {
   app.set('trust proxy', false);
   app.use(requestLog(logger));
   app.use(security());
+  openRoutes(app, opts);
 
-  app.get('/.well-known/jwks.json', async (_req, res) => {
-    // Configured keys plus keys retired by a rotation whose tokens may still be live (src/token/jwks.ts).
-    res.set('Cache-Control', 'public, max-age=60').json(await opts.jwks());
-  });
-  app.get('/healthz', (_req, res) => {
-    res.json({ ok: true });
-  });
-  app.get('/readyz', async (_req, res) => {
-    const jobs = control.registry.names.length;
-    // Not ready while this process's Redis log says lost (one connection answering is not enough) or a PING fails.
-    const state = control.redisLog?.state();
-    let reason: string | undefined;
-    if (state && !state.up) {
-      reason = `Redis unreachable for ${Math.round((state.downMs ?? 0) / 1000)} s (${state.reconnectAttempts ?? 0} reconnect attempts)`;
-      if (state.reason) reason += `: ${state.reason}`;
-    } else if (!(await control.redisUp(1000))) {
-      reason = `Redis did not answer a PING within 1 s${state?.reason ? `: ${state.reason}` : ''}`;
-    }
-    if (reason) res.status(503).json({ ok: false, redis: 'down', jobs, reason });
-    else res.json({ ok: true, redis: 'up', jobs });
-  });
-
-  app.get('/logout', logout);
-
-  // Services authenticate as introspection clients (their own Basic credentials), not with the dashboard login.
-  if (opts.introspect) app.use('/oauth/introspect', introspection(opts.introspect, opts));
-
-  if (!opts.admin && !opts.viewer && !opts.usersFile) throw new Error('createApp: no login configured (admin, viewer or usersFile)');
-  // Names from the environment cannot also be in the file: one name, one password, one role.
-  const reserved = [opts.admin?.user, opts.viewer?.user].filter((u): u is string => u !== undefined);
-  const auth = authenticate({
-    admin: opts.admin,
-    viewer: opts.viewer,
-    users: opts.usersFile ? new UsersFile(opts.usersFile, { reserved, logger }) : undefined,
-    limiter: new LoginLimiter(opts.loginLimit?.max ?? 10, opts.loginLimit?.windowMs ?? 60_000),
-    logger,
-  });
+  const auth = login(opts);
   const guard = mutationGuard(logger);
   const body = jsonBody(bodyLimit);
-
-  const metrics = new Metrics(control);
-  if (opts.executor) metrics.observe(opts.executor);
-  if (opts.alerts) metrics.observeAlerts(opts.alerts);
-  // Metrics name every job: not for logins limited to some groups.
-  app.get('/metrics', auth, allJobsOnly, async (_req, res) => {
-    res.set('Content-Type', metrics.registry.contentType).send(await metrics.text());
-  });
+  app.get('/metrics', auth, allJobsOnly, metricsRoute(opts));
 
   // The guard reads headers only, so it runs before the login (no scrypt, no limiter for refused requests); the body is
   // parsed after it (nothing is read for an unknown client), once, with the depth limit: the routes' own parsers skip it.
-  app.use(
-    '/api',
-    guard,
-    auth,
-    audit(logger, 'api'),
-    body,
-    idLimits,
-    jobAccess(control.registry),
-    apiRouter(control, bodyLimit, opts.traceUrl),
-  );
-
+  const api = apiRouter(control, bodyLimit, opts.traceUrl);
+  app.use('/api', guard, auth, audit(logger, 'api'), body, idLimits, jobAccess(control.registry), api);
   app.use(BOARD_PATH, guard, auth, audit(logger, 'board'), body, createBoards(control.queues, bodyLimit).router);
-  app.get('/', (_req, res) => res.redirect('/dashboard/'));
-  app.use('/dashboard', auth, (req, res, next) => {
-    // '/dashboard' -> '/dashboard/' so the pages' relative links resolve inside it.
-    if (req.originalUrl === '/dashboard') return res.redirect(301, '/dashboard/');
-    next();
-  });
-  app.use('/dashboard', dashboardPages(opts.dashboardDir));
+  pages(app, auth, opts.dashboardDir);
 
   app.use((_req, res) => {
     res.status(404).json({ error: 'not_found', message: 'no such route' });
