@@ -4,7 +4,7 @@
 // folder, or, by default, what the runners serving this Redis and prefix published.
 import type { CancelResult, EnqueueResult } from './control/queues.ts';
 import { Control, type RunView } from './control/control.ts';
-import type { JobDefinition, PublicTriggerOptions, RegisteredJob, RunReport } from './interfaces.ts';
+import type { JobDefinition, TriggerOptions, RegisteredJob, RunReport } from './interfaces.ts';
 import { registerDefinition } from './jobs/define.ts';
 import { publishedRegistry } from './jobs/published.ts';
 import { loadRegistry, Registry } from './jobs/registry.ts';
@@ -34,7 +34,7 @@ export interface ClientOptions<J extends JobMap = JobMap> {
 }
 
 /** The trigger options (delay, at, priority, key); who triggers is the client's `as`, never an option of a call. */
-export interface ClientTriggerOptions extends PublicTriggerOptions {
+export interface ClientTriggerOptions extends TriggerOptions {
   /** Wait for the run to finish and resolve with its report; a number is the longest wait in ms. */
   wait?: boolean | number;
 }
@@ -98,7 +98,7 @@ export function createClient<J extends JobMap = JobMap>(opts: ClientOptions<J> =
     async trigger(job: string, data?: unknown, options: ClientTriggerOptions = {}) {
       // Only the public options are read: a `by` or `parent` slipped in from untyped code never reaches the run.
       const { wait, delay, at, priority, key } = options;
-      const triggerOptions: PublicTriggerOptions = { delay, at, priority, key };
+      const triggerOptions: TriggerOptions = { delay, at, priority, key };
       const c = await control(job);
       const added = await c.trigger(job, data ?? {}, { ...triggerOptions, trigger: 'api', by: opts.as ? `client:${opts.as}` : 'client' });
       if (!wait) return added;

@@ -42,7 +42,7 @@ export type {
   TokenClaims,
   TokenSpec,
   Trigger,
-  PublicTriggerOptions as TriggerOptions,
+  TriggerOptions,
 } from './interfaces.ts';
 export * from './errors.ts';
 export { ServiceRefusedError } from './http/clients.ts';

@@ -155,7 +155,7 @@ export interface RunToken {
 }
 
 /** Options of `ctx.trigger`/`ctx.triggerAndWait` (the API's, without `key` collisions across retries unless you set one). */
-export type ChildTriggerOptions = PublicTriggerOptions;
+export type ChildTriggerOptions = TriggerOptions;
 
 export interface JobContext<Data = Record<string, unknown>> {
   data: Data;
@@ -236,9 +236,9 @@ export interface RunReport {
 
 /**
  * What a caller may ask of a trigger: the API body beside `data`, CLI flags, the dashboard form, createClient, ctx.trigger.
- * Exported by the package as `TriggerOptions`.
+ * Exported by the package.
  */
-export interface PublicTriggerOptions {
+export interface TriggerOptions {
   /** Run later: a duration ('30s', '5m') or milliseconds. Not with `at`. */
   delay?: string | number;
   /** Run at this time (ISO 8601). Not with `delay`. */
@@ -250,10 +250,9 @@ export interface PublicTriggerOptions {
 }
 
 /**
- * Internal, not exported by the package (src/index.ts exports PublicTriggerOptions under this name): a trigger as the
- * control plane takes it, the caller's options plus what only the API, CLI, runtime and tracing set.
+ * Internal, not exported by the package: a trigger as the control plane takes it, the caller's options plus what only the API, CLI, runtime and tracing set.
  */
-export interface TriggerOptions extends PublicTriggerOptions {
+export interface TriggerRequest extends TriggerOptions {
   trigger?: Trigger;
   /** Who triggered it: 'user:<login>', 'cli:<os user>', 'client[:<name>]' (set by the API, CLI and client, not by callers' data). */
   by?: string;

@@ -6,7 +6,7 @@ import { QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { RunWaitTimeoutError } from '../errors.ts';
 import cronstrue from 'cronstrue';
-import type { LiveToken, Retention, RunReport, TokenClaims, TriggerOptions } from '../interfaces.ts';
+import type { LiveToken, Retention, RunReport, TokenClaims, TriggerRequest } from '../interfaces.ts';
 import type { Registry } from '../jobs/registry.ts';
 import { describeSchedule } from '../jobs/schedule.ts';
 import type { Logger } from '../log.ts';
@@ -204,7 +204,7 @@ export class Control {
     }
   }
 
-  trigger(job: string, data: unknown = {}, opts: TriggerOptions = {}): Promise<EnqueueResult> {
+  trigger(job: string, data: unknown = {}, opts: TriggerRequest = {}): Promise<EnqueueResult> {
     // With tracing on, the run carries the trigger span's traceparent in its options (trace.ts), never in its data.
     return traceTrigger(job, opts.by, opts.trigger ?? 'api', (traceparent) =>
       this.queues.enqueue(job, data, traceparent ? { ...opts, traceparent } : opts),

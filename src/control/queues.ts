@@ -6,7 +6,7 @@ import { Queue, type Job, type JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { parseDuration } from '../duration.ts';
 import { OverlapSkippedError, ParamsError, RunFinishedError, TriggerOptionsError, UnknownRunError } from '../errors.ts';
-import type { KeepRule, RegisteredJob, Retention, RunReport, RunState, TriggerOptions } from '../interfaces.ts';
+import type { KeepRule, RegisteredJob, Retention, RunReport, RunState, TriggerRequest } from '../interfaces.ts';
 import type { Registry } from '../jobs/registry.ts';
 import { nextRuns } from '../jobs/schedule.ts';
 import { parseRunId, runIdOf, runOf, runReport, type Run } from '../run/model.ts';
@@ -55,7 +55,7 @@ const MAX_KEY_LENGTH = 200;
 export const MAX_DELAY_MS = 365 * 86_400_000;
 
 /** A trigger's options as BullMQ job options, checked; `key` becomes the run's id so a second add finds the first. */
-export function runOptions(opts: TriggerOptions, nowMs = Date.now()): { delay?: number; priority?: number; jobId?: string } {
+export function runOptions(opts: TriggerRequest, nowMs = Date.now()): { delay?: number; priority?: number; jobId?: string } {
   const out: { delay?: number; priority?: number; jobId?: string } = {};
   if (opts.delay !== undefined && opts.at !== undefined) throw new TriggerOptionsError('give delay or at, not both');
   if (opts.delay !== undefined) {
@@ -174,7 +174,7 @@ export class Queues {
    * delayed, active or waiting for a retry: checked and added atomically, on every host). With overlap 'replace', every
    * earlier unfinished run is cancelled (the new run starts only once they have stopped: see the worker).
    */
-  async enqueue(name: string, data: unknown = {}, opts: TriggerOptions = {}): Promise<EnqueueResult> {
+  async enqueue(name: string, data: unknown = {}, opts: TriggerRequest = {}): Promise<EnqueueResult> {
     const job = this.registry.get(name);
     const payload = structuredClone(data ?? {});
     const issues = job.validate(payload);

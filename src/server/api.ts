@@ -2,7 +2,7 @@
 // change requires an operator or admin login. Nothing here ever returns a raw token: runs carry claims, /tokens carries metadata.
 import express, { type Request, type RequestHandler, type Response, type Router } from 'express';
 import type { Control } from '../control/control.ts';
-import type { TriggerOptions } from '../interfaces.ts';
+import type { TriggerRequest } from '../interfaces.ts';
 import { MAX_LIMIT, RunQueryError, type RunQuery } from '../control/runs.ts';
 import { operatorOnly, visibleJobs } from './auth.ts';
 
@@ -167,7 +167,7 @@ const trigger: Handler = async ({ control }, req, res) => {
   const checked = triggerOf(req.body ?? {});
   if (!('body' in checked)) return void res.status(400).json({ error: 'bad_request', ...checked });
   const { body, trigger } = checked;
-  const { delay, at, priority, key } = body as TriggerOptions;
+  const { delay, at, priority, key } = body as TriggerRequest;
   const by = `user:${req.user}`;
   const { runId, existing } = await control.trigger(String(req.params.name), body.data ?? {}, { by, trigger, delay, at, priority, key });
   // A key that matched a kept run: that run, not a new one.
@@ -232,7 +232,7 @@ const workers: Handler = async ({ control }, req, res) => {
   res.json((await control.liveWorkers()).filter((w) => !visible || w.jobs.some((j) => visible.includes(j))));
 };
 
-// The Redis connections of each job queue, as BullMQ lists them (what GET /api/workers answered before 0.2).
+// GET /api/workers/connections: per job, the Redis connection of each process serving it (its dispatcher's one wait).
 const connections: Handler = async ({ control }, req, res) => {
   const visible = visibleJobs(req, control.registry);
   res.json((await control.workers()).filter((q) => !visible || visible.includes(q.job)));

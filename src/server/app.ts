@@ -21,7 +21,7 @@ import { Metrics } from './metrics.ts';
 import { MUTATING, jsonBody, mutationGuard } from './mutations.ts';
 import { UsersFile } from './users.ts';
 
-export { adminCredentials, roleOf, type Credentials, type Role } from './auth.ts';
+export { adminCredentials, type Credentials, type Role } from './auth.ts';
 
 export interface ServerOptions {
   control: Control;

@@ -72,11 +72,6 @@ export function basicCredentials(header: string | undefined): Credentials | null
 }
 
 /** The environment's logins: admin (JOBSCOPE_USER) and viewer (JOBSCOPE_VIEWER_USER); null when neither matches. */
-export function roleOf(header: string | undefined, admin: Credentials | undefined, viewer?: Credentials): 'admin' | 'viewer' | null {
-  const given = basicCredentials(header);
-  return given ? envRole(given, admin, viewer) : null;
-}
-
 function envRole(given: Credentials, admin: Credentials | undefined, viewer: Credentials | undefined): 'admin' | 'viewer' | null {
   // Both comparisons always run: which login matched must not show in the timing either.
   const isAdmin = admin !== undefined && same(given.user, admin.user) && same(given.password, admin.password);
@@ -190,14 +185,6 @@ const refuse = (res: Response, message: string) => void res.status(403).json({ e
 /** After `authenticate`: operators and admins (triggers, cancels, retries, pause and resume). */
 export const operatorOnly: RequestHandler = (req, res, next) => {
   if (req.role !== 'admin' && req.role !== 'operator') return refuse(res, 'read-only user: this action needs an operator or admin login');
-  next();
-};
-
-/** After `authenticate`: admins only (settings; never needed for running jobs). */
-export const adminOnly: RequestHandler = (req, res, next) => {
-  if (req.role !== 'admin') {
-    return refuse(res, req.role === 'operator' ? 'this action needs an admin login' : 'read-only user: this action needs the admin login');
-  }
   next();
 };
 
