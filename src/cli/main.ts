@@ -6,7 +6,7 @@ import { JobscopeError } from '../errors.ts';
 import { enableTracing } from '../trace.ts';
 import { environment, UsageError, type CliIO } from './common.ts';
 import { cancelCommand, listCommand, pauseCommand, workersCommand } from './control-commands.ts';
-import { keysGenerateCommand, verifyCommand } from './keys.ts';
+import { keysGenerateCommand, verifyCommand } from './key-commands.ts';
 import { serve, type ServeMode } from './serve.ts';
 import { trigger } from './trigger.ts';
 import { usersCommand } from './users.ts';

@@ -1,5 +1,5 @@
 // Every Redis key of jobscope's own in one place (as BullMQ's QueueKeys does for a queue), plus the few BullMQ keys our
-// scripts read. The verifier (packages/verify, src/liveness.ts) spells `<prefix>:token:<jti>` itself: it is a package of its own.
+// scripts read. The verifier (packages/verify/src/liveness.ts) spells `<prefix>:token:<jti>` itself: it is a package of its own.
 
 export class RedisKeys {
   readonly prefix: string;
