@@ -10,7 +10,6 @@ import { outcomeOfError } from '../run/outcome.ts';
 import { recordedError, type RunRecord, type RunRecorder } from '../run/record.ts';
 import type { RunMeta } from '../run/redis-keys.ts';
 import type { AttemptSpan } from '../trace.ts';
-import type { RunEvents } from './executor.ts';
 
 /**
  * How an attempt ended, as the record step tells BullMQ: a result completes the run; a failure is recorded with its
@@ -45,6 +44,23 @@ function runLog(logger: Logger, bindings: Record<string, unknown>): RunLog {
       if (logger.isLevelEnabled(level)) (get()[level] as (...a: unknown[]) => void)(...args);
     }) as Logger['info'];
   return { info: at('info'), warn: at('warn'), error: at('error'), debug: at('debug') };
+}
+
+/** The events of a process's runs (RunExecutor emits them; metrics, tests and embedders listen). */
+export interface RunEvents {
+  'run:start': [{ job: string; runId: string; attempt: number }];
+  'run:end': [{ job: string; runId: string; attempt: number; outcome: RunOutcome; durationMs: number }];
+  /**
+   * The run went back to the queue without consuming an attempt (shutdown), lost its lock to another worker, or finished
+   * here after its lock was lost (a Redis outage longer than the lock): its completion was refused and it runs again.
+   */
+  'run:handback': [{ job: string; runId: string; attempt: number; reason: 'shutdown' | 'lock-lost' | 'completion-refused' }];
+  /** This process's stalled-run check put back a run whose worker stopped (crashed, froze past its lock). */
+  'run:recovered': [{ job: string; runId: string }];
+  /** An aborted handler did not settle within the grace: it still runs, without a token, outside the concurrency limit. */
+  'run:runaway': [{ job: string; runId: string; attempt: number }];
+  'token:minted': [{ job: string; jti: string }];
+  'token:revoked': [{ job: string; jti: string }];
 }
 
 /** What an attempt reports to: the executor's events and, for a run's final outcome, the alerts. */

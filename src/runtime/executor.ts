@@ -13,7 +13,7 @@ import { EventEmitter } from 'node:events';
 import { DelayedError, MetricsTime, WaitingChildrenError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { LockLostError } from '../errors.ts';
-import type { RegisteredJob, RunOutcome } from '../interfaces.ts';
+import type { RegisteredJob } from '../interfaces.ts';
 import type { Registry } from '../jobs/registry.ts';
 import type { Logger } from '../log.ts';
 import type { ServiceClients } from '../http/clients.ts';
@@ -26,7 +26,7 @@ import { runIdOf, STALL_LIMIT_REASON, stallLimitMessage } from '../run/model.ts'
 import { outcomeOfError } from '../run/outcome.ts';
 import { recordedError, RunRecorder } from '../run/record.ts';
 import { admit, replaceAtNextFire } from './admission.ts';
-import { Attempt, isFinal, type AttemptHost, type Ending } from './attempt.ts';
+import { Attempt, isFinal, type AttemptHost, type Ending, type RunEvents } from './attempt.ts';
 import { Dispatcher, QueueTaker } from './dispatch.ts';
 import { Execution, ShutdownError, type ExecutionParts, type Settled } from './execution.ts';
 import { handBack, type HandBackReason } from './hand-back.ts';
@@ -59,22 +59,6 @@ export interface ExecutorDeps {
   logger: Logger;
   /** Only run these jobs (default: all). */
   only?: string[];
-}
-
-export interface RunEvents {
-  'run:start': [{ job: string; runId: string; attempt: number }];
-  'run:end': [{ job: string; runId: string; attempt: number; outcome: RunOutcome; durationMs: number }];
-  /**
-   * The run went back to the queue without consuming an attempt (shutdown), lost its lock to another worker, or finished
-   * here after its lock was lost (a Redis outage longer than the lock): its completion was refused and it runs again.
-   */
-  'run:handback': [{ job: string; runId: string; attempt: number; reason: 'shutdown' | 'lock-lost' | 'completion-refused' }];
-  /** This process's stalled-run check put back a run whose worker stopped (crashed, froze past its lock). */
-  'run:recovered': [{ job: string; runId: string }];
-  /** An aborted handler did not settle within the grace: it still runs, without a token, outside the concurrency limit. */
-  'run:runaway': [{ job: string; runId: string; attempt: number }];
-  'token:minted': [{ job: string; jti: string }];
-  'token:revoked': [{ job: string; jti: string }];
 }
 
 /**

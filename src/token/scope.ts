@@ -2,7 +2,8 @@
 // sees its own run's frame and no other, so concurrent runs in one process never see each other's token.
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { RunInfo, TokenClaims } from '../interfaces.ts';
-import type { TraceParent } from '../trace.ts';
+// The span context a run's calls nest under (trace.ts names it TraceParent); a type only: tracing stays off unless enabled.
+import type { Context as TraceParent } from '@opentelemetry/api';
 
 export interface ScopeToken {
   raw: string;
