@@ -163,8 +163,8 @@ export interface Fixture {
    * or with `env` instead (REDIS_URL aside).
    */
   another(opts?: { env?: Record<string, string>; workers?: WorkersOption }): Promise<Runtime>;
-  /** Another HTTP server on the runtime (with these options), closed with the fixture. */
-  startServer(opts?: Partial<ServerOptions>): Promise<TestServer>;
+  /** Another HTTP server on the runtime (or on `on`, one of `another`'s), with these options, closed with the fixture. */
+  startServer(opts?: Partial<ServerOptions>, on?: Runtime): Promise<TestServer>;
   close(): Promise<void>;
 }
 
@@ -232,8 +232,8 @@ export async function jobscopeFixture(opts: FixtureOptions = {}): Promise<Fixtur
     toClose.push(async () => {
       for (const s of servers.splice(0)) await s.close();
     });
-    const startServer = async (serverOpts: Partial<ServerOptions> = {}) => {
-      const s = await TestServer.start(runtime, serverOpts);
+    const startServer = async (serverOpts: Partial<ServerOptions> = {}, on: Runtime = runtime) => {
+      const s = await TestServer.start(on, serverOpts);
       servers.push(s);
       return s;
     };
