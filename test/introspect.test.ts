@@ -244,14 +244,10 @@ describe('a service that checks liveness by introspection', () => {
   });
 
   test("the runner's Redis down: the endpoint answers 503, so the service says unavailable (503), not revoked", async () => {
-    // A runner of its own on a Redis of its own, so stopping that Redis disturbs nothing else here. Its one job keeps its
-    // token (named apart from `hold`: run ids are per Redis, and the kept tokens are per process).
+    // A runner of its own on a Redis of its own (no workers), so stopping that Redis disturbs nothing else here: its token
+    // comes from its minter (a run's token would need a worker there, and a run through the outage).
     const env = { JOBSCOPE_PREFIX: PREFIX, JOBSCOPE_INTROSPECT_CLIENTS: `svc:${SVC_SECRET}` };
-    const own = await jobscopeFixture({
-      jobs: { 'own.ts': heldTokenJob(`token: { audience: ['svc'], scope: ['data:read'] }`) },
-      env,
-      workers: true,
-    });
+    const own = await jobscopeFixture({ dir: fx.dir, env });
     const ownRedis = own.redisServer;
     const ownRunner = await own.startServer({ introspect: loadConfig({ REDIS_URL: own.redisUrl, ...env }) });
     const v = createJobTokenVerifier({
@@ -261,7 +257,7 @@ describe('a service that checks liveness by introspection', () => {
       livenessTimeoutMs: 5000,
     });
     try {
-      const minted = await heldToken(await own.trigger('own'));
+      const minted = await own.runtime.minter.mint({ ...twoAudiences, audience: ['svc'] });
       assert.equal((await v.verify(minted.raw)).jti, minted.claims.jti);
       await ownRedis.stop();
       const direct = await ownRunner.request('/oauth/introspect', {
