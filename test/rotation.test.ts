@@ -10,7 +10,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import type { Redis } from 'ioredis';
+import { Redis } from 'ioredis';
 import type { Runtime } from '../src/runtime/runtime.ts';
 import { canonicalJwk, PUBLISH_HEADROOM_MS, publishedJwks } from '../src/token/jwks.ts';
 import { RedisKeys } from '../src/run/redis-keys.ts';
@@ -164,7 +164,9 @@ describe('rotation', () => {
     const runtime = await runtimeWith(keysDir, ['brief', 'long']);
     // Writes to the published keys alone (the live-token index is a sorted set too: INFO's ZADD count mixes them),
     // as MONITOR shows them, those run inside scripts included.
-    const monitor = await client.monitor();
+    // MONITOR takes a connection of its own: a plain one (the fixture's is shared), closed below.
+    const plain = new Redis(fx.redisUrl);
+    const monitor = await plain.monitor();
     const writes: string[] = [];
     monitor.on('monitor', (_time: string, args: string[]) => {
       if (String(args[0]).toLowerCase() === 'zadd' && args[1] === new RedisKeys(PREFIX).jwks) writes.push(args.join(' '));
@@ -187,6 +189,7 @@ describe('rotation', () => {
       await fx.client.cancel(long.runId, 'test');
     } finally {
       monitor.disconnect();
+      plain.disconnect();
     }
   });
 
