@@ -165,7 +165,7 @@ describe('rotation', () => {
     // Writes to the published keys alone (the live-token index is a sorted set too: INFO's ZADD count mixes them),
     // as MONITOR shows them, those run inside scripts included.
     // MONITOR takes a connection of its own: a plain one (the fixture's is shared), closed below.
-    const plain = new Redis(fx.redisUrl);
+    const plain = new Redis(fx.redisUrl, { enableReadyCheck: false, disableClientInfo: true });
     const monitor = await plain.monitor();
     const writes: string[] = [];
     monitor.on('monitor', (_time: string, args: string[]) => {
