@@ -12,20 +12,18 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
-import type { Runtime } from '../src/runtime/runtime.ts';
+import { osUser } from '../src/cli/common.ts';
 import { findBrowser, launchOptions, type TestBrowser } from './helpers/browser.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { ROOT, jobsDir, removeDir, testRuntime } from './helpers/runtime.ts';
-import { ADMIN, JWT_LIKE, TestServer, VIEWER } from './helpers/server.ts';
-import { until, waitForRun } from './helpers/wait.ts';
+import { runCli } from './helpers/cli.ts';
+import { jobscopeFixture, until, type Fixture } from './helpers/fixture.ts';
+import { ROOT } from './helpers/runtime.ts';
+import { ADMIN, JWT_LIKE, VIEWER, type TestServer } from './helpers/server.ts';
 
 const ARTIFACTS = path.join(ROOT, 'test-artifacts');
 
 let browser: TestBrowser;
 
-let redis: TestRedis;
-let dir: string;
-let runtime: Runtime;
+let fx: Fixture;
 let srv: TestServer;
 const contexts: { context: BrowserContext; dataDir: string }[] = [];
 /** Console messages and failed requests to other origins, from every page: the pages must need nothing from outside. */
@@ -81,9 +79,9 @@ before(async () => {
   // Which browser ran (and, the first time, how long the npm build took to unpack) is in the test output.
   console.log(`browser: ${browser.source} ${browser.executablePath}${browser.unpackMs ? ` (unpacked in ${browser.unpackMs} ms)` : ''}`);
   mkdirSync(ARTIFACTS, { recursive: true });
-  redis = await startRedis();
-  dir = jobsDir({
-    'greet.ts': `export default {
+  fx = await jobscopeFixture({
+    jobs: {
+      'greet.ts': `export default {
       description: 'Greets someone, one log line at a time',
       params: { type: 'object', required: ['name'], additionalProperties: false, properties: {
         name: { type: 'string', minLength: 1, description: 'who to greet' },
@@ -101,14 +99,18 @@ before(async () => {
         return { greeted: ctx.data.name, times: ctx.data.times };
       },
     };`,
-    'sync-dict.ts': `export default {
+      'sync-dict.ts': `export default {
       description: 'Copy the dictionary from the system service',
       schedule: { every: '1h' },
       params: { type: 'object', properties: { full: { type: 'boolean', default: false } }, additionalProperties: false },
       token: { audience: ['system'], scope: ['dict:read'] },
-      async run() { return { count: 3 }; },
+      // A full copy greets someone too: a child run (the parent and children links of the Run page).
+      async run(ctx) {
+        if (ctx.data.full) await ctx.trigger('greet', { name: 'child', times: 1 });
+        return { count: 3 };
+      },
     };`,
-    'nightly-report.ts': `export default {
+      'nightly-report.ts': `export default {
       description: 'Build the nightly report (cron, Asia/Shanghai)',
       schedule: { cron: '0 30 2 * * *', tz: 'Asia/Shanghai' },
       params: { type: 'object', properties: { days: { type: 'integer', minimum: 1, maximum: 31, default: 1 } }, additionalProperties: false },
@@ -123,7 +125,7 @@ before(async () => {
         return { days: ctx.data.days };
       },
     };`,
-    'fickle.ts': `export default {
+      'fickle.ts': `export default {
       description: 'Fails its first attempt, succeeds when retried',
       token: { audience: ['system'], scope: ['fickle:run'] },
       async run(ctx) {
@@ -133,7 +135,7 @@ before(async () => {
         return { attempt: ctx.run.attempt };
       },
     };`,
-    'hang.ts': `export default {
+      'hang.ts': `export default {
       description: 'Waits for its signal: times out after 300 ms',
       token: { audience: ['system'] },
       timeout: '300ms',
@@ -141,11 +143,13 @@ before(async () => {
         await new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason)));
       },
     };`,
+    },
+    env: { JOBSCOPE_PREFIX: 'ui' },
+    workers: true,
+    schedules: true,
+    server: true,
   });
-  ({ runtime } = await testRuntime({ redisUrl: redis.url, jobsDir: dir, env: { JOBSCOPE_PREFIX: 'ui' } }));
-  await runtime.startWorkers();
-  await runtime.syncSchedules();
-  srv = await TestServer.start(runtime);
+  srv = fx.server;
 });
 
 after(async () => {
@@ -153,11 +157,29 @@ after(async () => {
     await context.close().catch(() => undefined);
     rmSync(dataDir, { recursive: true, force: true });
   }
-  await srv?.close();
-  await runtime?.close();
-  await redis?.destroy();
-  removeDir(dir);
+  await fx?.close();
 });
+
+/** What a job's queue holds in these states, as GET /api/jobs/:name counts it. */
+async function held(name: string, states = ['waiting', 'active', 'completed', 'failed']): Promise<number> {
+  const { counts } = await fx.api.job(name);
+  return states.reduce((sum, k) => sum + (counts[k] as number), 0);
+}
+
+/** Is the job paused, as GET /api/jobs/:name says? */
+async function isPaused(name: string): Promise<boolean> {
+  return (await fx.api.job(name)).paused as boolean;
+}
+
+/** The runs the admin starts from the Run-now form, through the API: trigger 'manual', by user:admin. */
+function triggerManual(job: string, data: unknown = {}): Promise<string> {
+  return fx.api.trigger(job, data, { trigger: 'manual' });
+}
+
+/** Is a token of this run live, as GET /api/tokens lists them? */
+async function tokenOf(runId: string): Promise<boolean> {
+  return (await fx.api.tokens()).some((t) => t.run === runId);
+}
 
 describe('dashboard in a browser', () => {
   test('without a login, or with a wrong one, the browser gets 401 for the pages, Bull Board and the API', async () => {
@@ -254,7 +276,7 @@ describe('dashboard in a browser', () => {
     await until(async () => /revoked or expired/.test((await page.locator('table.claims').textContent()) ?? ''), 5000, 'the revoked mark');
     const claims = await page.locator('table.claims tbody tr').count();
     assert.equal(claims, 1);
-    const run = await runtime.queues.report(runId);
+    const run = await fx.run(runId);
     assert.equal(run.state, 'completed');
     assert.equal(run.trigger, 'manual', 'a click in the dashboard is a manual trigger');
     await shot(page, 'run');
@@ -266,7 +288,7 @@ describe('dashboard in a browser', () => {
     await page.goto(`${srv.url}/dashboard/`);
     await page.locator('tr[data-job="greet"] button[data-action="open"]').click();
     const form = page.locator('form.run-form[data-job="greet"]');
-    const before = await runtime.queues.queue('greet').getJobCountByTypes('waiting', 'active', 'completed', 'failed');
+    const before = await held('greet');
     await form.locator('input[name="name"]').fill('');
     await form.locator('input[name="times"]').fill('99');
     await form.locator('button[type="submit"]').click();
@@ -282,7 +304,7 @@ describe('dashboard in a browser', () => {
       messages.join(' | '),
     );
     assert.equal(new URL(page.url()).pathname, '/dashboard/', 'stayed on the form');
-    assert.equal(await runtime.queues.queue('greet').getJobCountByTypes('waiting', 'active', 'completed', 'failed'), before);
+    assert.equal(await held('greet'), before);
     await shot(page, 'validation-error');
   });
 
@@ -303,7 +325,7 @@ describe('dashboard in a browser', () => {
     const runId = decodeURIComponent(new URL(page.url()).searchParams.get('id')!);
     await until(async () => (await page.locator('#run-state').textContent())?.trim() === 'delayed', 5000, 'the delayed run');
     assert.match((await page.locator('#run-due').textContent()) ?? '', /\(in (9|10)m\)/);
-    const run = await runtime.queues.report(runId);
+    const run = await fx.run(runId);
     assert.equal(run.state, 'delayed');
     assert.equal(run.priority, 3);
     assert.equal(run.trigger, 'manual');
@@ -322,20 +344,20 @@ describe('dashboard in a browser', () => {
     await shot(page, 'run-existing');
 
     // overlap 'skip' while a run is active: the server's message and a link to the run that blocks this one.
-    const { runId: blocking } = await runtime.queues.enqueue('nightly-report', { days: 1 }, { trigger: 'manual' });
+    const blocking = await triggerManual('nightly-report', { days: 1 });
     const skip = await runForm(page, 'nightly-report');
     await skip.locator('button[type="submit"]').click();
     const refused = skip.locator('p.answer.refused');
     await refused.waitFor();
     assert.match((await refused.textContent()) ?? '', /overlap: 'skip'/);
     assert.equal(await refused.locator('a').getAttribute('href'), `run.html?id=${encodeURIComponent(blocking)}`);
-    await runtime.cancel(blocking);
-    await runtime.cancel(runId);
+    await fx.client.cancel(blocking);
+    await fx.client.cancel(runId);
   });
 
   test('a run that timed out shows the outcome timeout, not a plain failure, on the Run and Jobs pages', async () => {
-    const { runId } = await runtime.queues.enqueue('hang', {}, { trigger: 'manual' });
-    await waitForRun(runtime, runId);
+    const runId = await triggerManual('hang');
+    await fx.wait(runId);
     const page = await open(ADMIN);
     await page.goto(`${srv.url}/dashboard/run.html?id=${encodeURIComponent(runId)}`);
     const badge = page.locator('#run-state .badge');
@@ -354,8 +376,8 @@ describe('dashboard in a browser', () => {
   });
 
   test('tokens and workers pages show the live token of an active run and the connected workers', async () => {
-    const { runId } = await runtime.queues.enqueue('nightly-report', { days: 2 }, { trigger: 'manual' });
-    await until(async () => (await runtime.tokens.list()).some((t) => t.run === runId), 5000, 'the run token');
+    const runId = await triggerManual('nightly-report', { days: 2 });
+    await until(() => tokenOf(runId), 5000, 'the run token');
     const page = await open(ADMIN);
     await page.goto(`${srv.url}/dashboard/tokens.html`);
     const row = page.locator('table.tokens tbody tr', { hasText: runId });
@@ -363,7 +385,7 @@ describe('dashboard in a browser', () => {
     assert.match((await row.textContent()) ?? '', /nightly-report.*system.*report:read/s);
     await shot(page, 'tokens');
     await noTokenIn(page);
-    await runtime.cancel(runId);
+    await fx.client.cancel(runId);
     // The page refreshes by itself: the token disappears once revoked.
     await page.locator('#no-tokens').waitFor({ timeout: 10_000 });
 
@@ -394,11 +416,22 @@ describe('dashboard in a browser', () => {
   });
 
   test('the Runs page lists every job’s runs and filters them by outcome, job, trigger and who triggered', async () => {
-    // A few more runs to filter: another timeout, a manual run by the admin through the API, a run by a CLI user.
-    const { runId: timedOut } = await runtime.queues.enqueue('hang', {}, { trigger: 'manual', by: 'user:admin' });
-    const { runId: fromCli } = await runtime.queues.enqueue('sync-dict', {}, { trigger: 'api', by: 'cli:ops' });
-    await waitForRun(runtime, timedOut);
-    await waitForRun(runtime, fromCli);
+    // A few more runs to filter: another timeout, a manual run by the admin through the API, a run by a CLI user (the
+    // real `jobscope trigger`: by cli:<os user>).
+    const timedOut = await triggerManual('hang');
+    const cli = await runCli(['trigger', 'sync-dict'], {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      REDIS_URL: fx.redisUrl,
+      JOBSCOPE_PREFIX: 'ui',
+      JOBSCOPE_JOBS: fx.dir,
+      JOBSCOPE_STATE_DIR: path.join(ROOT, '.jobscope', 'test-tmp', 'state'),
+      LOG_LEVEL: 'warn',
+    });
+    assert.equal(cli.code, 0, cli.stderr);
+    const fromCli = (JSON.parse(cli.stdout) as { runId: string }).runId;
+    await fx.wait(timedOut);
+    await fx.wait(fromCli);
     const page = await open(ADMIN);
     await page.goto(`${srv.url}/dashboard/runs.html`);
     const rows = page.locator('table.runs tbody tr');
@@ -424,7 +457,7 @@ describe('dashboard in a browser', () => {
     assert.ok(outcomes.length >= 2 && outcomes.every((o) => o === 'timeout'), outcomes.join(','));
     assert.ok(await page.locator(`tr[data-run="${timedOut}"]`).count(), 'the new timeout is listed');
 
-    await filter({ state: '', job: 'sync-dict', by: 'cli:ops' });
+    await filter({ state: '', job: 'sync-dict', by: `cli:${osUser()}` });
     assert.deepEqual(await rows.evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-run'))), [fromCli]);
     await filter({ job: '', by: '', trigger: 'manual', state: 'completed' });
     const manual = await rows.evaluateAll((trs) => trs.map((tr) => [tr.children[3].textContent, tr.getAttribute('data-outcome')]));
@@ -458,16 +491,16 @@ describe('dashboard in a browser', () => {
     await page.locator('#job-head button[data-action="pause"]').click();
     assert.match(dialogs.at(-1) ?? '', /^Pause nightly-report\?/, 'Pause asks first');
     await page.locator('#job-head .badge.paused').waitFor();
-    assert.equal(await runtime.queues.isPaused('nightly-report'), true);
+    assert.equal(await isPaused('nightly-report'), true);
     await page.locator('#job-head button[data-action="resume"]').click();
     await page.locator('#job-head .badge.active-job').waitFor();
-    assert.equal(await runtime.queues.isPaused('nightly-report'), false);
+    assert.equal(await isPaused('nightly-report'), false);
     await page.locator('#chart-daily-rate canvas').waitFor();
   });
 
   test('the Run page of a failed run: one row per attempt, Retry, and the retried attempt arriving live with timed log lines', async () => {
-    const { runId } = await runtime.queues.enqueue('fickle', {}, { trigger: 'manual', by: 'user:admin' });
-    await waitForRun(runtime, runId);
+    const runId = await triggerManual('fickle');
+    await fx.wait(runId);
     const page = await open(ADMIN);
     await page.goto(`${srv.url}/dashboard/run.html?id=${encodeURIComponent(runId)}`);
     await until(async () => (await page.locator('#run-state').textContent())?.trim() === 'failed', 5000, 'the failed run');
@@ -529,13 +562,11 @@ describe('dashboard in a browser', () => {
   });
 
   test('a child run links to its parent and the parent to its children', async () => {
-    const { runId: parent } = await runtime.queues.enqueue('sync-dict', {}, { trigger: 'manual', by: 'user:admin' });
-    await waitForRun(runtime, parent);
-    const { runId: child } = await runtime.queues.enqueue(
-      'greet',
-      { name: 'child', times: 1 },
-      { trigger: 'parent', by: `run:${parent}`, parent },
-    );
+    // A full sync-dict starts a greet run (ctx.trigger) before it completes.
+    const parent = await triggerManual('sync-dict', { full: true });
+    await fx.wait(parent);
+    const [child] = (await fx.run(parent)).children;
+    assert.ok(child, 'the parent started a child');
     const page = await open(ADMIN);
     await page.goto(`${srv.url}/dashboard/run.html?id=${encodeURIComponent(child)}`);
     await page.locator('#run-parent a').waitFor();
@@ -544,7 +575,7 @@ describe('dashboard in a browser', () => {
     await page.locator('#run-parent a').click();
     await page.locator('#run-children a').waitFor();
     assert.equal(await page.locator('#run-children a').getAttribute('href'), `run.html?id=${encodeURIComponent(child)}`);
-    await waitForRun(runtime, child);
+    await fx.wait(child);
   });
 
   test('the Workers page lists the worker processes from their heartbeats and marks a dead one', async () => {
@@ -560,7 +591,8 @@ describe('dashboard in a browser', () => {
       startedAt: new Date(Date.now() - 3600_000).toISOString(),
       lastSeen,
     };
-    await runtime.redis.hset('ui:workers', dead.id, JSON.stringify(dead));
+    // A heartbeat planted in the registry's hash on purpose (no process can be made to die here): the fixture's connection.
+    await fx.redis.hset('ui:workers', dead.id, JSON.stringify(dead));
     const page = await open(ADMIN);
     await page.goto(`${srv.url}/dashboard/workers.html`);
     const row = page.locator(`tr[data-worker="${dead.id}"]`);
@@ -572,7 +604,7 @@ describe('dashboard in a browser', () => {
     assert.equal(await alive.count(), 1, 'this process');
     assert.match((await alive.textContent()) ?? '', new RegExp(`${process.pid}.*jobscope .*node ${process.version}`, 's'));
     await shot(page, 'workers');
-    await runtime.redis.hdel('ui:workers', dead.id);
+    await fx.redis.hdel('ui:workers', dead.id);
   });
 
   test('the Jobs page refreshes by itself', async () => {
@@ -581,17 +613,17 @@ describe('dashboard in a browser', () => {
     const cell = page.locator('tr[data-job="sync-dict"] td.num.ok');
     await cell.waitFor();
     const before = Number(await cell.textContent());
-    const { runId } = await runtime.queues.enqueue('sync-dict', {}, { trigger: 'api' });
-    await waitForRun(runtime, runId);
+    const runId = await fx.api.trigger('sync-dict');
+    await fx.wait(runId);
     await until(async () => Number(await cell.textContent()) === before + 1, 12_000, 'the new count without a reload');
   });
 
   test('the overview above the jobs: runs by outcome, success rate, jobs failing now with links, workers, live tokens, runs per hour', async () => {
     // hang's last run times out (failing now); greet's last run completes (not failing).
-    const { runId: timedOut } = await runtime.queues.enqueue('hang', {}, { trigger: 'manual' });
-    await waitForRun(runtime, timedOut);
-    const { runId: greeted } = await runtime.queues.enqueue('greet', { name: 'overview', times: 1 }, { trigger: 'manual' });
-    await waitForRun(runtime, greeted);
+    const timedOut = await triggerManual('hang');
+    await fx.wait(timedOut);
+    const greeted = await triggerManual('greet', { name: 'overview', times: 1 });
+    await fx.wait(greeted);
     const page = await open(ADMIN);
     await page.goto(`${srv.url}/dashboard/`);
     const overview = page.locator('#overview');
@@ -600,8 +632,9 @@ describe('dashboard in a browser', () => {
     const [ovTop, jobsTop] = await Promise.all([overview.boundingBox(), page.locator('table.jobs').boundingBox()]);
     assert.ok(ovTop && jobsTop && ovTop.y < jobsTop.y, 'the overview comes first');
 
-    // The figures, against Redis's finished sets counted here (the run history a test can see independently).
-    const client = runtime.control.redis;
+    // The figures, against Redis's finished sets counted here (the run history a test can see independently), on the
+    // fixture's own connection.
+    const client = fx.redis;
     const count = async (since: number) => {
       let completed = 0;
       let failed = 0;
@@ -651,13 +684,13 @@ describe('dashboard in a browser', () => {
 
     // Live tokens while a run holds one (the page opened while it does), then, refreshing by itself, one more finished
     // run and no live token once it is done.
-    const { runId: live } = await runtime.queues.enqueue('greet', { name: 'tokens', times: 5 }, { trigger: 'manual' });
-    await until(async () => (await runtime.tokens.list()).some((t) => t.run === live), 10_000, 'its token');
+    const live = await triggerManual('greet', { name: 'tokens', times: 5 });
+    await until(() => tokenOf(live), 10_000, 'its token');
     await page.reload();
     await until(async () => Number(await stat('ov-fleet', 'live-tokens').textContent()) >= 1, 5000, 'a live token');
     const before = Number(await stat('ov-24h', 'finished').textContent());
     await shot(page, 'overview');
-    await waitForRun(runtime, live);
+    await fx.wait(live);
     await until(async () => Number(await stat('ov-24h', 'finished').textContent()) === before + 1, 12_000, 'the new run counted');
     await until(async () => Number(await stat('ov-fleet', 'live-tokens').textContent()) === 0, 12_000, 'no live token');
     await noTokenIn(page);
@@ -666,8 +699,8 @@ describe('dashboard in a browser', () => {
   test('every page fits a 400 px wide screen, and carries the favicon', async () => {
     const page = await open(ADMIN);
     await page.setViewportSize({ width: 400, height: 800 });
-    const { runId } = await runtime.queues.enqueue('greet', { name: 'narrow', times: 1 }, { trigger: 'manual' });
-    await waitForRun(runtime, runId);
+    const runId = await triggerManual('greet', { name: 'narrow', times: 1 });
+    await fx.wait(runId);
     const pages: [string, string][] = [
       ['', '#chart-runs-hourly canvas'],
       ['runs.html', 'table.runs'],
@@ -729,7 +762,8 @@ describe('requests from another origin, while logged in', () => {
     await new Promise<void>((resolve) => evil.listen(0, '127.0.0.1', resolve));
     const evilUrl = `http://127.0.0.1:${(evil.address() as import('node:net').AddressInfo).port}`;
     try {
-      const queue = runtime.queues.queue('sync-dict');
+      // The job's BullMQ queue itself (the fixture's connection): every id in it, whatever made it, and its scheduler entry.
+      const queue = fx.queue('sync-dict');
       // The runs of sync-dict by id, but those its schedule makes (repeat:...): a run the attack created would be a new id.
       const ids = async () =>
         (await queue.getJobs(['waiting', 'active', 'delayed', 'completed', 'failed', 'prioritized', 'waiting-children']))
@@ -794,7 +828,7 @@ describe('requests from another origin, while logged in', () => {
         }
       }
       assert.deepEqual(await ids(), before, 'nothing enqueued');
-      assert.equal(await runtime.queues.isPaused('sync-dict'), false, 'not paused');
+      assert.equal(await isPaused('sync-dict'), false, 'not paused');
       assert.ok(await queue.getJobScheduler('sync-dict'), 'the schedule is still there');
     } finally {
       evil.closeAllConnections();
@@ -825,7 +859,7 @@ describe('requests from another origin, while logged in', () => {
     // A change from Bull Board's own page passes the guard (same origin), as its buttons' requests do.
     const paused = await page.evaluate(async () => (await fetch('api/queues/sync-dict/pause', { method: 'PUT' })).status);
     assert.equal(paused, 200);
-    assert.equal(await runtime.queues.isPaused('sync-dict'), true);
+    assert.equal(await isPaused('sync-dict'), true);
     assert.equal(await page.evaluate(async () => (await fetch('api/queues/sync-dict/resume', { method: 'PUT' })).status), 200);
     assert.deepEqual(outside, [], 'no request left 127.0.0.1');
     assert.deepEqual(problems, [], 'no CSP violations or script errors on any page');
@@ -834,16 +868,16 @@ describe('requests from another origin, while logged in', () => {
   test('the Run page: no stale placeholder, progress shown, Cancel asks and a dismissed Cancel changes nothing', async () => {
     const page = await open(ADMIN);
     // greet logs its first line after a second: the page shows the placeholder, then the lines, never both.
-    const greet = await runtime.queues.enqueue('greet', { name: 'ada', times: 2 }, { trigger: 'manual', by: 'user:admin' });
-    await page.goto(`${srv.url}/dashboard/run.html?id=${encodeURIComponent(greet.runId)}`);
+    const greet = await triggerManual('greet', { name: 'ada', times: 2 });
+    await page.goto(`${srv.url}/dashboard/run.html?id=${encodeURIComponent(greet)}`);
     await page.locator('#run-logs .empty').waitFor();
     await page.locator('#run-logs .log-line').first().waitFor({ timeout: 10_000 });
     assert.equal(await page.locator('#run-logs .empty').count(), 0, 'the placeholder is gone once a line is shown');
-    await waitForRun(runtime, greet.runId);
+    await fx.wait(greet);
 
     // nightly-report sets ctx.progress(40) and then waits 4 s.
-    const report = await runtime.queues.enqueue('nightly-report', {}, { trigger: 'manual', by: 'user:admin' });
-    await page.goto(`${srv.url}/dashboard/run.html?id=${encodeURIComponent(report.runId)}`);
+    const report = await triggerManual('nightly-report');
+    await page.goto(`${srv.url}/dashboard/run.html?id=${encodeURIComponent(report)}`);
     await page.locator('#run-progress').waitFor({ timeout: 10_000 });
     assert.match((await page.locator('#run-progress').textContent()) ?? '', /40%/);
     assert.equal(await page.locator('#run-progress progress').getAttribute('value'), '40');
@@ -852,10 +886,10 @@ describe('requests from another origin, while logged in', () => {
     await page.locator('button[data-action="cancel"]').click();
     assert.match(dialogs.at(-1) ?? '', /^Cancel run /);
     await new Promise((r) => setTimeout(r, 500));
-    assert.equal((await runtime.queues.report(report.runId)).state, 'active', 'a dismissed Cancel cancels nothing');
+    assert.equal((await fx.run(report)).state, 'active', 'a dismissed Cancel cancels nothing');
     acceptDialogs = true;
     await page.locator('button[data-action="cancel"]').click();
-    const done = await waitForRun(runtime, report.runId);
+    const done = await fx.wait(report);
     assert.equal(done.outcome, 'cancelled');
     assert.match(done.error ?? '', /cancelled by admin from the dashboard/);
   });

@@ -1,6 +1,7 @@
 // Token introspection (RFC 7662) end to end: the runner's real server answers POST /oauth/introspect for the clients of
 // JOBSCOPE_INTROSPECT_CLIENTS, and a real Express service on 127.0.0.1 that cannot reach Redis checks liveness through it.
-// Tokens come from a real run (a job calling the service) and from the runner's minter; everything runs on a private Redis.
+// Tokens come from real runs (a job calling the service; jobs that keep their token and run until cancelled) and, for the
+// one token no run is given (two audiences), from the runner's minter; everything runs on a private Redis.
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -8,22 +9,17 @@ import { after, before, describe, test } from 'node:test';
 import express from 'express';
 import { loadConfig } from '../src/config.ts';
 import { ConfigError } from '../src/errors.ts';
-import type { Runtime } from '../src/runtime/runtime.ts';
 import type { MintRequest } from '../src/token/mint.ts';
 import { createJobTokenVerifier, type JobTokenClaims, type JobTokenVerifier } from '../src/token/verify.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { jobsDir, removeDir, testRuntime } from './helpers/runtime.ts';
-import { TestServer } from './helpers/server.ts';
+import { heldToken, heldTokenJob, jobscopeFixture, type Fixture } from './helpers/fixture.ts';
+import type { TestServer } from './helpers/server.ts';
 import { bearer, call, claims, ecPair, es256 } from './helpers/tokens.ts';
-import { waitForRun } from './helpers/wait.ts';
 
 const PREFIX = 'is';
 const SVC_SECRET = 'svc-introspection-secret-0123456789';
 const OTHER_SECRET = 'other-introspection-secret-987654';
 
-let redis: TestRedis;
-let dir: string;
-let runtime: Runtime;
+let fx: Fixture;
 let runner: TestServer;
 let verifier: JobTokenVerifier;
 /** The service: it is started before the runner (the runner's config needs its URL) and given its app afterwards. */
@@ -33,14 +29,18 @@ let handler: express.Express | undefined;
 /** What the service accepted, in this process's memory only (never printed). */
 const accepted: { token: string; claims: JobTokenClaims }[] = [];
 
-const mintReq = (audience: string[] = ['svc']): MintRequest => ({
-  job: 'noop',
-  run: 'noop:1',
+/** A token for two audiences: no run is given one (a run holds one token per service), so the runner's minter makes it. */
+const twoAudiences: MintRequest = {
+  job: 'hold',
+  run: 'hold:1',
   attempt: 1,
-  audience,
+  audience: ['svc', 'other'],
   scope: ['data:read'],
   lifetimeMs: 60_000,
-});
+};
+
+/** A live token of a real run of `job` (`hold`: for svc; `elsewhere`: for other), which runs until cancelled. */
+const liveToken = async (job = 'hold') => heldToken(await fx.trigger(job));
 
 const basic = (id: string, secret: string) => `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`;
 
@@ -56,23 +56,26 @@ function introspect(token: string | undefined, authorization?: string, json = fa
 }
 
 before(async () => {
-  redis = await startRedis();
   service = http.createServer((req, res) => (handler ? handler(req, res) : res.writeHead(503).end()));
   await new Promise<void>((r) => service.listen(0, '127.0.0.1', r));
   serviceUrl = `http://127.0.0.1:${(service.address() as AddressInfo).port}`;
-  dir = jobsDir({
-    'calls.ts': `export default { token: { audience: ['svc'], scope: ['data:read'] },
-      async run(ctx) { return await ctx.service('svc').get('data').json(); } };`,
-  });
   const env = {
     JOBSCOPE_PREFIX: PREFIX,
     JOBSCOPE_SERVICES: `svc=${serviceUrl}`,
     JOBSCOPE_INTROSPECT_CLIENTS: `svc:${SVC_SECRET}, other:${OTHER_SECRET}`,
   };
-  ({ runtime } = await testRuntime({ redisUrl: redis.url, jobsDir: dir, env }));
-  await runtime.startWorkers();
+  fx = await jobscopeFixture({
+    jobs: {
+      'calls.ts': `export default { token: { audience: ['svc'], scope: ['data:read'] },
+      async run(ctx) { return await ctx.service('svc').get('data').json(); } };`,
+      'hold.ts': heldTokenJob(`token: { audience: ['svc'], scope: ['data:read'] }, concurrency: 10`),
+      'elsewhere.ts': heldTokenJob(`token: { audience: ['other'], scope: ['data:read'] }, concurrency: 10`),
+    },
+    env,
+    workers: true,
+  });
   // The runner's server as `jobscope start` builds it: its config carries the introspection clients.
-  runner = await TestServer.start(runtime, { introspect: loadConfig({ REDIS_URL: redis.url, ...env }) });
+  runner = await fx.startServer({ introspect: loadConfig({ REDIS_URL: fx.redisUrl, ...env }) });
   // The service: signature through the runner's JWKS, liveness through introspection. No Redis anywhere in its options.
   verifier = createJobTokenVerifier({
     audience: 'svc',
@@ -89,22 +92,20 @@ before(async () => {
 
 after(async () => {
   await verifier?.close();
-  await runner?.close();
-  await runtime?.close();
+  await fx?.close();
   service?.closeAllConnections();
   service?.close();
-  await redis?.destroy();
-  if (dir) removeDir(dir);
 });
 
 describe('POST /oauth/introspect', () => {
   test('a live token for the client: active, with its claims (and never the token)', async () => {
-    const minted = await runtime.minter.mint(mintReq());
+    const minted = await liveToken();
     for (const json of [false, true]) {
       const res = await introspect(minted.raw, basic('svc', SVC_SECRET), json);
       assert.equal(res.status, 200, res.text);
       assert.equal(res.headers.get('cache-control'), 'no-store');
       const c = minted.claims;
+      assert.deepEqual(c.act, { sub: 'client' });
       assert.deepEqual(res.body, {
         active: true,
         iss: c.iss,
@@ -116,6 +117,8 @@ describe('POST /oauth/introspect', () => {
         jti: c.jti,
         run: c.run,
         att: c.att,
+        // Who started the run (createClient, here), as the token says it.
+        act: { sub: 'client' },
         token_type: 'Bearer',
       });
       assert.ok(!res.text.includes(minted.raw));
@@ -123,20 +126,23 @@ describe('POST /oauth/introspect', () => {
   });
 
   test('inactive, without a reason: revoked, for another client, forged, expired, garbage', async () => {
-    const minted = await runtime.minter.mint(mintReq());
+    const minted = await liveToken();
     // The token names svc only: the client "other" is told it is not active.
     assert.deepEqual((await introspect(minted.raw, basic('other', OTHER_SECRET))).body, { active: false });
-    const both = await runtime.minter.mint(mintReq(['svc', 'other']));
+    const both = await fx.runtime.minter.mint(twoAudiences);
     assert.equal((await introspect(both.raw, basic('other', OTHER_SECRET))).body.active, true);
     const now = Math.floor(Date.now() / 1000);
+    // The runner's signing key's id, from a token it signed: a token under that kid but another key is forged.
+    const { kid } = JSON.parse(Buffer.from(minted.raw.split('.')[0], 'base64url').toString()) as { kid: string };
     const inactive = [
-      es256(ecPair(runtime.keys.current.kid), claims()),
+      es256(ecPair(kid), claims()),
       es256(ecPair('stranger'), claims()),
       es256(ecPair(), claims({ exp: now - 60 })),
       'not-a-token',
       'x'.repeat(10_000),
     ];
-    await runtime.minter.revoke(minted.claims.jti);
+    // Cancelling its run revokes the token at once.
+    await fx.client.cancel(minted.runId, 'test');
     inactive.push(minted.raw);
     for (const token of inactive) {
       const res = await introspect(token, basic('svc', SVC_SECRET));
@@ -146,7 +152,7 @@ describe('POST /oauth/introspect', () => {
   });
 
   test('client authentication: missing, unknown, wrong secret or not Basic is 401 with WWW-Authenticate: Basic', async () => {
-    const minted = await runtime.minter.mint(mintReq());
+    const minted = await liveToken();
     for (const authorization of [
       undefined,
       basic('svc', OTHER_SECRET),
@@ -180,8 +186,8 @@ describe('POST /oauth/introspect', () => {
 
 describe('a service that checks liveness by introspection', () => {
   test("a real run's token is accepted while the run lives, and refused as revoked once it has ended", async () => {
-    const { runId } = await runtime.control.trigger('calls', {});
-    const report = await waitForRun(runtime, runId);
+    const runId = await fx.trigger('calls');
+    const report = await fx.wait(runId);
     assert.equal(report.state, 'completed', JSON.stringify(report.error));
     const seen = accepted.find((a) => a.claims.run === runId);
     assert.ok(seen, 'the job reached the service with its token');
@@ -193,16 +199,16 @@ describe('a service that checks liveness by introspection', () => {
   });
 
   test('a minted token: accepted, then revoked; a token for another service: bad_audience before any introspection', async () => {
-    const minted = await runtime.minter.mint(mintReq());
+    const minted = await liveToken();
     assert.equal((await call(`${serviceUrl}/data`, bearer(minted.raw))).status, 200);
-    await runtime.minter.revoke(minted.claims.jti);
+    await fx.client.cancel(minted.runId, 'test');
     assert.equal((await call(`${serviceUrl}/data`, bearer(minted.raw))).body.error, 'revoked');
-    const elsewhere = await runtime.minter.mint(mintReq(['other']));
+    const elsewhere = await liveToken('elsewhere');
     assert.equal((await call(`${serviceUrl}/data`, bearer(elsewhere.raw))).body.error, 'bad_audience');
   });
 
   test('wrong client credentials, an endpoint that hangs or is down: 503 unavailable, never accepted', async () => {
-    const minted = await runtime.minter.mint(mintReq());
+    const minted = await liveToken();
     const jwksUrl = `${runner.url}/.well-known/jwks.json`;
     const wrong = createJobTokenVerifier({
       audience: 'svc',
@@ -238,11 +244,12 @@ describe('a service that checks liveness by introspection', () => {
   });
 
   test("the runner's Redis down: the endpoint answers 503, so the service says unavailable (503), not revoked", async () => {
-    // A runner of its own on a Redis of its own (no workers), so stopping that Redis disturbs nothing else here.
-    const ownRedis = await startRedis();
+    // A runner of its own on a Redis of its own (no workers), so stopping that Redis disturbs nothing else here: its token
+    // comes from its minter (a run's token would need a worker there, and a run through the outage).
     const env = { JOBSCOPE_PREFIX: PREFIX, JOBSCOPE_INTROSPECT_CLIENTS: `svc:${SVC_SECRET}` };
-    const { runtime: ownRuntime } = await testRuntime({ redisUrl: ownRedis.url, jobsDir: dir, env });
-    const ownRunner = await TestServer.start(ownRuntime, { introspect: loadConfig({ REDIS_URL: ownRedis.url, ...env }) });
+    const own = await jobscopeFixture({ dir: fx.dir, env });
+    const ownRedis = own.redisServer;
+    const ownRunner = await own.startServer({ introspect: loadConfig({ REDIS_URL: own.redisUrl, ...env }) });
     const v = createJobTokenVerifier({
       audience: 'svc',
       jwksUrl: `${ownRunner.url}/.well-known/jwks.json`,
@@ -250,7 +257,7 @@ describe('a service that checks liveness by introspection', () => {
       livenessTimeoutMs: 5000,
     });
     try {
-      const minted = await ownRuntime.minter.mint(mintReq());
+      const minted = await own.runtime.minter.mint({ ...twoAudiences, audience: ['svc'] });
       assert.equal((await v.verify(minted.raw)).jti, minted.claims.jti);
       await ownRedis.stop();
       const direct = await ownRunner.request('/oauth/introspect', {
@@ -264,9 +271,7 @@ describe('a service that checks liveness by introspection', () => {
     } finally {
       await ownRedis.start();
       await v.close();
-      await ownRunner.close();
-      await ownRuntime.close();
-      await ownRedis.destroy();
+      await own.close();
     }
   });
 });
@@ -276,7 +281,7 @@ describe('options', () => {
     const base = { audience: 'svc', jwksUrl: 'http://127.0.0.1:1/jwks.json' };
     const introspection = { url: 'http://127.0.0.1:1/oauth/introspect', clientId: 'svc', clientSecret: SVC_SECRET };
     assert.throws(() => createJobTokenVerifier(base), /exactly one of `redis`.*`introspect`/);
-    assert.throws(() => createJobTokenVerifier({ ...base, redis: redis.url, introspect: introspection }), /exactly one/);
+    assert.throws(() => createJobTokenVerifier({ ...base, redis: fx.redisUrl, introspect: introspection }), /exactly one/);
     assert.throws(() => createJobTokenVerifier({ ...base, introspect: { ...introspection, clientSecret: 'short' } }), /clientSecret/);
     assert.throws(() => createJobTokenVerifier({ ...base, introspect: { ...introspection, url: 'ftp://x/' } }), /introspect.url/);
     assert.throws(() => createJobTokenVerifier({ ...base, introspect: { ...introspection, clientId: '' } }), /clientId/);

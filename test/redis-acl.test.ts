@@ -1,13 +1,11 @@
 // The Redis user the README gives to services that check liveness in the runner's Redis: created on a private redis-server
-// with exactly the README's ACL rule, it verifies a real token (minted and revoked by a real runtime), and it can do
-// nothing else: no other command, no other key, not even reading or deleting the token keys it checks.
+// with exactly the README's ACL rule, it verifies a real token (minted for a real run, revoked by cancelling the run), and
+// it can do nothing else: no other command, no other key, not even reading or deleting the token keys it checks.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
-import type { Runtime } from '../src/runtime/runtime.ts';
-import type { MintRequest } from '../src/token/mint.ts';
 import { createJobTokenVerifier, type JobTokenVerifier } from '../src/token/verify.ts';
-import { jobscopeFixture, type Fixture } from './helpers/fixture.ts';
+import { heldToken, heldTokenJob, jobscopeFixture, type Fixture } from './helpers/fixture.ts';
 
 const PREFIX = 'acl';
 const USER = 'jobscope-verifier';
@@ -18,20 +16,20 @@ const ACL_RULE = `on >${PASSWORD} resetkeys %R~${PREFIX}:token:* resetchannels -
 let fx: Fixture;
 let admin: Redis;
 let limited: Redis;
-let runtime: Runtime;
 let verifier: JobTokenVerifier;
 /** The runner's public keys, as its server serves them. */
 let jwksUrl: string;
 
-const mintReq: MintRequest = { job: 'noop', run: 'noop:1', attempt: 1, audience: ['svc'], scope: [], lifetimeMs: 60_000 };
+/** A live token of a real run of `hold` (which keeps its token and runs until cancelled). */
+const liveToken = async () => heldToken(await fx.trigger('hold'));
 
 before(async () => {
   fx = await jobscopeFixture({
-    jobs: { 'noop.ts': `export default { token: { audience: ['svc'] }, async run() { return 1; } };` },
+    jobs: { 'hold.ts': heldTokenJob() },
     env: { JOBSCOPE_PREFIX: PREFIX },
+    workers: true,
     server: true,
   });
-  ({ runtime } = fx);
   // The test's own connection is the default (all-powerful) user.
   admin = fx.redis;
   await admin.call('ACL', 'SETUSER', USER, ...ACL_RULE.split(' '));
@@ -65,19 +63,20 @@ const noperm = async (what: string, command: () => Promise<unknown>) =>
 
 describe('a Redis user that can only check token liveness', () => {
   test('verifies a real token through that user: accepted while live, revoked after', async () => {
-    const minted = await runtime.minter.mint(mintReq);
+    const minted = await liveToken();
     const before = await clients();
     assert.equal((await verifier.verify(minted.raw)).jti, minted.claims.jti);
     // The one connection its first token opened really is that user (and the next test shows all that user cannot do).
     const opened = [...(await clients())].filter(([id]) => !before.has(id)).map(([, line]) => line);
     assert.equal(opened.length, 1, opened.join('\n'));
     assert.match(opened[0], new RegExp(`user=${USER} `));
-    await runtime.minter.revoke(minted.claims.jti);
+    // Cancelling the run revokes its token at once.
+    await fx.client.cancel(minted.runId, 'test');
     await assert.rejects(verifier.verify(minted.raw), { code: 'revoked' });
   });
 
   test('cannot read, write or delete the token keys, nor touch any other key, nor run other commands', async () => {
-    const minted = await runtime.minter.mint(mintReq);
+    const minted = await liveToken();
     const tokenKey = `${PREFIX}:token:${minted.claims.jti}`;
     assert.equal(await limited.exists(tokenKey), 1);
     await noperm('GET of a token key (its metadata)', () => limited.get(tokenKey));
@@ -89,7 +88,7 @@ describe('a Redis user that can only check token liveness', () => {
     await noperm('EXISTS of another prefix', () => limited.exists(`other:token:${minted.claims.jti}`));
     await noperm('KEYS', () => limited.keys('*'));
     await noperm('SCAN', () => limited.scan(0));
-    await noperm('GET of a BullMQ key', () => limited.get(`${PREFIX}:noop:id`));
+    await noperm('GET of a BullMQ key', () => limited.get(`${PREFIX}:hold:id`));
     await noperm('FLUSHALL', () => limited.flushall());
     await noperm('CONFIG', () => limited.config('GET', '*'));
     await noperm('PUBLISH', () => limited.publish(`${PREFIX}:events`, 'x'));
@@ -102,7 +101,7 @@ describe('a Redis user that can only check token liveness', () => {
   });
 
   test('a verifier configured with another prefix gets NOPERM from Redis: 503 unavailable, never accepted', async () => {
-    const minted = await runtime.minter.mint(mintReq);
+    const minted = await liveToken();
     const url = `redis://${USER}:${PASSWORD}@127.0.0.1:${fx.redisServer.port}`;
     const wrong = createJobTokenVerifier({ audience: 'svc', jwksUrl, redis: url, prefix: 'other' });
     try {

@@ -1,6 +1,8 @@
 // Key rotation end to end: several signing keys, the runner's real JWKS route keeping a retired key until its tokens can no
 // longer be live (even after its file is removed), unknown kids refused, the verifier's JWKS refetch rate limit counted on a
-// real HTTP server, and `jobscope token verify` / `jobscope keys generate` run as child processes.
+// real HTTP server, and `jobscope token verify` / `jobscope keys generate` run as child processes. Where a token's exact
+// lifetime is the point (a 2 s one expiring, a retired key's tokens), the runner's minter makes it; elsewhere tokens come
+// from real runs.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
@@ -9,27 +11,23 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
-import { createLogger } from '../src/log.ts';
 import type { Runtime } from '../src/runtime/runtime.ts';
-import { adminCredentials, createApp } from '../src/server/app.ts';
 import { canonicalJwk, PUBLISH_HEADROOM_MS, publishedJwks } from '../src/token/jwks.ts';
 import { RedisKeys } from '../src/run/redis-keys.ts';
 import { keyFilesOf, writeNewKey } from '../src/token/signing-keys.ts';
 import type { MintRequest } from '../src/token/mint.ts';
 import { closeVerifiers } from '../src/token/verify.ts';
 import { runCli, type CliResult } from './helpers/cli.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { jobsDir, LogCapture, removeDir, ROOT, testRuntime } from './helpers/runtime.ts';
+import { heldToken, heldTokenJob, jobscopeFixture, type Fixture, type WorkersOption } from './helpers/fixture.ts';
+import { ROOT } from './helpers/runtime.ts';
 import { bearer, call, claims, ecPair, es256, expressService, markLive } from './helpers/tokens.ts';
 
 const PREFIX = 'rot';
 const TMP = path.join(ROOT, '.jobscope', 'test-tmp');
 
-let redis: TestRedis;
+let fx: Fixture;
 let client: Redis;
-let dir: string;
 let keysDir: string;
-const runtimes: Runtime[] = [];
 /** A live token signed with the key that the rotation retires. */
 let longA: string;
 const servers: http.Server[] = [];
@@ -47,22 +45,27 @@ function listen(server: http.Server): Promise<string> {
   );
 }
 
-async function runtimeWith(keyFiles: string): Promise<Runtime> {
-  const { runtime } = await testRuntime({
-    redisUrl: redis.url,
-    jobsDir: dir,
-    env: { JOBSCOPE_PREFIX: PREFIX, JOBSCOPE_SIGNING_KEY_FILE: keyFiles },
-  });
-  runtimes.push(runtime);
-  return runtime;
+/** A runner signing with `keyFiles` on the fixture's Redis and jobs (closed with the fixture), serving `workers`. */
+function runtimeWith(keyFiles: string, workers?: WorkersOption): Promise<Runtime> {
+  return fx.another({ env: { JOBSCOPE_PREFIX: PREFIX, JOBSCOPE_SIGNING_KEY_FILE: keyFiles }, workers });
 }
 
 const mintReq = (lifetimeMs: number): MintRequest => ({ job: 'noop', run: 'noop:1', attempt: 1, audience: ['svc'], scope: [], lifetimeMs });
 
 before(async () => {
-  redis = await startRedis();
-  client = new Redis(redis.url);
-  dir = jobsDir({ 'noop.ts': `export default { token: { audience: ['svc'] }, async run() { return 1; } };` });
+  fx = await jobscopeFixture({
+    jobs: {
+      'noop.ts': `export default { token: { audience: ['svc'] }, async run() { return 1; } };`,
+      // Its runs' tokens live 60 s (its timeout plus the 30 s grace, LIFETIME_GRACE_MS).
+      'brief.ts': `export default { token: { audience: ['svc'] }, timeout: '30s', concurrency: 50, async run() { return 1; } };`,
+      // Its run's token lives PUBLISH_HEADROOM_MS + 120 s (690 s + the grace), under the default 15 min cap.
+      'long.ts': heldTokenJob(`token: { audience: ['svc'] }, timeout: '690s'`),
+      'hold.ts': heldTokenJob(),
+    },
+    env: { JOBSCOPE_PREFIX: PREFIX },
+  });
+  // The fixture's own connection, for what this file checks in Redis on purpose: the published keys' sorted set.
+  client = fx.redis;
   keysDir = mkdtempSync(path.join(TMP, 'keys-'));
 });
 
@@ -72,10 +75,7 @@ after(async () => {
     s.close();
   }
   await closeVerifiers();
-  for (const r of runtimes) await r.close();
-  client?.disconnect();
-  await redis?.destroy();
-  if (dir) removeDir(dir);
+  await fx?.close();
   if (keysDir) rmSync(keysDir, { recursive: true, force: true });
 });
 
@@ -128,13 +128,7 @@ describe('rotation', () => {
     );
 
     // The runner's real JWKS route serves the configured key and the retired one.
-    const app = createApp({
-      ...runtimeB.serverParts(),
-      logger: createLogger('silent', new LogCapture()),
-      admin: adminCredentials('admin', 'pw'),
-    });
-    const base = await listen(http.createServer(app));
-    jwksUrl = `${base}/.well-known/jwks.json`;
+    jwksUrl = `${(await fx.startServer({}, runtimeB)).url}/.well-known/jwks.json`;
     const doc = (await (await fetch(jwksUrl)).json()) as { keys: { kid: string; d?: string }[] };
     assert.deepEqual(
       doc.keys.map((k) => k.kid),
@@ -145,7 +139,7 @@ describe('rotation', () => {
       'no private part published',
     );
 
-    const svc = await service({ audience: 'svc', jwksUrl, redis: redis.url, prefix: PREFIX, clockTolerance: 0 });
+    const svc = await service({ audience: 'svc', jwksUrl, redis: fx.redisUrl, prefix: PREFIX, clockTolerance: 0 });
     const tokenB = await runtimeB.minter.mint(mintReq(60_000));
     assert.equal((await call(`${svc.url}/data`, bearer(tokenB.raw))).status, 200);
     assert.equal((await call(`${svc.url}/data`, bearer(shortA.raw))).status, 200);
@@ -167,33 +161,40 @@ describe('rotation', () => {
   });
 
   test('publishing the signing key costs one Redis write per headroom period, not one per token', async () => {
-    const runtime = await runtimeWith(keysDir);
+    const runtime = await runtimeWith(keysDir, ['brief', 'long']);
     // Writes to the published keys alone (the live-token index is a sorted set too: INFO's ZADD count mixes them),
     // as MONITOR shows them, those run inside scripts included.
-    const monitor = await client.monitor();
+    // MONITOR takes a connection of its own: a plain one (the fixture's is shared), closed below.
+    const plain = new Redis(fx.redisUrl, { enableReadyCheck: false, disableClientInfo: true });
+    const monitor = await plain.monitor();
     const writes: string[] = [];
     monitor.on('monitor', (_time: string, args: string[]) => {
       if (String(args[0]).toLowerCase() === 'zadd' && args[1] === new RedisKeys(PREFIX).jwks) writes.push(args.join(' '));
     });
     const settled = () => new Promise((r) => setTimeout(r, 200));
     try {
-      const minted = await Promise.all(Array.from({ length: 50 }, () => runtime.minter.mint(mintReq(60_000))));
+      // 50 runs, each given a token for 60 s.
+      const runIds = await Promise.all(Array.from({ length: 50 }, () => fx.trigger('brief')));
+      for (const runId of runIds) assert.equal((await fx.wait(runId)).state, 'completed');
       await settled();
       assert.equal(writes.length, 1, writes.join('\n'));
       // A token that would outlive the recorded time extends it (one more write), and the key's record covers it.
-      const long = await runtime.minter.mint(mintReq(PUBLISH_HEADROOM_MS + 120_000));
+      const long = await heldToken(await fx.trigger('long'));
+      assert.equal(long.claims.exp - long.claims.iat, (PUBLISH_HEADROOM_MS + 120_000) / 1000);
       await settled();
       assert.equal(writes.length, 2, writes.join('\n'));
       const until = Number(await client.zscore(new RedisKeys(PREFIX).jwks, canonicalJwk(runtime.keys.current)));
       assert.ok(until >= long.claims.exp * 1000);
-      await Promise.all([...minted, long].map((t) => runtime.minter.revoke(t.claims.jti)));
+      // The brief runs' tokens ended with them; cancelling the long run revokes its own.
+      await fx.client.cancel(long.runId, 'test');
     } finally {
       monitor.disconnect();
+      plain.disconnect();
     }
   });
 
   test('a token signed with an unknown key is refused: unknown_key', async () => {
-    const svc = await service({ audience: 'svc', jwksUrl, redis: redis.url, prefix: PREFIX });
+    const svc = await service({ audience: 'svc', jwksUrl, redis: fx.redisUrl, prefix: PREFIX });
     const stranger = ecPair('not-published');
     const payload = claims();
     await markLive(client, PREFIX, payload.jti);
@@ -224,7 +225,7 @@ describe('JWKS refetch rate limit', () => {
     const svc = await service({
       audience: 'svc',
       jwksUrl: `${url}/jwks.json`,
-      redis: redis.url,
+      redis: fx.redisUrl,
       prefix: PREFIX,
       jwksRefetchIntervalMs: 1000,
     });
@@ -303,9 +304,9 @@ describe('jobscope token verify / keys generate (the real bin)', () => {
   });
 
   test('exit 0 with the claims for a live token (also one signed with the retired key); exit 1 with the reason otherwise', async () => {
-    const env = { REDIS_URL: redis.url, JOBSCOPE_PREFIX: PREFIX, JOBSCOPE_SIGNING_KEY_FILE: keysDir };
-    const runtime = await runtimeWith(keysDir);
-    const live = await runtime.minter.mint(mintReq(60_000));
+    const env = { REDIS_URL: fx.redisUrl, JOBSCOPE_PREFIX: PREFIX, JOBSCOPE_SIGNING_KEY_FILE: keysDir };
+    await runtimeWith(keysDir, ['hold']);
+    const live = await heldToken(await fx.trigger('hold'));
 
     const ok = await cli(['token', 'verify', live.raw], env);
     assert.equal(ok.code, 0, ok.stderr);
@@ -331,7 +332,8 @@ describe('jobscope token verify / keys generate (the real bin)', () => {
     assert.equal(await reason('not-a-token'), 'malformed');
     const stranger = es256(ecPair('nobody'), claims());
     assert.equal(await reason(stranger), 'unknown_key');
-    await runtime.minter.revoke(live.claims.jti);
+    // Cancelling its run revokes the token at once.
+    await fx.client.cancel(live.runId, 'test');
     assert.equal(await reason(live.raw), 'revoked');
 
     const usage = await cli(['token', 'verify'], env);

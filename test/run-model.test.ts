@@ -3,62 +3,61 @@
 // run detail, the history rows and the history's outcome filter, while a real timeout is 'timeout' in all four. Real Redis.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import type { Runtime } from '../src/runtime/runtime.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { jobsDir, removeDir, testRuntime } from './helpers/runtime.ts';
-import { waitForRun } from './helpers/wait.ts';
+import { jobscopeFixture, type Fixture } from './helpers/fixture.ts';
 
-let redis: TestRedis;
-let dir: string;
-let runtime: Runtime;
+let fx: Fixture;
 
 before(async () => {
-  redis = await startRedis();
-  dir = jobsDir({
-    'impostor.ts': `class X extends Error { name = 'RunTimeoutError'; }
+  fx = await jobscopeFixture({
+    jobs: {
+      'impostor.ts': `class X extends Error { name = 'RunTimeoutError'; }
     export default {
       token: { audience: ['svc'] },
       async run() { throw new X('my own error, named like a timeout'); },
     };`,
-    'hang.ts': `export default {
+      'hang.ts': `export default {
       token: { audience: ['svc'] },
       timeout: '100ms',
       async run(ctx) { await new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason))); },
     };`,
+    },
+    env: { JOBSCOPE_PREFIX: 'model' },
+    workers: true,
+    server: true,
   });
-  ({ runtime } = await testRuntime({ redisUrl: redis.url, jobsDir: dir, env: { JOBSCOPE_PREFIX: 'model' } }));
-  await runtime.startWorkers();
 });
 
 after(async () => {
-  await runtime?.close();
-  await redis?.destroy();
-  removeDir(dir);
+  await fx?.close();
 });
 
 describe('the outcome of a failed run', () => {
   test('comes from the recorded field, not from the name of the error', async () => {
-    const { runId: impostor } = await runtime.control.trigger('impostor');
-    const { runId: hang } = await runtime.control.trigger('hang');
-    assert.equal((await waitForRun(runtime, impostor)).state, 'failed');
-    assert.equal((await waitForRun(runtime, hang)).state, 'failed');
+    const impostor = await fx.trigger('impostor');
+    const hang = await fx.trigger('hang');
+    assert.equal((await fx.wait(impostor)).state, 'failed');
+    assert.equal((await fx.wait(hang)).state, 'failed');
 
-    const report = await runtime.control.report(impostor);
+    const report = await fx.run(impostor);
     assert.match(String(report.error), /my own error/);
     assert.equal(report.outcome, 'failed', 'a handler error named RunTimeoutError is a failure, not a timeout');
-    assert.equal((await runtime.control.report(hang)).outcome, 'timeout');
+    assert.equal((await fx.run(hang)).outcome, 'timeout');
 
-    const detail = await runtime.control.runDetail(impostor);
+    const detail = await fx.api.run(impostor);
     assert.equal(detail.outcome, 'failed');
     assert.deepEqual(
-      detail.attemptList.map((a) => a.outcome),
+      detail.attemptList.map((a: { outcome: string }) => a.outcome),
       ['failed'],
     );
 
-    const rows = new Map((await runtime.control.listRuns({})).runs.map((r) => [r.runId, r.outcome]));
+    const all = await fx.api.get('/api/runs');
+    assert.equal(all.status, 200, all.text);
+    const rows = new Map((all.body.runs as { runId: string; outcome: string }[]).map((r) => [r.runId, r.outcome]));
     assert.equal(rows.get(impostor), 'failed');
     assert.equal(rows.get(hang), 'timeout');
-    const timeouts = (await runtime.control.listRuns({ states: ['timeout'] })).runs.map((r) => r.runId);
+    const timedOut = await fx.api.get('/api/runs?state=timeout');
+    assert.equal(timedOut.status, 200, timedOut.text);
+    const timeouts = (timedOut.body.runs as { runId: string }[]).map((r) => r.runId);
     assert.deepEqual(timeouts, [hang], 'the index files the impostor under failed');
   });
 });

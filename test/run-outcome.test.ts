@@ -3,12 +3,9 @@
 // own) is 'failed', while a real timeout records 'timeout' and a cancel 'cancelled'. The error itself is recorded as thrown.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import type { Runtime } from '../src/runtime/runtime.ts';
 import { parseRunId } from '../src/run/model.ts';
-import { RUN_FIELDS } from '../src/run/redis-keys.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { jobsDir, removeDir, testRuntime } from './helpers/runtime.ts';
-import { until, waitForRun } from './helpers/wait.ts';
+import { RUN_FIELDS, RedisKeys } from '../src/run/redis-keys.ts';
+import { jobscopeFixture, until, type Fixture } from './helpers/fixture.ts';
 
 const JOBS = {
   'renamed.ts': `export default { token: { audience: ['svc'] }, attempts: 1, async run(ctx) {
@@ -28,33 +25,30 @@ const JOBS = {
   } };`,
 };
 
-let redis: TestRedis;
-let dir: string;
-let runtime: Runtime;
+let fx: Fixture;
 
 before(async () => {
-  redis = await startRedis();
-  dir = jobsDir(JOBS);
-  ({ runtime } = await testRuntime({ redisUrl: redis.url, jobsDir: dir, env: { JOBSCOPE_PREFIX: 'oc' } }));
-  await runtime.startWorkers();
+  fx = await jobscopeFixture({ jobs: JOBS, env: { JOBSCOPE_PREFIX: 'oc' }, workers: true });
 });
 after(async () => {
-  await runtime.close();
-  await redis.destroy();
-  removeDir(dir);
+  await fx?.close();
 });
 
-/** The fields of the run's hash that the worker wrote: its outcome, and its log lines' times. */
+/**
+ * The fields of the run's hash that the worker wrote: its outcome, and its log lines' times. Redis internals on purpose (what
+ * run/record.ts wrote, not what the read model makes of it), read on the fixture's own connection.
+ */
 async function recorded(runId: string): Promise<{ outcome: string | null; logMeta: string | null }> {
   const { job, id } = parseRunId(runId);
-  const [outcome, logMeta] = await runtime.redis.hmget(runtime.queues.keys.bullJob(job, id), RUN_FIELDS.outcome, RUN_FIELDS.logMeta);
+  const key = new RedisKeys(fx.prefix).bullJob(job, id);
+  const [outcome, logMeta] = await fx.redis.hmget(key, RUN_FIELDS.outcome, RUN_FIELDS.logMeta);
   return { outcome, logMeta };
 }
 
 describe("a failed run's outcome is what ended it, never its error's name", () => {
   test("a plain Error named 'RunTimeoutError' is a failure (and ctx.log still records its line's time)", async () => {
-    const { runId } = await runtime.queues.enqueue('renamed', {});
-    const report = await waitForRun(runtime, runId);
+    const runId = await fx.trigger('renamed');
+    const report = await fx.wait(runId);
     assert.equal(report.state, 'failed');
     assert.equal(report.error, 'mine');
     const { outcome, logMeta } = await recorded(runId);
@@ -64,27 +58,27 @@ describe("a failed run's outcome is what ended it, never its error's name", () =
   });
 
   test("a class of the handler's own named RunTimeoutError is a failure", async () => {
-    const { runId } = await runtime.queues.enqueue('lookalike', {});
-    const report = await waitForRun(runtime, runId);
+    const runId = await fx.trigger('lookalike');
+    const report = await fx.wait(runId);
     assert.equal(report.state, 'failed');
     assert.equal(report.error, 'mine too');
     assert.equal((await recorded(runId)).outcome, 'failed');
   });
 
   test("a real timeout records 'timeout'", async () => {
-    const { runId } = await runtime.queues.enqueue('slow', {});
-    const report = await waitForRun(runtime, runId);
+    const runId = await fx.trigger('slow');
+    const report = await fx.wait(runId);
     assert.equal(report.state, 'failed');
     assert.match(report.error ?? '', /timed out after 200 ms/);
     assert.equal((await recorded(runId)).outcome, 'timeout');
   });
 
   test("a cancel records 'cancelled'", async () => {
-    const { runId } = await runtime.queues.enqueue('forever', {});
+    const runId = await fx.trigger('forever');
     const started = () => ((globalThis as { __outcomeStarted?: string[] }).__outcomeStarted ?? []).includes(runId);
     await until(started, 10_000, 'the run to start');
-    await runtime.cancel(runId, 'test');
-    const report = await waitForRun(runtime, runId);
+    await fx.client.cancel(runId, 'test');
+    const report = await fx.wait(runId);
     assert.equal(report.state, 'failed');
     assert.match(report.error ?? '', /cancelled: test/);
     assert.equal((await recorded(runId)).outcome, 'cancelled');

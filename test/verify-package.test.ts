@@ -1,6 +1,6 @@
 // The standalone verifier package as a service would get it: packed with `npm pack`, installed alone into an empty project
 // outside this repository, and run with plain `node` (no tsx, no jobscope) against a real runner: its JWKS route over HTTP
-// and its Redis, with a token the runner minted.
+// and its Redis, with tokens the runner minted for real runs.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -8,11 +8,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
-import type { Runtime } from '../src/runtime/runtime.ts';
-import type { MintRequest } from '../src/token/mint.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { jobsDir, removeDir, ROOT, testRuntime } from './helpers/runtime.ts';
-import { TestServer } from './helpers/server.ts';
+import { heldToken, heldTokenJob, jobscopeFixture, type Fixture } from './helpers/fixture.ts';
+import { ROOT } from './helpers/runtime.ts';
 
 const run = promisify(execFile);
 const PREFIX = 'pkg';
@@ -20,16 +17,14 @@ const PACKAGE_DIR = path.join(ROOT, 'packages', 'verify');
 /** What a service that only checks tokens must not have to install. */
 const NOT_WANTED = ['jobscope', 'bullmq', 'express', 'got', 'tsx', 'esbuild', '@bull-board/api', 'pino', 'ajv'];
 
-let redis: TestRedis;
-let dir: string;
-let runtime: Runtime;
-let runner: TestServer;
+let fx: Fixture;
 let tmp: string;
 let project: string;
 let tarball: string;
 let installed: string[] = [];
 
-const mintReq: MintRequest = { job: 'noop', run: 'noop:1', attempt: 1, audience: ['svc'], scope: ['data:read'], lifetimeMs: 60_000 };
+/** A live token of a real run of `job`, which keeps its token and runs until cancelled. */
+const liveToken = async (job: string) => heldToken(await fx.trigger(job));
 
 // A service's whole verifier: ESM, as the README shows it. The token comes in through the environment, and only the
 // verdict goes out.
@@ -67,8 +62,8 @@ async function verifyThere(
       PATH: process.env.PATH,
       HOME: process.env.HOME,
       TOKEN: token,
-      JWKS_URL: `${runner.url}/.well-known/jwks.json`,
-      REDIS_URL: redis.url,
+      JWKS_URL: `${fx.server.url}/.well-known/jwks.json`,
+      REDIS_URL: fx.redisUrl,
       PREFIX,
     },
   });
@@ -77,19 +72,21 @@ async function verifyThere(
 }
 
 before(async () => {
-  redis = await startRedis();
-  dir = jobsDir({ 'noop.ts': `export default { token: { audience: ['svc'] }, async run() { return 1; } };` });
-  ({ runtime } = await testRuntime({ redisUrl: redis.url, jobsDir: dir, env: { JOBSCOPE_PREFIX: PREFIX } }));
-  runner = await TestServer.start(runtime);
+  fx = await jobscopeFixture({
+    jobs: {
+      'noop.ts': heldTokenJob(`token: { audience: ['svc'], scope: ['data:read'] }`),
+      'unscoped.ts': heldTokenJob(`token: { audience: ['svc'] }`),
+    },
+    env: { JOBSCOPE_PREFIX: PREFIX },
+    workers: true,
+    server: true,
+  });
   tmp = mkdtempSync(path.join(os.tmpdir(), 'jobscope-verify-pkg-'));
   project = path.join(tmp, 'service');
 });
 
 after(async () => {
-  await runner?.close();
-  await runtime?.close();
-  await redis?.destroy();
-  if (dir) removeDir(dir);
+  await fx?.close();
   if (tmp) rmSync(tmp, { recursive: true, force: true });
 });
 
@@ -129,12 +126,13 @@ describe('@jobscope/verify, packed and installed alone', () => {
     assert.ok(installed.length > 0, 'installed by the test above');
     writeFileSync(path.join(project, 'verify.mjs'), SCRIPT_ESM);
     writeFileSync(path.join(project, 'verify.cjs'), SCRIPT_CJS);
-    const minted = await runtime.minter.mint(mintReq);
+    const minted = await liveToken('noop');
     assert.deepEqual(await verifyThere('verify.mjs', minted.raw), { ok: true, jti: minted.claims.jti, sub: 'job:noop' });
     assert.deepEqual(await verifyThere('verify.cjs', minted.raw), { ok: true, jti: minted.claims.jti });
-    const noScope = await runtime.minter.mint({ ...mintReq, scope: [] });
+    const noScope = await liveToken('unscoped');
     assert.deepEqual(await verifyThere('verify.mjs', noScope.raw), { ok: false, code: 'insufficient_scope', status: 403 });
-    await runtime.minter.revoke(minted.claims.jti);
+    // Cancelling its run revokes the token at once.
+    await fx.client.cancel(minted.runId, 'test');
     assert.deepEqual(await verifyThere('verify.mjs', minted.raw), { ok: false, code: 'revoked', status: 401 });
     assert.deepEqual(await verifyThere('verify.mjs', 'not-a-token'), { ok: false, code: 'malformed', status: 401 });
   });

@@ -13,6 +13,7 @@ import type { KeyObject } from 'node:crypto';
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { createClient, type ClientTriggerOptions, type JobscopeClient, type RunView } from '../../src/index.ts';
+import type { TokenClaims } from '../../src/interfaces.ts';
 import { connect } from '../../src/redis/connect.ts';
 import type { Runtime } from '../../src/runtime/runtime.ts';
 import type { ServerOptions } from '../../src/server/app.ts';
@@ -162,8 +163,8 @@ export interface Fixture {
    * or with `env` instead (REDIS_URL aside).
    */
   another(opts?: { env?: Record<string, string>; workers?: WorkersOption }): Promise<Runtime>;
-  /** Another HTTP server on the runtime (with these options), closed with the fixture. */
-  startServer(opts?: Partial<ServerOptions>): Promise<TestServer>;
+  /** Another HTTP server on the runtime (or on `on`, one of `another`'s), with these options, closed with the fixture. */
+  startServer(opts?: Partial<ServerOptions>, on?: Runtime): Promise<TestServer>;
   close(): Promise<void>;
 }
 
@@ -231,8 +232,8 @@ export async function jobscopeFixture(opts: FixtureOptions = {}): Promise<Fixtur
     toClose.push(async () => {
       for (const s of servers.splice(0)) await s.close();
     });
-    const startServer = async (serverOpts: Partial<ServerOptions> = {}) => {
-      const s = await TestServer.start(runtime, serverOpts);
+    const startServer = async (serverOpts: Partial<ServerOptions> = {}, on: Runtime = runtime) => {
+      const s = await TestServer.start(on, serverOpts);
       servers.push(s);
       return s;
     };
@@ -302,6 +303,28 @@ export async function jobscopeFixture(opts: FixtureOptions = {}): Promise<Fixtur
     await close();
     throw err;
   }
+}
+
+/** The tokens runs of a `heldTokenJob` were given, by run id (the handlers run in this process). */
+type HeldTokens = Record<string, { raw: string; claims: TokenClaims }>;
+const heldTokens = (): HeldTokens => ((globalThis as { __jobscopeHeldTokens?: HeldTokens }).__jobscopeHeldTokens ??= {});
+
+/**
+ * A job file's source whose runs keep their token where `heldToken` finds it and run until cancelled (or their runtime
+ * closes): a real token, minted for a real run, live while the run is, revoked at once by cancelling the run.
+ * `fields`: the definition's other fields (its `token` at least).
+ */
+export function heldTokenJob(fields = `token: { audience: ['svc'] }, concurrency: 10`): string {
+  return `export default { ${fields}, async run(ctx) {
+    (globalThis.__jobscopeHeldTokens ??= {})[ctx.run.id] = { raw: ctx.token.reveal(), claims: ctx.token.claims };
+    await new Promise((resolve) => ctx.signal.addEventListener('abort', resolve));
+  } };`;
+}
+
+/** The token a run of a `heldTokenJob` was given, once the run has started (bounded). */
+export async function heldToken(runId: string, timeoutMs = 10_000): Promise<{ runId: string; raw: string; claims: TokenClaims }> {
+  await until(() => runId in heldTokens(), timeoutMs, `run ${runId} to start with its token`);
+  return { runId, ...heldTokens()[runId] };
 }
 
 export { until };
