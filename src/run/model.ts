@@ -11,7 +11,11 @@ import { RUN_FIELDS, type RunMeta } from './redis-keys.ts';
 /** A run's hash as read: field -> value (a field not read, or not there, is absent or null). */
 export type RunHash = Partial<Record<string, string | null>>;
 
-/** The fields a run row needs (the history lists thousands of runs: no data, no result, no logs). */
+/**
+ * The fields a run row needs (the history lists thousands of runs: no data, no result, no logs). BullMQ's hash fields are
+ * named here directly (its layout, pinned to 6.x) because a page of rows is one HMGET per run in one pipeline, where
+ * `Job.fromId` reads and parses the whole hash, data and result included.
+ */
 export const ROW_FIELDS = [
   'name',
   'timestamp',
