@@ -15,8 +15,8 @@ import { listWorkers, type WorkerStatus } from './fleet.ts';
 import { connect, greetingOf, RedisErrorLog, refusalOf, type RedisLogger } from '../redis/connect.ts';
 import { TokenStore } from '../token/store.ts';
 import { attemptRows, attemptsWithClaims, logLines, type AttemptRow, type LogLine } from '../run/detail.ts';
-import { appendRunLine } from '../run/lines.ts';
 import { parseRunId, runReport } from '../run/model.ts';
+import { RunRecord } from '../run/record.ts';
 import { RUN_FIELDS, type RunMeta } from '../run/redis-keys.ts';
 import { applyRetention, DEFAULT_RETENTION, Queues, type CancelResult, type EnqueueResult, type JobSummary } from './queues.ts';
 import { RunCounts, type RunsOverview } from './overview.ts';
@@ -440,9 +440,8 @@ export class Control {
     // Its next failure records its own outcome; one nobody records (a stall past the cap) must not show this one's.
     await this.redis.hdel(this.queues.keys.run(runId), RUN_FIELDS.outcome);
     await job.retry('failed');
-    if (by && (await job.log(`retried by ${by}`).catch(() => -1)) >= 0) {
-      await appendRunLine(this.redis, this.queues.keys.run(runId), RUN_FIELDS.logMeta, `${Date.now()},0`, job.opts.keepLogs ?? 0);
-    }
+    // A line of the run's log with its time, as the worker writes its lines (attempt 0: between attempts).
+    if (by) await new RunRecord(this.redis, this.queues.keys.run(runId), job, 0).log(`retried by ${by}`).catch(() => -1);
     return { retried: true, state: 'waiting' };
   }
 

@@ -1,5 +1,5 @@
 // The line fields of a run's hash (RUN_FIELDS.attempts, RUN_FIELDS.logMeta): appended to while the run exists, never after,
-// so nothing is left behind a removed run. Written by the worker host (its attempt recorder) and by a Retry's log line.
+// so nothing is left behind a removed run. Written through RunRecord (run/record.ts): the worker's lines and a Retry's.
 import type { Redis } from 'ioredis';
 import { scripts } from './scripts.ts';
 
