@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { createClient } from '../src/client.ts';
 import { Cluster, waitFor, type JobscopeProcess } from '../test/helpers/cluster.ts';
+import { monitorRedis } from '../test/helpers/redis.ts';
 import { median, percentile, sleep } from './lib.ts';
 
 const { values } = parseArgs({
@@ -126,12 +127,11 @@ async function spawnWorker(cluster: Cluster, admin: Redis, name: string) {
  * EVAL, FCALL) as one and none of its inner commands. INFO commandstats over the same window counts the inner commands
  * too (and the bench's own INFO): reported beside it.
  */
-async function idleCommands(admin: Redis, addrs: Set<string>, windowS: number) {
-  const monitor = await admin.monitor();
+async function idleCommands(admin: Redis, redisUrl: string, addrs: Set<string>, windowS: number) {
   let sent = 0;
   let scripts = 0;
   const byCommand: Record<string, number> = {};
-  monitor.on('monitor', (_time: string, args: string[], source: string) => {
+  const monitor = await monitorRedis(redisUrl, (args, source) => {
     if (!addrs.has(source)) return;
     sent++;
     const cmd = String(args[0]).toLowerCase();
@@ -141,7 +141,7 @@ async function idleCommands(admin: Redis, addrs: Set<string>, windowS: number) {
   const stats0 = await commandStats(admin);
   await sleep(windowS * 1000);
   const stats1 = await commandStats(admin);
-  monitor.disconnect();
+  monitor.close();
   let all = 0;
   for (const [cmd, calls] of stats1) all += calls - (stats0.get(cmd) ?? 0);
   // The bench's own second INFO and the MONITOR command are in the INFO delta.
@@ -235,7 +235,7 @@ const round = (x: number, d = 1) => Number(x.toFixed(d));
 const big = await withEstate('estate', FILES, async (cluster, admin) => {
   const w = await spawnWorker(cluster, admin, 'idle');
   log(`${FILES} jobs: worker ready in ${w.startupMs} ms, ${w.connections} connections; counting idle commands for ${WINDOW_S} s`);
-  const idle = await idleCommands(admin, w.addrs, WINDOW_S);
+  const idle = await idleCommands(admin, cluster.redis.url, w.addrs, WINDOW_S);
   const rss = rssMb(w.proc.pid);
   log(
     `${FILES} jobs idle: ${idle.perS.toFixed(1)} commands/s (scripts as one; ${idle.scriptsPerS.toFixed(1)}/s of them script calls), ` +

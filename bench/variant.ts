@@ -17,6 +17,7 @@ import { loadConfig } from '../src/config.ts';
 import { loadRegistry } from '../src/jobs/registry.ts';
 import { createLogger } from '../src/log.ts';
 import { startEmbeddedRedis } from '../src/cli/redis-server.ts';
+import { monitorRedis } from '../test/helpers/redis.ts';
 import { Runtime } from '../src/runtime/runtime.ts';
 import { fireTime } from '../src/runtime/admission.ts';
 import { freePort } from '../test/helpers/redis.ts';
@@ -385,17 +386,16 @@ async function idle(): Promise<Measured> {
       String(await admin!.client('LIST'))
         .trim()
         .split('\n').length - 1;
-    const monitor = await admin!.monitor();
     const byCommand: Record<string, number> = {};
     let sent = 0;
-    monitor.on('monitor', (_time: string, args: string[], source: string) => {
+    const monitor = await monitorRedis(values.redis!, (args, source) => {
       if (source === 'lua') return;
       sent++;
       byCommand[args[0]] = (byCommand[args[0]] ?? 0) + 1;
     });
     const windowMs = Number(values.window) * 1000;
     await sleep(windowMs);
-    monitor.disconnect();
+    monitor.close();
     const rssMb = process.memoryUsage().rss / 2 ** 20;
     await runtime.close();
     return { startupMs, connections: clients - 1, cmdsPerS: sent / (windowMs / 1000), byCommand, rssMb };

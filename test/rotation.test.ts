@@ -10,7 +10,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { Runtime } from '../src/runtime/runtime.ts';
 import { canonicalJwk, PUBLISH_HEADROOM_MS, publishedJwks } from '../src/token/jwks.ts';
 import { RedisKeys } from '../src/run/redis-keys.ts';
@@ -19,6 +19,7 @@ import type { MintRequest } from '../src/token/mint.ts';
 import { closeVerifiers } from '../src/token/verify.ts';
 import { runCli, type CliResult } from './helpers/cli.ts';
 import { heldToken, heldTokenJob, jobscopeFixture, type Fixture, type WorkersOption } from './helpers/fixture.ts';
+import { monitorRedis } from './helpers/redis.ts';
 import { ROOT } from './helpers/runtime.ts';
 import { bearer, call, claims, ecPair, es256, expressService, markLive } from './helpers/tokens.ts';
 
@@ -164,12 +165,9 @@ describe('rotation', () => {
     const runtime = await runtimeWith(keysDir, ['brief', 'long']);
     // Writes to the published keys alone (the live-token index is a sorted set too: INFO's ZADD count mixes them),
     // as MONITOR shows them, those run inside scripts included.
-    // MONITOR takes a connection of its own: a plain one (the fixture's is shared), closed below.
-    const plain = new Redis(fx.redisUrl, { enableReadyCheck: false, disableClientInfo: true });
-    const monitor = await plain.monitor();
     const writes: string[] = [];
-    monitor.on('monitor', (_time: string, args: string[]) => {
-      if (String(args[0]).toLowerCase() === 'zadd' && args[1] === new RedisKeys(PREFIX).jwks) writes.push(args.join(' '));
+    const monitor = await monitorRedis(fx.redisUrl, (args) => {
+      if (args[0].toLowerCase() === 'zadd' && args[1] === new RedisKeys(PREFIX).jwks) writes.push(args.join(' '));
     });
     const settled = () => new Promise((r) => setTimeout(r, 200));
     try {
@@ -188,8 +186,7 @@ describe('rotation', () => {
       // The brief runs' tokens ended with them; cancelling the long run revokes its own.
       await fx.client.cancel(long.runId, 'test');
     } finally {
-      monitor.disconnect();
-      plain.disconnect();
+      monitor.close();
     }
   });
 

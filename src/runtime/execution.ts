@@ -57,6 +57,8 @@ export class Execution {
   private stopWaiting: (reason: unknown) => void = () => {};
   private scope: RunScope | undefined;
   private handler: Promise<unknown> | undefined;
+  /** The revocation an abort started: settles once every token of the execution is revoked (or could not be). */
+  private revoking: Promise<void> | undefined;
 
   /**
    * `lock`: the BullMQ lock this execution holds (its tokens are registered only while it does); `bullSignal`: BullMQ's
@@ -112,10 +114,18 @@ export class Execution {
     if (this.controller.signal.aborted) return;
     this.controller.abort(reason);
     if (this.scope) this.scope.open = false;
-    this.lease
+    this.revoking = this.lease
       .close()
       .catch((err: Error) => this.attempt.log.error({ err: err.message }, 'could not revoke the run token; it dies at its expiry'));
     this.stopWaiting(reason);
+  }
+
+  /**
+   * Settles once the tokens an abort revoked are revoked in Redis (at once if not aborted). A shutdown hands its run back
+   * only after it: a request of this execution verified after another worker took the run is then refused.
+   */
+  revoked(): Promise<void> {
+    return this.revoking ?? Promise.resolve();
   }
 
   /** Mints the run's first token and runs the handler in its scope, until it settles or the execution is aborted. */

@@ -306,7 +306,7 @@ export class RunExecutor extends EventEmitter<RunEvents> implements AttemptHost 
       return { kind: 'completed', result: settled.result };
     }
     const { reason, thrown } = settled;
-    if (reason instanceof ShutdownError) return this.handBack(attempt, lock, 'shutdown');
+    if (reason instanceof ShutdownError) return this.handBack(attempt, lock, 'shutdown', undefined, execution.revoked());
     if (reason instanceof LockLostError) return this.handBack(attempt, undefined, 'lock-lost');
     await execution.settle();
     const final = isFinal(reason, thrown);
@@ -336,9 +336,15 @@ export class RunExecutor extends EventEmitter<RunEvents> implements AttemptHost 
     }
   }
 
-  private handBack(attempt: Attempt, lock: string | undefined, reason: HandBackReason, untilMs?: number): Promise<Ending> {
+  private handBack(
+    attempt: Attempt,
+    lock: string | undefined,
+    reason: HandBackReason,
+    untilMs?: number,
+    revoked?: Promise<void>,
+  ): Promise<Ending> {
     const parts = { redisLost: () => this.redisErrors.lost, unreturned: this.unreturned, events: this };
-    return handBack(attempt, lock, reason, parts, untilMs);
+    return handBack(attempt, lock, reason, parts, untilMs, revoked);
   }
 
   /** Runs active in this process (for the heartbeat). */

@@ -18,7 +18,8 @@ export interface HandBackParts {
 
 /**
  * Puts the attempt's run back in the queue without consuming an attempt (`lock`: the lock it is moved with), as late as
- * `untilMs` when given. BullMQ is then told the run is handled elsewhere (Ending 'handed-back').
+ * `untilMs` when given, once `revoked` (the execution's tokens) has settled. BullMQ is then told the run is handled
+ * elsewhere (Ending 'handed-back').
  */
 export async function handBack(
   attempt: Attempt,
@@ -26,6 +27,7 @@ export async function handBack(
   reason: HandBackReason,
   parts: HandBackParts,
   untilMs?: number,
+  revoked?: Promise<void>,
 ): Promise<Ending> {
   const { bullJob, log, run } = attempt;
   if (reason === 'lock-lost') {
@@ -40,7 +42,12 @@ export async function handBack(
       const late = new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new Error(`no answer from Redis within ${HAND_BACK_TIMEOUT_MS} ms`)), HAND_BACK_TIMEOUT_MS);
       });
-      await Promise.race([untilMs ? bullJob.moveToDelayed(untilMs, lock) : bullJob.moveToWait(lock), late]);
+      // The execution's tokens are revoked before the run can be another worker's (`revoked`, after a shutdown's abort).
+      const move = async () => {
+        await revoked;
+        await (untilMs ? bullJob.moveToDelayed(untilMs, lock) : bullJob.moveToWait(lock));
+      };
+      await Promise.race([move(), late]);
       if (reason === 'shutdown') log.info('run handed back: the worker is shutting down; another worker takes it over');
     } catch (err) {
       if (reason === 'shutdown') parts.unreturned.add(run.id);

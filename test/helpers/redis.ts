@@ -100,3 +100,39 @@ export async function startRedis(args: string[] = []): Promise<TestRedis> {
   redis.args = args;
   return redis.start();
 }
+
+/** MONITOR's quoted arguments ("set" "k" "a \"b\"") as strings (escapes other than \" and \\ are kept as written). */
+function monitorArgs(text: string): string[] {
+  return [...text.matchAll(/"((?:[^"\\]|\\.)*)"/g)].map((m) => m[1].replace(/\\(["\\])/g, '$1'));
+}
+
+/**
+ * Every command Redis runs, as MONITOR shows it (those a script runs included, with `source` 'lua'), over a socket of its
+ * own. Not ioredis's monitor(): it enters its monitoring state a tick after MONITOR's +OK, so on a busy server the first
+ * lines, read with that +OK, fail with "Command queue state error".
+ */
+export async function monitorRedis(url: string, onCommand: (args: string[], source: string) => void): Promise<{ close(): void }> {
+  const { hostname, port } = new URL(url);
+  const socket = net.connect({ host: hostname, port: Number(port) });
+  socket.setEncoding('utf8');
+  let buffered = '';
+  await new Promise<void>((resolve, reject) => {
+    socket.once('error', reject);
+    socket.on('data', (chunk: string) => {
+      buffered += chunk;
+      for (let nl = buffered.indexOf('\r\n'); nl >= 0; nl = buffered.indexOf('\r\n')) {
+        const line = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 2);
+        if (line === '+OK') resolve();
+        else if (line.startsWith('-')) reject(new Error(`MONITOR refused: ${line.slice(1)}`));
+        else {
+          const m = /^\+\d+\.\d+ \[\d+ ([^\]]+)\] (.*)$/.exec(line);
+          if (m) onCommand(monitorArgs(m[2]), m[1]);
+        }
+      }
+    });
+    socket.write('MONITOR\r\n');
+  });
+  socket.on('error', () => undefined);
+  return { close: () => socket.destroy() };
+}
