@@ -9,7 +9,8 @@
 // connections beside the control plane's. On main (one BullMQ Worker, so one blocking connection, per job per process)
 // the last fails: ~1,004 connections per worker process at 1,000 jobs.
 //   node --import tsx --test --test-concurrency=1 --test-timeout=900000 test/fleet.test.ts
-// Sizes from the environment for a smaller run: FLEET_WORKERS, FLEET_JOBS, FLEET_RUNS.
+// Sizes from the environment for a smaller run: FLEET_WORKERS, FLEET_JOBS, FLEET_RUNS; FLEET_STOP (the workers'
+// JOBSCOPE_SHUTDOWN_TIMEOUT, default 5s: e.g. 150ms makes the SIGTERMed workers hand runs back, as a slow machine does).
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
@@ -141,7 +142,12 @@ before(
   async () => {
     const t0 = Date.now();
     const phase = (what: string) => process.stderr.write(`[fleet +${((Date.now() - t0) / 1000).toFixed(1)}s] ${what}\n`);
-    cluster = await Cluster.start({ prefix: PREFIX, jobs: jobFiles(), redisArgs: ['--maxclients', String(MAXCLIENTS)] });
+    cluster = await Cluster.start({
+      prefix: PREFIX,
+      jobs: jobFiles(),
+      env: { JOBSCOPE_SHUTDOWN_TIMEOUT: process.env.FLEET_STOP ?? '5s' },
+      redisArgs: ['--maxclients', String(MAXCLIENTS)],
+    });
     admin = new Redis(cluster.redis.url);
     effectiveMaxclients = Number(((await admin.config('GET', 'maxclients')) as string[])[1]);
     phase(`redis on ${cluster.redis.url}, maxclients ${effectiveMaxclients} (asked ${MAXCLIENTS})`);
