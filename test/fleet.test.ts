@@ -363,7 +363,8 @@ describe(`a fleet of ${WORKERS} workers serving ${JOB_FILES} jobs`, () => {
     // guarantee; 'unavailable' (the verifier could not ask Redis in time) is load, counted only. A stopping worker's
     // request refused after its run was handed back is the guarantee at work (its tokens were revoked first).
     const verdicts = new Map<string, number>();
-    const handedBackBy = (e: TimelineEvent) => terminated.has(e.pid) && twice.has(e.run) && !!histories.get(e.run)?.attempts.includes('handed back');
+    const handedBackBy = (e: TimelineEvent) =>
+      terminated.has(e.pid) && twice.has(e.run) && !!histories.get(e.run)?.attempts.includes('handed back');
     for (const e of cluster.timeline.events) {
       const v = e.accepted ? 'accepted' : `refused:${e.code}`;
       verdicts.set(v, (verdicts.get(v) ?? 0) + 1);
