@@ -92,8 +92,8 @@ function ratio(t: Throughputs, a: string, b: string, c: string): { med: number; 
   return { med: median(rs), min: Math.min(...rs), max: Math.max(...rs) };
 }
 const rate = (t: Throughputs, v: string, c: string) => (t[v]?.[c] ? median(t[v][c].map((m) => m.rate!)) : NaN);
-const cpu = (t: Throughputs, v: string, c: string, k: 'cpuUs' | 'storeCpuUs' = 'cpuUs') =>
-  t[v]?.[c] ? median(t[v][c].map((m) => m[k]!)) : NaN;
+const cpu = (t: Throughputs, v: string, c: string, k: 'cpuUs' | 'storeCpuUs' | 'redisCalls' | 'redisCommands' = 'cpuUs') =>
+  t[v]?.[c] ? median(t[v][c].map((m) => Number(m[k]))) : NaN;
 
 interface NodeResults {
   node: string;
@@ -199,6 +199,12 @@ function keysOf(r: NodeResults) {
     naive_ratio_c50: round(ratio(t, 'naive', 'raw', 'c50')?.med),
     throughput_ratio_c50_hs256: round(ratio(t, 'jobscope-hs256', 'raw', 'c50')?.med),
     jobscope_to_naive_c50: round(ratio(t, 'jobscope-es256', 'naive', 'c50')?.med),
+    jobscope_to_naive_c10: round(ratio(t, 'jobscope-es256', 'naive', 'c10')?.med),
+    // Commands the worker process sends per run (BullMQ's completion included; raw BullMQ: ~1.0), at c=50 and c=1.
+    redis_calls_per_run: round(cpu(t, 'jobscope-es256', 'c50', 'redisCalls'), 2),
+    redis_calls_per_run_c1: round(cpu(t, 'jobscope-es256', 'c1', 'redisCalls'), 2),
+    redis_calls_per_run_raw: round(cpu(t, 'raw', 'c50', 'redisCalls'), 2),
+    worker_cpu_us_per_run_c50: round(cpu(t, 'jobscope-es256', 'c50'), 0),
     e2e_ratio: round(ratio(e, 'jobscope-es256', 'raw', 'c50')?.med),
     e2e_ratio_hs256: round(ratio(e, 'jobscope-hs256', 'raw', 'c50')?.med),
     latency_p50_overhead_ms: r.latency ? round(percentile(r.latency.jobscope, 50) - percentile(r.latency.raw, 50)) : null,
@@ -242,6 +248,15 @@ function table(results: NodeResults[]): string {
     row(
       'jobscope ES256 / naive scope',
       results.map((r) => fmtRatio(ratio(r.throughput ?? {}, 'jobscope-es256', 'naive', `c${c}`))),
+    );
+    row(
+      "Redis calls per run: raw / naive / jobscope ES256 (commands Redis ran, scripts' included)",
+      results.map((r) => {
+        const t = r.throughput ?? {};
+        const calls = (v: string) =>
+          t[v]?.[`c${c}`] ? `${cpu(t, v, `c${c}`, 'redisCalls').toFixed(2)} (${cpu(t, v, `c${c}`, 'redisCommands').toFixed(1)})` : 'n/a';
+        return ['raw', 'naive', 'jobscope-es256'].map(calls).join(' / ');
+      }),
     );
   }
   lines.push('', `**End to end, concurrency 50** (each run makes one HTTP call; the service verifies the token for jobscope)`, '');

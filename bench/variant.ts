@@ -48,6 +48,25 @@ const g = globalThis as Record<string, unknown>;
 
 const admin = values.redis ? new Redis(values.redis) : undefined;
 
+/**
+ * Commands this process sends to Redis, on every ioredis connection (BullMQ's included: one ioredis in node_modules),
+ * pipelined or not: each is a call Redis answers. A script's inner commands are Redis's, not sent: INFO commandstats
+ * counts those too (`redisCommands` below).
+ */
+let sentCommands = 0;
+const sendCommand = Redis.prototype.sendCommand;
+Redis.prototype.sendCommand = function (this: Redis, ...args: Parameters<Redis['sendCommand']>) {
+  sentCommands++;
+  return sendCommand.apply(this, args);
+};
+
+/** Every command Redis ran (INFO commandstats `calls`, those run inside scripts included). */
+async function commandsRun(redis: Redis): Promise<number> {
+  let total = 0;
+  for (const m of (await redis.info('commandstats')).matchAll(/^cmdstat_[^:]+:calls=(\d+)/gm)) total += Number(m[1]);
+  return total;
+}
+
 async function preload(queueName: string, prefix: string, count: number, data: (i: number) => object = () => ({})) {
   const queue = new Queue(queueName, { connection: { url: values.redis } as never, prefix });
   for (let i = 0; i < count; i += 1000) {
@@ -63,6 +82,8 @@ function measure(worker: Worker, count: number, start: () => void): Promise<Meas
     let t0 = 0;
     let cpu: NodeJS.CpuUsage;
     let redisCpu0 = 0;
+    let sent0 = 0;
+    let run0 = 0;
     const timer = setTimeout(() => reject(new Error(`only ${done}/${count} done in ${LIMIT_MS} ms`)), LIMIT_MS);
     const onCompleted = () => {
       if (++done !== count) return;
@@ -70,14 +91,24 @@ function measure(worker: Worker, count: number, start: () => void): Promise<Meas
       const used = process.cpuUsage(cpu);
       worker.off('completed', onCompleted);
       clearTimeout(timer);
-      void redisCpuSeconds(admin!).then((s) =>
-        resolve({ rate: count / (ms / 1000), cpuUs: (used.user + used.system) / count, storeCpuUs: ((s - redisCpu0) * 1e6) / count }),
+      const sent = sentCommands - sent0;
+      void Promise.all([redisCpuSeconds(admin!), commandsRun(admin!)]).then(([s, ran]) =>
+        resolve({
+          rate: count / (ms / 1000),
+          cpuUs: (used.user + used.system) / count,
+          storeCpuUs: ((s - redisCpu0) * 1e6) / count,
+          // The measuring process's own INFO (two before, one after the window) is left out.
+          redisCalls: (sent - 1) / count,
+          redisCommands: (ran - run0 - 2) / count,
+        }),
       );
     };
     worker.on('completed', onCompleted);
     worker.on('failed', (_job, err) => reject(err));
-    void redisCpuSeconds(admin!).then((s) => {
+    void Promise.all([redisCpuSeconds(admin!), commandsRun(admin!)]).then(([s, ran]) => {
       redisCpu0 = s;
+      run0 = ran;
+      sent0 = sentCommands;
       cpu = process.cpuUsage();
       t0 = performance.now();
       start();
