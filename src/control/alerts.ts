@@ -8,6 +8,7 @@ import got from 'got';
 import type { Redis } from 'ioredis';
 import type { AlertEvent, RegisteredJob, RunOutcome } from '../interfaces.ts';
 import type { RedisKeys } from '../run/redis-keys.ts';
+import { scripts } from '../run/scripts.ts';
 import type { Logger } from '../log.ts';
 import type { RedisErrorLog } from '../redis/connect.ts';
 
@@ -90,8 +91,7 @@ export class Alerts extends EventEmitter<AlertEvents> {
   /** Called once per run that has finished for good: records its outcome and queues the alerts it calls for. */
   async finished(run: FinishedRun): Promise<void> {
     try {
-      const previous = await this.redis.hget(this.keys.lastOutcome, run.job.name);
-      await this.redis.hset(this.keys.lastOutcome, run.job.name, run.outcome);
+      const previous = await scripts(this.redis).swapField(this.keys.lastOutcome, run.job.name, run.outcome);
       const event: AlertEvent | undefined =
         run.outcome === 'completed'
           ? previous && previous !== 'completed' && previous in BAD

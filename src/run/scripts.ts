@@ -251,6 +251,12 @@ const CLEAR_MARKER = `
 if redis.call('LLEN', KEYS[2]) == 0 and redis.call('ZCARD', KEYS[3]) == 0 then redis.call('ZREM', KEYS[1], '0') end
 return 0`;
 
+// Sets a hash field and returns its previous value, in one call (the alerts' last outcome per job). KEYS: [1] the hash.
+// ARGV: [1] field, [2] value.
+const SWAP_FIELD = `local previous = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return previous`;
+
 // Releases a lock only if it is still the caller's (the scheduler sync's). KEYS: [1] lock. ARGV: [1] the caller's id.
 const RELEASE_LOCK = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`;
@@ -267,6 +273,7 @@ const COMMANDS = {
   jobscopeSweep: { numberOfKeys: 1, lua: SWEEP },
   jobscopeClearMarker: { numberOfKeys: 3, lua: CLEAR_MARKER },
   jobscopeReleaseLock: { numberOfKeys: 1, lua: RELEASE_LOCK },
+  jobscopeSwapField: { numberOfKeys: 1, lua: SWAP_FIELD },
 } satisfies Record<string, { numberOfKeys?: number; lua: string }>;
 
 type Arg = string | number;
@@ -327,6 +334,11 @@ export class Scripts {
 
   clearMarker(marker: string, wait: string, prioritized: string): Promise<number> {
     return this.redis.jobscopeClearMarker(marker, wait, prioritized) as Promise<number>;
+  }
+
+  /** Sets `field` of the hash `key` to `value`; resolves with its previous value (null if none). */
+  swapField(key: string, field: string, value: string): Promise<string | null> {
+    return this.redis.jobscopeSwapField(key, field, value) as Promise<string | null>;
   }
 
   /** Deletes the lock if it still holds `id`. */

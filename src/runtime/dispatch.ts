@@ -110,6 +110,10 @@ interface Served {
    * kept for when a slot frees (`pending`) instead of being handed back.
    */
   holdsAll: boolean;
+  /**
+   * Runs were ready while every slot was full: a slot that frees takes them. Until then the job is left out of the wait:
+   * each run a full slot takes next (BullMQ's moveToFinished) sets the marker again, which would end the wait once per run.
+   */
   pending: boolean;
   active: number;
   /** This process has put the job in the busy set and had a run of it active ever since. */
@@ -196,6 +200,7 @@ export class Dispatcher {
    * by another process), and makes the wait include it.
    */
   private open(s: Served): void {
+    s.pending = false;
     void this.take(s);
     this.changed();
     if (this.loop) this.refresh(s);
@@ -243,7 +248,7 @@ export class Dispatcher {
 
   /** Is `s` in the wait: it can take a run, or its slots are full but it holds every run the cluster allows. */
   private canWait(s: Served): boolean {
-    return !this.closed && !s.retiring && !s.taker.isPaused() && !s.taker.closing && (s.active < s.capacity || s.holdsAll);
+    return !this.closed && !s.retiring && !s.taker.isPaused() && !s.taker.closing && (s.active < s.capacity || (s.holdsAll && !s.pending));
   }
 
   /** The wait: one BZPOPMIN over the markers of every job with a free slot here, and this process's wake key. */
@@ -281,6 +286,7 @@ export class Dispatcher {
       if (!s) continue;
       if (!this.canTake(s) && s.holdsAll && this.canWait(s)) {
         s.pending = true;
+        this.changed();
         continue;
       }
       if (!this.canTake(s)) {
@@ -407,6 +413,7 @@ export class Dispatcher {
         if (s.active-- === s.capacity && !s.holdsAll) this.changed();
         if (s.pending && this.canTake(s)) {
           s.pending = false;
+          this.changed();
           void this.take(s);
         }
         if (s.active === 0) {

@@ -2,8 +2,8 @@
 import type { Alerts, FinishedRun } from '../control/alerts.ts';
 
 /**
- * Hands final outcomes to the alerts, at most one call in flight per job. Each call reads and writes the job's last
- * outcome in Redis (two commands, on the control connection, per run); a 'completed' that follows a 'completed' still
+ * Hands final outcomes to the alerts, at most one call in flight per job. Each call swaps the job's last
+ * outcome in Redis (one script call, on the control connection, per run); a 'completed' that follows a 'completed' still
  * waiting its turn would read 'completed' and write it again, so it is folded into it. Failures, timeouts and the other
  * outcomes are each passed on, in order.
  */
