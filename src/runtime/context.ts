@@ -61,7 +61,10 @@ export function runContext(attempt: Attempt, scope: RunScope, raws: string[], pa
   return {
     data: attempt.data,
     run: scope.run,
-    signal: scope.signal,
+    // Read when the handler asks: the signal is made on first use (execution.ts).
+    get signal() {
+      return scope.signal;
+    },
     token: new ScopedToken(scope),
     log: async (line: string) => {
       await record.log(redactTokens(String(line), raws));

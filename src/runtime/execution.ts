@@ -8,7 +8,8 @@ import { parseRunId } from '../run/model.ts';
 import { redactValue } from '../redact.ts';
 import { RunTokenLease } from '../token/lease.ts';
 import { tokenLifetime, type TokenMinter } from '../token/mint.ts';
-import { runInScope, type RunScope } from '../token/scope.ts';
+import { runInScope, type RunScope, type RunTokens } from '../token/scope.ts';
+import type { RunInfo } from '../interfaces.ts';
 import { attemptSpan } from '../trace.ts';
 import type { Attempt, AttemptHost } from './attempt.ts';
 import { runContext, type ContextParts } from './context.ts';
@@ -49,7 +50,10 @@ export class Execution {
   private readonly attempt: Attempt;
   private readonly parts: ExecutionParts;
   private readonly lease: RunTokenLease;
-  private readonly controller = new AbortController();
+  /** ctx.signal's controller, made on first use: most handlers never read ctx.signal (an AbortController costs ~6 us). */
+  private controller: AbortController | undefined;
+  /** Why the execution was aborted: set once, by abort(). */
+  private abortReason: Error | undefined;
   private readonly bullSignal: AbortSignal | undefined;
   private readonly timer: NodeJS.Timeout | undefined;
   /** Rejects with the abort's reason: what the handler races against. */
@@ -101,7 +105,16 @@ export class Execution {
 
   /** Has this execution been aborted (and its tokens revoked)? */
   get wasAborted(): boolean {
-    return this.controller.signal.aborted;
+    return this.abortReason !== undefined;
+  }
+
+  /** The run's abort signal (ctx.signal, the service clients'), aborted at once when the execution already was. */
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.abortReason) this.controller.abort(this.abortReason);
+    }
+    return this.controller.signal;
   }
 
   /** The token values this execution handed out (grows with re-mints): what its recorded error is redacted of. */
@@ -111,8 +124,9 @@ export class Execution {
 
   /** Aborts the execution (see the file's head); a second abort changes nothing. */
   abort(reason: Error): void {
-    if (this.controller.signal.aborted) return;
-    this.controller.abort(reason);
+    if (this.abortReason) return;
+    this.abortReason = reason;
+    this.controller?.abort(reason);
     if (this.scope) this.scope.open = false;
     this.revoking = this.lease
       .close()
@@ -130,7 +144,6 @@ export class Execution {
 
   /** Mints the run's first token and runs the handler in its scope, until it settles or the execution is aborted. */
   async run(shuttingDown: boolean): Promise<Settled> {
-    const { signal } = this.controller;
     const { attempt, lease } = this;
     if (shuttingDown) this.abort(new ShutdownError());
     // A cancel that reached BullMQ while admission ran has already fired its event.
@@ -138,13 +151,13 @@ export class Execution {
     attempt.started();
     try {
       await lease.start();
-      const scope: RunScope = { run: attempt.run, signal, tokens: lease, open: !signal.aborted, trace: attempt.span?.context };
+      const scope = new ExecutionScope(this, attempt.run, lease, attempt.span?.context);
       this.scope = scope;
       const ctx = runContext(attempt, scope, lease.raws, this.parts);
       this.handler = runInScope(scope, async () => attempt.job.definition.run(ctx));
       return { returned: true, result: redactValue(await Promise.race([this.handler, this.aborted]), lease.raws) };
     } catch (err) {
-      return { returned: false, reason: signal.aborted ? signal.reason : err, thrown: err };
+      return { returned: false, reason: this.abortReason ?? err, thrown: err };
     }
   }
 
@@ -184,5 +197,26 @@ export class Execution {
     await this.lease
       .close()
       .catch((err: Error) => this.attempt.log.error({ err: err.message }, 'could not revoke the run token; it dies at its expiry'));
+  }
+}
+
+/** The scope of one execution's handler: open until the execution ends; its signal is the execution's, made when read. */
+class ExecutionScope implements RunScope {
+  readonly run: RunInfo;
+  readonly tokens: RunTokens;
+  readonly trace: RunScope['trace'];
+  open: boolean;
+  private readonly execution: Execution;
+
+  constructor(execution: Execution, run: RunInfo, tokens: RunTokens, trace: RunScope['trace']) {
+    this.execution = execution;
+    this.run = run;
+    this.tokens = tokens;
+    this.trace = trace;
+    this.open = !execution.wasAborted;
+  }
+
+  get signal(): AbortSignal {
+    return this.execution.signal;
   }
 }
