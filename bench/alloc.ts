@@ -20,7 +20,9 @@ const [small, large] = values.jobs.split(',').map(Number);
 
 /** MB found allocated by the main isolate's collections over the whole process, and the measured rate line. */
 function allocatedMb(trace: string): number {
-  const lines = [...trace.matchAll(/^\[\d+:(0x[0-9a-f]+)\]\s+[\d.]+ ms: \w[\w-]*(?: \(\w+\))? ([\d.]+) \([\d.]+\) -> ([\d.]+) \([\d.]+\) MB/gm)];
+  const lines = [
+    ...trace.matchAll(/^\[\d+:(0x[0-9a-f]+)\]\s+[\d.]+ ms: \w[\w-]*(?: \(\w+\))? ([\d.]+) \([\d.]+\) -> ([\d.]+) \([\d.]+\) MB/gm),
+  ];
   const byIsolate = new Map<string, RegExpMatchArray[]>();
   for (const m of lines) byIsolate.set(m[1], [...(byIsolate.get(m[1]) ?? []), m]);
   const main = [...byIsolate.values()].sort((a, b) => b.length - a.length)[0] ?? [];
