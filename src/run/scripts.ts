@@ -192,7 +192,7 @@ return 1`;
 /** KEYS and ARGV of one REGISTER call. */
 const REGISTER_KEYS = 4;
 
-// Registrations and revocations of concurrent runs share one command: everything a tick of the event loop asks for is sent
+// Registrations and revocations of concurrent runs share one command: everything a turn of the event loop asks for is sent
 // as one call of this script (revocations first, then each registration exactly as REGISTER does it, its own lock check
 // included), instead of one command per token. Each caller's promise settles only once Redis has run the whole call, so a
 // token is live when its registration resolves and dead when its revocation resolves, never before.
@@ -319,7 +319,7 @@ export class Scripts {
     return this.redis.jobscopeOverlapClaim(key, queuePrefix, id, graceMs, mode, self) as Promise<[number, string, ...string[]]>;
   }
 
-  /** APPLY: the revocations and registrations of one tick (see APPLY for its keys and arguments). */
+  /** APPLY: the revocations and registrations of one turn of the event loop (see APPLY for its keys and arguments). */
   tokenApply(keys: string[], args: Arg[]): Promise<number[]> {
     return this.redis.jobscopeApply(keys.length, ...keys, ...args) as Promise<number[]>;
   }

@@ -26,7 +26,7 @@ interface Pending<T> {
   reject(err: unknown): void;
 }
 
-/** What one tick of the event loop asked of the store, sent as one APPLY call. */
+/** What one turn of the event loop asked of the store, sent as one APPLY call. */
 interface Batch {
   deletes: string[];
   revoked: Pending<void>[];
@@ -58,11 +58,14 @@ export class TokenStore {
 
   private batch: Batch | undefined;
 
-  /** Adds to this tick's batch; the batch goes out once the current tick's work is done (or when it is full). */
+  /**
+   * Adds to the batch; the batch goes out once this turn of the event loop has handled its I/O (setImmediate: the Redis
+   * replies read in one turn start and end many runs, whose tokens then share one call), or when it is full.
+   */
   private enqueue(fill: (batch: Batch) => void): void {
     if (!this.batch) {
       this.batch = emptyBatch();
-      process.nextTick(() => this.flush());
+      setImmediate(() => this.flush());
     }
     fill(this.batch);
     if (this.batch.registered.length >= MAX_BATCH) this.flush();
@@ -148,7 +151,7 @@ export class TokenStore {
     return field ? field.split('\n').filter(Boolean) : [];
   }
 
-  /** Resolves once the token is dead in Redis (sent with the other registrations and revocations of this tick). */
+  /** Resolves once the token is dead in Redis (sent with the other registrations and revocations of this turn of the event loop). */
   revoke(jti: string): Promise<void> {
     return new Promise<void>((resolve, reject) =>
       this.enqueue((batch) => {
