@@ -92,7 +92,8 @@ function ratio(t: Throughputs, a: string, b: string, c: string): { med: number; 
   return { med: median(rs), min: Math.min(...rs), max: Math.max(...rs) };
 }
 const rate = (t: Throughputs, v: string, c: string) => (t[v]?.[c] ? median(t[v][c].map((m) => m.rate!)) : NaN);
-const cpu = (t: Throughputs, v: string, c: string, k: 'cpuUs' | 'storeCpuUs' | 'redisCalls' | 'redisCommands' = 'cpuUs') =>
+/** The median over rounds of a per-job figure of one variant (CPU by default, or Redis calls). */
+const perJob = (t: Throughputs, v: string, c: string, k: 'cpuUs' | 'storeCpuUs' | 'redisCalls' | 'redisCommands' = 'cpuUs') =>
   t[v]?.[c] ? median(t[v][c].map((m) => Number(m[k]))) : NaN;
 
 interface NodeResults {
@@ -201,10 +202,10 @@ function keysOf(r: NodeResults) {
     jobscope_to_naive_c50: round(ratio(t, 'jobscope-es256', 'naive', 'c50')?.med),
     jobscope_to_naive_c10: round(ratio(t, 'jobscope-es256', 'naive', 'c10')?.med),
     // Commands the worker process sends per run (BullMQ's completion included; raw BullMQ: ~1.0), at c=50 and c=1.
-    redis_calls_per_run: round(cpu(t, 'jobscope-es256', 'c50', 'redisCalls'), 2),
-    redis_calls_per_run_c1: round(cpu(t, 'jobscope-es256', 'c1', 'redisCalls'), 2),
-    redis_calls_per_run_raw: round(cpu(t, 'raw', 'c50', 'redisCalls'), 2),
-    worker_cpu_us_per_run_c50: round(cpu(t, 'jobscope-es256', 'c50'), 0),
+    redis_calls_per_run: round(perJob(t, 'jobscope-es256', 'c50', 'redisCalls'), 2),
+    redis_calls_per_run_c1: round(perJob(t, 'jobscope-es256', 'c1', 'redisCalls'), 2),
+    redis_calls_per_run_raw: round(perJob(t, 'raw', 'c50', 'redisCalls'), 2),
+    worker_cpu_us_per_run_c50: round(perJob(t, 'jobscope-es256', 'c50'), 0),
     e2e_ratio: round(ratio(e, 'jobscope-es256', 'raw', 'c50')?.med),
     e2e_ratio_hs256: round(ratio(e, 'jobscope-hs256', 'raw', 'c50')?.med),
     latency_p50_overhead_ms: r.latency ? round(percentile(r.latency.jobscope, 50) - percentile(r.latency.raw, 50)) : null,
@@ -237,7 +238,7 @@ function table(results: NodeResults[]): string {
         results.map((r) => {
           const t = r.throughput ?? {};
           if (!t[v]?.[`c${c}`]) return 'n/a';
-          return `${Math.round(rate(t, v, `c${c}`))}/s, ${fmtRatio(ratio(t, v, 'raw', `c${c}`))}, ${Math.round(cpu(t, v, `c${c}`))} / ${Math.round(cpu(t, v, `c${c}`, 'storeCpuUs'))} us`;
+          return `${Math.round(rate(t, v, `c${c}`))}/s, ${fmtRatio(ratio(t, v, 'raw', `c${c}`))}, ${Math.round(perJob(t, v, `c${c}`))} / ${Math.round(perJob(t, v, `c${c}`, 'storeCpuUs'))} us`;
         }),
       );
     }
@@ -254,7 +255,9 @@ function table(results: NodeResults[]): string {
       results.map((r) => {
         const t = r.throughput ?? {};
         const calls = (v: string) =>
-          t[v]?.[`c${c}`] ? `${cpu(t, v, `c${c}`, 'redisCalls').toFixed(2)} (${cpu(t, v, `c${c}`, 'redisCommands').toFixed(1)})` : 'n/a';
+          t[v]?.[`c${c}`]
+            ? `${perJob(t, v, `c${c}`, 'redisCalls').toFixed(2)} (${perJob(t, v, `c${c}`, 'redisCommands').toFixed(1)})`
+            : 'n/a';
         return ['raw', 'naive', 'jobscope-es256'].map(calls).join(' / ');
       }),
     );
@@ -267,7 +270,7 @@ function table(results: NodeResults[]): string {
       results.map((r) => {
         const e = r.e2e ?? {};
         return e[v]?.c50
-          ? `${Math.round(rate(e, v, 'c50'))}/s, ${fmtRatio(ratio(e, v, 'raw', 'c50'))}, ${Math.round(cpu(e, v, 'c50'))} us`
+          ? `${Math.round(rate(e, v, 'c50'))}/s, ${fmtRatio(ratio(e, v, 'raw', 'c50'))}, ${Math.round(perJob(e, v, 'c50'))} us`
           : 'n/a';
       }),
     );
