@@ -24,6 +24,8 @@ export function redactTokens(text: string, tokens: Iterable<string>): string {
 /** A JSON value without these tokens (undefined becomes null, as BullMQ would store it). */
 export function redactValue<T>(value: T, tokens: string[]): T {
   if (value === undefined) return null as T;
+  // Nothing a token could hide in (a number's or a boolean's JSON is digits or a word).
+  if (value === null || typeof value === 'number' || typeof value === 'boolean') return value;
   const text = JSON.stringify(value);
   if (text === undefined) return null as T;
   const redacted = redactTokens(text, tokens);

@@ -165,8 +165,8 @@ return { 1, newer, unpack(others) }`;
 //   execution's token is refused from the moment the run is re-run.
 // The history is a field of the run's BullMQ hash (JSON lines), so it dies with the run. Should that hash not exist (or
 // carry an expiry), the field gets one: nothing written here outlives its run by more than a token's lifetime.
-// The token index gets the jti with its expiry and loses its expired members (a bounded set: the live tokens, plus those
-// revoked since the last GET /api/tokens).
+// The token index gets the jti with its expiry; APPLY prunes its expired members once per call (a bounded set: the live
+// tokens, plus those revoked since the last GET /api/tokens).
 // KEYS: [1] token key, [2] run hash, [3] lock key, [4] token index. ARGV: [1] meta, [2] ttl ms, [3] claims, [4] orphan keep
 // ms, [5] lock token, [6] revoke earlier, [7] token key prefix, [8] history field, [9] jti, [10] expiry (epoch ms), [11] the
 // expiry below which members are pruned (now minus a margin, epoch ms). Returns 1, or 0 when the lock is not held.
@@ -182,7 +182,6 @@ if ARGV[6] == '1' and history then
   end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[11])
 redis.call('ZADD', KEYS[4], ARGV[10], ARGV[9])
 local pttl = redis.call('PTTL', KEYS[2])
 redis.call('HSET', KEYS[2], ARGV[8], history and (history .. '\\n' .. ARGV[3]) or ARGV[3])
@@ -212,6 +211,8 @@ for s = 2, deletes + 1, 500 do
 end
 local out = {}
 local k, a = deletes + 2, 4
+-- The index loses its expired members once per call (below the first registration's floor), not once per registration.
+if k <= #KEYS then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[a + 10]) end
 while k <= #KEYS do
   out[#out + 1] = register({ unpack(KEYS, k, k + ${REGISTER_KEYS} - 1) }, { unpack(ARGV, a, a + per - 1) })
   k, a = k + ${REGISTER_KEYS}, a + per

@@ -35,15 +35,38 @@ export function isFinal(reason: unknown, thrown: unknown): boolean {
 
 export type RunLog = Pick<Logger, 'info' | 'warn' | 'error' | 'debug'>;
 
-/** The run's logger: a child with the run's bindings, built on the first line that is actually logged (most are not). */
-function runLog(logger: Logger, bindings: Record<string, unknown>): RunLog {
-  let child: Logger | undefined;
-  const get = () => (child ??= logger.child(bindings));
-  const at = (level: 'info' | 'warn' | 'error' | 'debug') =>
-    ((...args: unknown[]) => {
-      if (logger.isLevelEnabled(level)) (get()[level] as (...a: unknown[]) => void)(...args);
-    }) as Logger['info'];
-  return { info: at('info'), warn: at('warn'), error: at('error'), debug: at('debug') };
+type Level = 'info' | 'warn' | 'error' | 'debug';
+
+/**
+ * The run's logger: a child with the run's bindings, built on the first line that is actually logged (most are not), so
+ * an attempt whose lines are all below the level allocates nothing for logging.
+ */
+class RunLogger implements RunLog {
+  private readonly logger: Logger;
+  private readonly attempt: Attempt;
+  private child: Logger | undefined;
+  constructor(logger: Logger, attempt: Attempt) {
+    this.logger = logger;
+    this.attempt = attempt;
+  }
+  private at(level: Level, args: unknown[]): void {
+    if (!this.logger.isLevelEnabled(level)) return;
+    const { job, run } = this.attempt;
+    this.child ??= this.logger.child({ job: job.name, run: run.id, attempt: run.attempt });
+    (this.child[level] as (...a: unknown[]) => void)(...args);
+  }
+  info(...args: unknown[]): void {
+    this.at('info', args);
+  }
+  warn(...args: unknown[]): void {
+    this.at('warn', args);
+  }
+  error(...args: unknown[]): void {
+    this.at('error', args);
+  }
+  debug(...args: unknown[]): void {
+    this.at('debug', args);
+  }
 }
 
 /** The events of a process's runs (RunExecutor emits them; metrics, tests and embedders listen). */
@@ -108,7 +131,7 @@ export class Attempt {
       triggeredBy: meta.retriedBy ?? meta.by ?? (origin === 'schedule' ? 'schedule' : 'api'),
       ...(meta.parent ? { parent: meta.parent } : {}),
     };
-    this.log = runLog(logger, { job: job.name, run: this.run.id, attempt: number });
+    this.log = new RunLogger(logger, this);
     this.record = recorder.of(bullJob, number);
     this.host = host;
   }

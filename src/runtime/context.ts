@@ -2,7 +2,8 @@
 // to the run's scope, ctx.exec, and the children it starts (ctx.trigger, ctx.triggerAndWait).
 import { inspect } from 'node:util';
 import { ChildRunError, RunCancelledError, RunTimeoutError, ScopeError } from '../errors.ts';
-import type { ChildTriggerOptions, JobContext, RunToken } from '../interfaces.ts';
+import type { Got } from 'got';
+import type { ChildTriggerOptions, JobContext, RunInfo, RunToken } from '../interfaces.ts';
 import type { Control } from '../control/control.ts';
 import type { ServiceClients } from '../http/clients.ts';
 import { redactTokens, redactValue } from '../redact.ts';
@@ -50,40 +51,102 @@ export interface ContextParts {
   clients: ServiceClients;
 }
 
-/** The `ctx` of one execution of `attempt` in `scope`; `raws`: the execution's token values (grows with re-mints). */
-export function runContext(attempt: Attempt, scope: RunScope, raws: string[], parts: ContextParts): JobContext {
-  const { job, bullJob, record, meta } = attempt;
-  const { control, clients } = parts;
-  const run = scope.run;
-  const trigger = childTrigger(scope, control);
-  const services = new Map<string, ReturnType<ServiceClients['service']>>();
-  let http: ReturnType<ServiceClients['http']> | undefined;
-  return {
-    data: attempt.data,
-    run: scope.run,
-    // Read when the handler asks: the signal is made on first use (execution.ts).
-    get signal() {
-      return scope.signal;
-    },
-    token: new ScopedToken(scope),
-    log: async (line: string) => {
+/**
+ * The `ctx` of one execution of `attempt` in `scope`; `raws`: the execution's token values (grows with re-mints). Its
+ * functions are made when the handler first reads them (most handlers use few of them), each made once and bound, so a
+ * handler may take them apart: `async run({ data, log, service })`.
+ */
+export class RunContext implements JobContext {
+  readonly data: Record<string, unknown>;
+  readonly run: RunInfo;
+  readonly shard: JobContext['shard'];
+  readonly #attempt: Attempt;
+  readonly #scope: RunScope;
+  readonly #raws: string[];
+  readonly #parts: ContextParts;
+  #token: ScopedToken | undefined;
+  #log: JobContext['log'] | undefined;
+  #progress: JobContext['progress'] | undefined;
+  #service: JobContext['service'] | undefined;
+  #http: Got | undefined;
+  #exec: JobContext['exec'] | undefined;
+  #trigger: JobContext['trigger'] | undefined;
+  #triggerAndWait: JobContext['triggerAndWait'] | undefined;
+
+  constructor(attempt: Attempt, scope: RunScope, raws: string[], parts: ContextParts) {
+    this.data = attempt.data;
+    this.run = scope.run;
+    this.shard = attempt.meta.shard ?? null;
+    this.#attempt = attempt;
+    this.#scope = scope;
+    this.#raws = raws;
+    this.#parts = parts;
+  }
+
+  /** Made on first read (execution.ts). */
+  get signal(): AbortSignal {
+    return this.#scope.signal;
+  }
+
+  get token(): RunToken {
+    return (this.#token ??= new ScopedToken(this.#scope));
+  }
+
+  get log(): JobContext['log'] {
+    const { record } = this.#attempt;
+    const raws = this.#raws;
+    return (this.#log ??= async (line: string) => {
       await record.log(redactTokens(String(line), raws));
-    },
-    progress: async (value: number | object) => {
+    });
+  }
+
+  get progress(): JobContext['progress'] {
+    const { bullJob } = this.#attempt;
+    const raws = this.#raws;
+    return (this.#progress ??= async (value: number | object) => {
       await bullJob.updateProgress(redactValue(value, raws));
-    },
-    service: (name: string) => {
+    });
+  }
+
+  get service(): JobContext['service'] {
+    if (this.#service) return this.#service;
+    const { clients } = this.#parts;
+    const scope = this.#scope;
+    const services = new Map<string, Got>();
+    return (this.#service = (name: string) => {
       let client = services.get(name);
       if (!client) services.set(name, (client = clients.service(name, scope.run.id, scope.signal)));
       return client;
-    },
-    get http() {
-      return (http ??= clients.http(scope.run.id, scope.signal));
-    },
-    shard: meta.shard ?? null,
-    exec: bindExec({ scope, shard: meta.shard ?? null, raws, services: clients.urls, log: (line) => record.log(line) }),
-    trigger,
-    triggerAndWait: async <R>(name: string, childData?: unknown, opts?: ChildTriggerOptions): Promise<R> => {
+    });
+  }
+
+  get http(): Got {
+    return (this.#http ??= this.#parts.clients.http(this.#scope.run.id, this.#scope.signal));
+  }
+
+  get exec(): JobContext['exec'] {
+    const { record } = this.#attempt;
+    return (this.#exec ??= bindExec({
+      scope: this.#scope,
+      shard: this.shard,
+      raws: this.#raws,
+      services: this.#parts.clients.urls,
+      log: (line) => record.log(line),
+    }));
+  }
+
+  get trigger(): JobContext['trigger'] {
+    return (this.#trigger ??= childTrigger(this.#scope, this.#parts.control));
+  }
+
+  get triggerAndWait(): JobContext['triggerAndWait'] {
+    if (this.#triggerAndWait) return this.#triggerAndWait;
+    const { job } = this.#attempt;
+    const { control } = this.#parts;
+    const scope = this.#scope;
+    const trigger = this.trigger;
+    const run = scope.run;
+    return (this.#triggerAndWait = async <R>(name: string, childData?: unknown, opts?: ChildTriggerOptions): Promise<R> => {
       // This run holds its own slot while it waits: a child of the same serial job could never start.
       if (name === job.name && job.concurrency === 1) {
         throw new ScopeError(`ctx.triggerAndWait('${name}') inside a run of ${name} (concurrency 1) would wait forever; use ctx.trigger`);
@@ -106,8 +169,8 @@ export function runContext(attempt: Attempt, scope: RunScope, raws: string[], pa
       } finally {
         scope.signal.removeEventListener('abort', onAbort);
       }
-    },
-  };
+    });
+  }
 }
 
 /**

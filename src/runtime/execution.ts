@@ -2,17 +2,17 @@
 // the handler runs in, and the race between the handler and an abort. Every way a run is aborted (timeout, cancel,
 // shutdown, lost lock) goes through abort(): it aborts ctx.signal, closes the scope and revokes the tokens at once (even
 // while a handler that ignores its signal goes on running), and ends the wait for the handler.
-import { RunCancelledError, RunTimeoutError } from '../errors.ts';
+import { RunCancelledError, RunTimeoutError, type LockLostError } from '../errors.ts';
 import type { RedisKeys } from '../run/redis-keys.ts';
 import { parseRunId } from '../run/model.ts';
 import { redactValue } from '../redact.ts';
-import { RunTokenLease } from '../token/lease.ts';
-import { tokenLifetime, type TokenMinter } from '../token/mint.ts';
+import { RunTokenLease, type LeaseHooks } from '../token/lease.ts';
+import { tokenLifetime, type MintedToken, type TokenMinter } from '../token/mint.ts';
 import { runInScope, type RunScope, type RunTokens } from '../token/scope.ts';
 import type { RunInfo } from '../interfaces.ts';
 import { attemptSpan } from '../trace.ts';
 import type { Attempt, AttemptHost } from './attempt.ts';
-import { runContext, type ContextParts } from './context.ts';
+import { RunContext, type ContextParts } from './context.ts';
 
 /** Aborts the runs still active at the shutdown deadline, so they are handed back. */
 export class ShutdownError extends Error {
@@ -46,7 +46,7 @@ export interface ExecutionParts extends ContextParts {
 /** How the handler ended: its (token-free) result, or why it did not return one: the abort's reason, else what it threw. */
 export type Settled = { returned: true; result: unknown } | { returned: false; reason: unknown; thrown: unknown };
 
-export class Execution {
+export class Execution implements LeaseHooks {
   private readonly attempt: Attempt;
   private readonly parts: ExecutionParts;
   private readonly lease: RunTokenLease;
@@ -56,9 +56,8 @@ export class Execution {
   private abortReason: Error | undefined;
   private readonly bullSignal: AbortSignal | undefined;
   private readonly timer: NodeJS.Timeout | undefined;
-  /** Rejects with the abort's reason: what the handler races against. */
-  private readonly aborted: Promise<never>;
-  private stopWaiting: (reason: unknown) => void = () => {};
+  /** Ends the wait for the handler (run()): with the handler's settling, or with an abort, whichever comes first. */
+  private finish: ((settled: Settled) => void) | undefined;
   private scope: RunScope | undefined;
   private handler: Promise<unknown> | undefined;
   /** The revocation an abort started: settles once every token of the execution is revoked (or could not be). */
@@ -75,7 +74,6 @@ export class Execution {
     this.bullSignal = bullSignal;
     // Tracing (trace.ts): the run's and this attempt's spans, from the lease on.
     attempt.span = attemptSpan(run, meta.traceparent);
-    const { events } = parts;
     this.lease = new RunTokenLease(
       parts.minter,
       {
@@ -88,20 +86,30 @@ export class Execution {
         act: actorOf(meta.retriedBy ?? meta.by),
       },
       attempt.log,
-      {
-        minted: (t) => events.emit('token:minted', { job: job.name, jti: t.claims.jti }),
-        revoked: (jti) => events.emit('token:revoked', { job: job.name, jti }),
-        lost: (err) => this.abort(err),
-      },
+      this,
       lock ? { key: parts.keys.bullLock(job.name, bullJob.id!), token: lock } : undefined,
     );
-    this.aborted = new Promise<never>((_, reject) => (this.stopWaiting = reject));
-    this.aborted.catch(() => undefined);
     bullSignal?.addEventListener('abort', this.onCancel, { once: true });
     this.timer = job.timeoutMs ? setTimeout(() => this.abort(new RunTimeoutError(job.timeoutMs!)), job.timeoutMs) : undefined;
   }
 
   private readonly onCancel = () => this.abort(new RunCancelledError(String(this.bullSignal?.reason ?? 'cancelled')));
+
+  // The lease's hooks (LeaseHooks): methods of the execution, not closures made per execution.
+  /** A token of the execution became live. */
+  minted(token: MintedToken): void {
+    this.parts.events.emit('token:minted', { job: this.attempt.job.name, jti: token.claims.jti });
+  }
+
+  /** A token of the execution was revoked. */
+  revoked(jti: string): void {
+    this.parts.events.emit('token:revoked', { job: this.attempt.job.name, jti });
+  }
+
+  /** A mint was refused: the execution lost its run's lock. */
+  lost(err: LockLostError): void {
+    this.abort(err);
+  }
 
   /** Has this execution been aborted (and its tokens revoked)? */
   get wasAborted(): boolean {
@@ -131,14 +139,14 @@ export class Execution {
     this.revoking = this.lease
       .close()
       .catch((err: Error) => this.attempt.log.error({ err: err.message }, 'could not revoke the run token; it dies at its expiry'));
-    this.stopWaiting(reason);
+    this.finish?.({ returned: false, reason, thrown: reason });
   }
 
   /**
    * Settles once the tokens an abort revoked are revoked in Redis (at once if not aborted). A shutdown hands its run back
    * only after it: a request of this execution verified after another worker took the run is then refused.
    */
-  revoked(): Promise<void> {
+  revocation(): Promise<void> {
     return this.revoking ?? Promise.resolve();
   }
 
@@ -153,9 +161,20 @@ export class Execution {
       await lease.start();
       const scope = new ExecutionScope(this, attempt.run, lease, attempt.span?.context);
       this.scope = scope;
-      const ctx = runContext(attempt, scope, lease.raws, this.parts);
-      this.handler = runInScope(scope, async () => attempt.job.definition.run(ctx));
-      return { returned: true, result: redactValue(await Promise.race([this.handler, this.aborted]), lease.raws) };
+      const ctx = new RunContext(attempt, scope, lease.raws, this.parts);
+      const handler = runInScope(scope, async () => attempt.job.definition.run(ctx));
+      this.handler = handler;
+      const settled = await new Promise<Settled>((resolve) => {
+        // Aborted meanwhile: the wait ends now (the handler goes on, without a token, until settle()).
+        if (this.abortReason) return resolve({ returned: false, reason: this.abortReason, thrown: this.abortReason });
+        this.finish = resolve;
+        handler.then(
+          (result) => resolve({ returned: true, result }),
+          (err: unknown) => resolve({ returned: false, reason: this.abortReason ?? err, thrown: err }),
+        );
+      });
+      this.finish = undefined;
+      return settled.returned ? { returned: true, result: redactValue(settled.result, lease.raws) } : settled;
     } catch (err) {
       return { returned: false, reason: this.abortReason ?? err, thrown: err };
     }

@@ -298,7 +298,7 @@ export class RunExecutor extends EventEmitter<RunEvents> implements AttemptHost 
     if (settled.returned) {
       log.info({ ms: Date.now() - attempt.taken }, 'run completed');
       try {
-        await startThen(attempt, settled.result, this.deps.control);
+        if (job.then.length) await startThen(attempt, settled.result, this.deps.control);
       } catch (err) {
         return this.conclude(attempt, execution, lock, { returned: false, reason: err, thrown: err });
       }
@@ -306,7 +306,7 @@ export class RunExecutor extends EventEmitter<RunEvents> implements AttemptHost 
       return { kind: 'completed', result: settled.result };
     }
     const { reason, thrown } = settled;
-    if (reason instanceof ShutdownError) return this.handBack(attempt, lock, 'shutdown', undefined, execution.revoked());
+    if (reason instanceof ShutdownError) return this.handBack(attempt, lock, 'shutdown', undefined, execution.revocation());
     if (reason instanceof LockLostError) return this.handBack(attempt, undefined, 'lock-lost');
     await execution.settle();
     const final = isFinal(reason, thrown);

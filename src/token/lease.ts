@@ -24,12 +24,69 @@ export function remintMarginMs(lifetimeMs: number): number {
   return Math.min(60_000, lifetimeMs / 5);
 }
 
-/** The token of one audience: the current one, a mint in progress, the re-mint timer. */
+/** The token of one audience: the current one, a mint in progress, when to re-mint it. */
 interface Slot {
+  readonly lease: RunTokenLease;
+  readonly audience: string;
   current?: MintedToken;
   pending?: Promise<MintedToken>;
-  timer?: NodeJS.Timeout;
+  /** When the re-mint clock re-mints it (epoch ms), while it waits there. */
+  remintAt?: number;
 }
+
+/**
+ * The process's re-mint clock: one timer, set for the earliest re-mint due among every lease's tokens, instead of a timer
+ * per token. Most runs end long before their token needs re-minting: while other runs overlap theirs, a run costs a Set
+ * entry, added at mint and removed at close, and no timer is set or cleared (a timer per token cost a timer list per
+ * distinct delay).
+ */
+class RemintClock {
+  private readonly waiting = new Set<Slot>();
+  private timer: NodeJS.Timeout | undefined;
+  /** When the timer fires (epoch ms). */
+  private armedAt = Infinity;
+
+  add(slot: Slot, at: number): void {
+    slot.remintAt = at;
+    this.waiting.add(slot);
+    if (at < this.armedAt) this.arm(at);
+  }
+
+  remove(slot: Slot): void {
+    slot.remintAt = undefined;
+    // Nothing waits any more: no timer is left behind (at concurrency 1 that is a timer per run, a cost lost in its others).
+    if (this.waiting.delete(slot) && this.waiting.size === 0) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+      this.armedAt = Infinity;
+    }
+  }
+
+  private arm(at: number): void {
+    clearTimeout(this.timer);
+    this.armedAt = at;
+    this.timer = setTimeout(() => this.fire(), Math.max(0, at - Date.now()));
+    this.timer.unref();
+  }
+
+  /** Re-mints every token that is due, then sets the timer for the next one (if any waits). */
+  private fire(): void {
+    this.timer = undefined;
+    this.armedAt = Infinity;
+    const now = Date.now();
+    let next = Infinity;
+    for (const slot of this.waiting) {
+      const at = slot.remintAt!;
+      if (at <= now) {
+        this.remove(slot);
+        void slot.lease.remint(slot);
+      } else if (at < next) next = at;
+    }
+    if (next < Infinity) this.arm(next);
+  }
+}
+
+const clock = new RemintClock();
 
 export class RunTokenLease implements RunTokens {
   private readonly minter: TokenMinter;
@@ -38,7 +95,9 @@ export class RunTokenLease implements RunTokens {
   private readonly log: LeaseLog;
   private readonly hooks: LeaseHooks;
   private readonly live = new Set<string>();
-  private readonly slots = new Map<string, Slot>();
+  /** The first audience's slot; the others' are made when the handler first calls their service. */
+  private readonly first: Slot;
+  private others: Map<string, Slot> | undefined;
   /** Every raw token this lease handed out, for redaction of what the handler logs or returns. */
   readonly raws: string[] = [];
   readonly audiences: string[];
@@ -51,6 +110,7 @@ export class RunTokenLease implements RunTokens {
     this.lock = lock;
     this.log = log;
     this.hooks = hooks;
+    this.first = { lease: this, audience: this.audiences[0] };
   }
 
   get open(): boolean {
@@ -59,14 +119,14 @@ export class RunTokenLease implements RunTokens {
 
   /** The first audience's current token (what `ctx.token.claims` shows). */
   get primary(): MintedToken {
-    const token = this.slots.get(this.audiences[0])?.current;
+    const token = this.first.current;
     if (!token) throw new ScopeError(`run ${this.request.run} has no token yet`);
     return token;
   }
 
   /** Every token the execution holds now, one per audience used so far. */
   held(): MintedToken[] {
-    return this.audiences.map((a) => this.slots.get(a)?.current).filter((t): t is MintedToken => t !== undefined);
+    return this.audiences.map((a) => this.slot(a).current).filter((t): t is MintedToken => t !== undefined);
   }
 
   /**
@@ -87,20 +147,27 @@ export class RunTokenLease implements RunTokens {
     if (this.closed) throw new ScopeError(`run ${this.request.run} has ended: its tokens are revoked`);
     const slot = this.slot(audience);
     if (slot.current) return slot.current;
-    slot.pending ??= this.mint(audience, first).finally(() => (slot.pending = undefined));
+    slot.pending ??= this.mint(slot, first).finally(() => (slot.pending = undefined));
     const token = await slot.pending;
     if (this.closed) throw new ScopeError(`run ${this.request.run} has ended: its tokens are revoked`);
     return token;
   }
 
   private slot(audience: string): Slot {
-    let slot = this.slots.get(audience);
-    if (!slot) this.slots.set(audience, (slot = {}));
+    if (audience === this.first.audience) return this.first;
+    this.others ??= new Map();
+    let slot = this.others.get(audience);
+    if (!slot) this.others.set(audience, (slot = { lease: this, audience }));
     return slot;
   }
 
-  private async mint(audience: string, first: boolean): Promise<MintedToken> {
-    const token = await this.minter.mint({ ...this.request, audience: [audience] }, this.lock && { ...this.lock, first });
+  /** What to mint for `audience`: the request names that service alone (it is the request itself for the first audience). */
+  private requestFor(audience: string): MintRequest {
+    return this.request.audience.length === 1 ? this.request : { ...this.request, audience: [audience] };
+  }
+
+  private async mint(slot: Slot, first: boolean): Promise<MintedToken> {
+    const token = await this.minter.mint(this.requestFor(slot.audience), this.lock && { ...this.lock, first });
     this.raws.push(token.raw);
     this.live.add(token.claims.jti);
     this.hooks.minted?.(token);
@@ -108,9 +175,8 @@ export class RunTokenLease implements RunTokens {
       await this.revoke(token.claims.jti);
       throw new ScopeError(`run ${this.request.run} has ended: its tokens are revoked`);
     }
-    const slot = this.slot(audience);
     slot.current = token;
-    this.schedule(audience);
+    this.schedule(slot);
     return token;
   }
 
@@ -124,24 +190,25 @@ export class RunTokenLease implements RunTokens {
    * Re-mint before expiry when a run outlives its token (no timeout, or one longer than the lifetime cap). Timed from the
    * token's actual exp: exp is floored to whole seconds, so it can come up to 1 s before mint time + lifetime.
    */
-  private schedule(audience: string, retryInMs?: number): void {
-    const slot = this.slot(audience);
+  private schedule(slot: Slot, retryInMs?: number): void {
     const margin = remintMarginMs(this.request.lifetimeMs);
-    const remaining = slot.current ? slot.current.claims.exp * 1000 - Date.now() : this.request.lifetimeMs;
-    slot.timer = setTimeout(() => void this.remint(audience), retryInMs ?? Math.max(100, remaining - margin));
-    slot.timer.unref();
+    const now = Date.now();
+    const remaining = slot.current ? slot.current.claims.exp * 1000 - now : this.request.lifetimeMs;
+    clock.add(slot, now + (retryInMs ?? Math.max(100, remaining - margin)));
   }
 
-  private async remint(audience: string): Promise<void> {
-    const slot = this.slot(audience);
+  /** The re-mint clock's call: a new token for the slot's audience, the old one revoked a moment later. */
+  async remint(slot: Slot): Promise<void> {
+    if (this.closed) return;
+    const { audience } = slot;
     let next: MintedToken;
     try {
-      next = await this.minter.mint({ ...this.request, audience: [audience] }, this.lock && { ...this.lock, first: false });
+      next = await this.minter.mint(this.requestFor(audience), this.lock && { ...this.lock, first: false });
     } catch (err) {
       if (err instanceof LockLostError) return void this.hooks.lost?.(err);
       this.log.error({ err: (err as Error).message, audience }, 'could not re-mint the run token; retrying');
       // Try again while the current token still has time left, rather than let the run run out of it.
-      if (!this.closed) this.schedule(audience, 1000);
+      if (!this.closed) this.schedule(slot, 1000);
       return;
     }
     this.raws.push(next.raw);
@@ -157,13 +224,14 @@ export class RunTokenLease implements RunTokens {
       Math.min(5000, remintMarginMs(this.request.lifetimeMs) / 2),
     ).unref();
     this.log.info({ jti: next.claims.jti, audience }, 'token re-minted for a long run');
-    this.schedule(audience);
+    this.schedule(slot);
   }
 
   /** Revokes every token this lease holds; idempotent. The handler's calls fail from here on. */
   async close(): Promise<void> {
     this.closed = true;
-    for (const slot of this.slots.values()) clearTimeout(slot.timer);
+    clock.remove(this.first);
+    for (const slot of this.others?.values() ?? []) clock.remove(slot);
     await Promise.all([...this.live].map((jti) => this.revoke(jti)));
   }
 }
