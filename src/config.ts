@@ -32,6 +32,11 @@ export interface Config {
   /** Extra outgoing header carrying the token (e.g. X-Access-Token), besides Authorization. */
   tokenHeader: string | undefined;
   tokenMaxLifetimeMs: number;
+  /**
+   * JOBSCOPE_SIGNING_THREAD: whether ES256 tokens of overlapping runs are signed on a worker thread (`on`), on the main
+   * thread (`off`), or on a thread when the host has a core for it (`auto`, the default: see token/signer.ts).
+   */
+  signingThread: SigningThread;
   shutdownTimeoutMs: number;
   /** JOBSCOPE_REDIS_OUTAGE_LOG_INTERVAL: while Redis is unreachable, how often a process says so again (default 30 s). */
   redisOutageLogMs: number;
@@ -177,6 +182,14 @@ function maxStalls(value: string | undefined): number {
   return n;
 }
 
+export type SigningThread = 'auto' | 'on' | 'off';
+
+function signingThread(value: string | undefined): SigningThread {
+  const v = (value ?? '').trim().toLowerCase() || 'auto';
+  if (v === 'auto' || v === 'on' || v === 'off') return v;
+  throw new ConfigError(`JOBSCOPE_SIGNING_THREAD: "${value}" is not auto, on or off (default auto)`);
+}
+
 function lockDuration(value: string | undefined): number {
   const ms = duration('JOBSCOPE_LOCK_DURATION', value, 10_000);
   // Locks are renewed every half duration: below a second, one slow event-loop turn would lose a healthy run.
@@ -294,6 +307,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd()): Config 
     issuer: env.JOBSCOPE_ISSUER || 'jobscope',
     tokenHeader,
     tokenMaxLifetimeMs: duration('JOBSCOPE_TOKEN_MAX_LIFETIME', env.JOBSCOPE_TOKEN_MAX_LIFETIME, 15 * 60_000),
+    signingThread: signingThread(env.JOBSCOPE_SIGNING_THREAD),
     shutdownTimeoutMs: duration('JOBSCOPE_SHUTDOWN_TIMEOUT', env.JOBSCOPE_SHUTDOWN_TIMEOUT, 30_000),
     redisOutageLogMs: outageLogInterval(env.JOBSCOPE_REDIS_OUTAGE_LOG_INTERVAL),
     lockDurationMs: lockDuration(env.JOBSCOPE_LOCK_DURATION),

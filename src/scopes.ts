@@ -17,6 +17,7 @@ import { ScopedToken } from './runtime/context.ts';
 import { loadKeys } from './token/signing-keys.ts';
 import { RunTokenLease } from './token/lease.ts';
 import { TokenMinter, type MintRequest } from './token/mint.ts';
+import { useSigningThread } from './token/signer.ts';
 import { runInScope, type RunScope } from './token/scope.ts';
 import { TokenStore } from './token/store.ts';
 import { scopeSpan } from './trace.ts';
@@ -136,7 +137,12 @@ class ScopeHost implements Scopes {
     this.config = config;
     this.logger = logger;
     this.redis = connect(config.redisUrl, { enableAutoPipelining: true });
-    this.minter = new TokenMinter(loadKeys(config), new TokenStore(this.redis, config.prefix), config.issuer);
+    this.minter = new TokenMinter(
+      loadKeys(config),
+      new TokenStore(this.redis, config.prefix),
+      config.issuer,
+      useSigningThread(config.signingThread, config.redisUrl),
+    );
     this.clients = new ServiceClients({ services, tokenHeader: config.tokenHeader });
   }
 

@@ -10,6 +10,7 @@ import { loadJobs, type Registry } from '../jobs/registry.ts';
 import type { Logger } from '../log.ts';
 import { loadKeys, type KeyStore } from '../token/signing-keys.ts';
 import { TokenMinter } from '../token/mint.ts';
+import { useSigningThread } from '../token/signer.ts';
 import { TokenStore } from '../token/store.ts';
 import { connect, type RedisErrorLog } from '../redis/connect.ts';
 import { Alerts } from '../control/alerts.ts';
@@ -38,7 +39,7 @@ export type RuntimeConfig = Pick<
   | 'stateDir'
   | 'retention'
 > &
-  Partial<Pick<Config, 'traceUrl' | 'project' | 'redisOutageLogMs'>>;
+  Partial<Pick<Config, 'traceUrl' | 'project' | 'redisOutageLogMs' | 'signingThread'>>;
 
 /**
  * The worker host of one process, on top of a control plane: signing keys, the token minter, the service clients and the
@@ -79,7 +80,12 @@ export class Runtime {
     // Token registrations and revocations of many concurrent runs share round trips (see notes/BASELINE.md).
     this.tokenRedis = this.redisLog.watch(connect(config.redisUrl, { enableAutoPipelining: true }), { bindings: { connection: 'tokens' } });
     this.keys = keys ?? loadKeys(config);
-    this.minter = new TokenMinter(this.keys, new TokenStore(this.tokenRedis, config.prefix), config.issuer);
+    this.minter = new TokenMinter(
+      this.keys,
+      new TokenStore(this.tokenRedis, config.prefix),
+      config.issuer,
+      useSigningThread(config.signingThread ?? 'auto', config.redisUrl),
+    );
     this.clients = new ServiceClients({ services: config.services, tokenHeader: config.tokenHeader });
     this.alerts = new Alerts(
       this.control.redis,

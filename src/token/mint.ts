@@ -43,12 +43,13 @@ export class TokenMinter {
   private readonly signer: Signer;
   /** Mints between signing and registration: while there are any, the next signature may go to the signing thread. */
   private minting = 0;
-  constructor(keys: KeyStore, store: TokenStore, issuer: string) {
+  /** `signingThread`: ES256 tokens of overlapping runs may be signed on a worker thread (token/signer.ts). */
+  constructor(keys: KeyStore, store: TokenStore, issuer: string, signingThread = false) {
     this.keys = keys;
     this.store = store;
     this.issuer = issuer;
     this.publisher = new KeyPublisher(store.redis, store.prefix, keys.current);
-    this.signer = new Signer(keys.current);
+    this.signer = new Signer(keys.current, signingThread);
   }
 
   /** What `GET /.well-known/jwks.json` serves: configured keys plus retired keys whose tokens may still be live. */

@@ -1,15 +1,43 @@
 // Signing run tokens through jsonwebtoken, with the KeyObject built once (jsonwebtoken re-parses a PEM string on every call;
 // a KeyObject costs it nothing: notes/BASELINE.md). Header { alg, typ: 'at+jwt', kid } (RFC 9068).
 //
-// An ES256 signature costs ~45 us of CPU, as much as everything else a no-op run costs the worker's thread. When runs come
-// faster than one at a time, the Signer hands them to a worker thread (in batches: one message per tick of the event loop),
-// so signing runs on the core Redis leaves free instead of queueing behind BullMQ on the main thread. A lone run (nothing
-// else being signed) is signed inline: a thread hop would only add latency. HS256 (~8 us) is always signed inline.
+// An ES256 signature costs ~35-45 us of CPU, as much as everything else a no-op run costs the worker's thread. When runs
+// come faster than one at a time, the Signer may hand them to a worker thread (in batches: one message per tick of the
+// event loop), so signing runs on a core of its own instead of queueing behind BullMQ on the main thread. A lone run
+// (nothing else being signed) is signed inline: a thread hop would only add latency. HS256 (~7 us) is always signed inline.
+//
+// The thread pays only when it has a core to itself. Measured on 2 cores with Redis on the same host (BENCHMARKS.md, issue
+// 18), the thread, the main thread and redis-server take turns on 2 cores: at concurrency 10 inline signing ran ~15% more
+// runs per second on ~15% less CPU per run, and at 50 the two were level. So `auto` (JOBSCOPE_SIGNING_THREAD) starts
+// it only when the host has a core beside the main thread, and beside Redis when Redis runs here (127.0.0.1, localhost,
+// ::1, a socket). One thread is the pool: it signs a token in ~35 us, while the main thread spends more than that on
+// each run (BullMQ's share alone is ~45 us), so a second one would wait.
+import { availableParallelism } from 'node:os';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import jwt from 'jsonwebtoken';
 import type { TokenClaims } from '../interfaces.ts';
 import type { SigningKey } from './signing-keys.ts';
+import type { SigningThread } from '../config.ts';
+import { parseRedisUrl } from '../redis/url.ts';
+
+/** Is this Redis URL served on this host (so redis-server takes a core of this host's)? */
+function redisOnThisHost(redisUrl: string): boolean {
+  const target = parseRedisUrl(redisUrl);
+  const hosts =
+    target.kind === 'single'
+      ? [new URL(target.url).hostname]
+      : target.kind === 'sentinel'
+        ? target.sentinels.map((s) => s.host)
+        : target.nodes.map((n) => n.host);
+  return hosts.some((h) => h === '' || h === 'localhost' || h === '[::1]' || h === '::1' || h.startsWith('127.'));
+}
+
+/** Whether ES256 signing of overlapping runs goes to a worker thread (see the top of this file). */
+export function useSigningThread(setting: SigningThread, redisUrl: string, cores = availableParallelism()): boolean {
+  if (setting !== 'auto') return setting === 'on';
+  return cores >= (redisOnThisHost(redisUrl) ? 3 : 2);
+}
 
 function headerOf(key: SigningKey) {
   return { alg: key.alg, typ: 'at+jwt', kid: key.kid };
@@ -52,8 +80,12 @@ export class Signer {
   private batch: { claims: TokenClaims[]; waiting: Waiting[] } | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
 
-  constructor(key: SigningKey) {
+  /** `threaded`: may use the worker thread (useSigningThread); without it every token is signed inline. */
+  private readonly threaded: boolean;
+
+  constructor(key: SigningKey, threaded = true) {
     this.key = key;
+    this.threaded = threaded;
   }
 
   /**
@@ -61,7 +93,7 @@ export class Signer {
    * being minted right now (the caller knows), so this one may go to the thread.
    */
   sign(claims: TokenClaims, busy: boolean): string | Promise<string> {
-    if (!busy || this.key.alg !== 'ES256' || this.broken) return signToken(this.key, claims);
+    if (!busy || !this.threaded || this.key.alg !== 'ES256' || this.broken) return signToken(this.key, claims);
     return new Promise<string>((resolve, reject) => {
       if (!this.batch) {
         this.batch = { claims: [], waiting: [] };
