@@ -22,15 +22,26 @@ export function fireTime(bullJob: Pick<Job, 'id' | 'timestamp'>): number {
   return m ? Number(m[1]) : bullJob.timestamp;
 }
 
-/** Applies the rules, in order: data, schedule (a scheduled fire's first start), overlap. */
-export async function admit(attempt: Attempt, queues: Queues): Promise<Admission> {
-  const { job, bullJob, meta } = attempt;
+const RUN: Admission = { verdict: 'run' };
+
+/**
+ * Applies the rules, in order: data, schedule (a scheduled fire's first start), overlap. The verdict comes at once (no
+ * promise) when no rule needs Redis: most runs (not a scheduled fire's first start, overlap 'queue').
+ */
+export function admit(attempt: Attempt, queues: Queues): Admission | Promise<Admission> {
+  const { job, meta } = attempt;
   // Data may come from Bull Board's "Add job" or an older schema: the handler only ever sees valid data. (BullMQ parses
   // the data afresh for each attempt, so validation's defaults never leak into the stored job.)
   const issues = job.validate(attempt.data);
   if (issues) return { verdict: 'refuse', reason: new ParamsError(job.name, issues) };
-
   const scheduledFirst = attempt.origin === 'schedule' && attempt.firstStart;
+  if (!scheduledFirst && (job.overlap === 'queue' || meta.shard)) return RUN;
+  return admitInRedis(attempt, queues, scheduledFirst);
+}
+
+/** The rules that read Redis: a scheduled fire's schedule and misfire, the overlap rules. */
+async function admitInRedis(attempt: Attempt, queues: Queues, scheduledFirst: boolean): Promise<Admission> {
+  const { job, bullJob, meta } = attempt;
   if (scheduledFirst) {
     const verdict = await checkFire(job, bullJob, queues);
     if (verdict instanceof Error) return { verdict: 'refuse', reason: verdict };
@@ -47,7 +58,7 @@ export async function admit(attempt: Attempt, queues: Queues): Promise<Admission
     if (verdict === 'wait') return { verdict: 'wait' };
     if (verdict) return { verdict: 'refuse', reason: verdict };
   }
-  return { verdict: 'run' };
+  return RUN;
 }
 
 /** A scheduled fire: is it still in the code and in Redis, and on time? 'late' runs once as a misfire. */

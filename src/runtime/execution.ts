@@ -213,9 +213,11 @@ export class Execution implements LeaseHooks {
     this.attempt.span?.close();
     clearTimeout(this.timer);
     this.bullSignal?.removeEventListener('abort', this.onCancel);
-    await this.lease
-      .close()
-      .catch((err: Error) => this.attempt.log.error({ err: err.message }, 'could not revoke the run token; it dies at its expiry'));
+    try {
+      await this.lease.close();
+    } catch (err) {
+      this.attempt.log.error({ err: (err as Error).message }, 'could not revoke the run token; it dies at its expiry');
+    }
   }
 }
 

@@ -260,7 +260,8 @@ export class RunExecutor extends EventEmitter<RunEvents> implements AttemptHost 
    */
   async attempt(job: RegisteredJob, bullJob: Job, lock: string | undefined, bullSignal?: AbortSignal): Promise<unknown> {
     const attempt = new Attempt(job, bullJob, this.deps.logger, this.recorder, this);
-    const admission = await admit(attempt, this.deps.queues);
+    const admitted = admit(attempt, this.deps.queues);
+    const admission = admitted instanceof Promise ? await admitted : admitted;
     const ending =
       admission.verdict === 'refuse'
         ? await attempt.refuse(admission.reason)
@@ -322,13 +323,14 @@ export class RunExecutor extends EventEmitter<RunEvents> implements AttemptHost 
    * before BullMQ records its token-free error; DelayedError says the run is handled elsewhere (handed back), and
    * WaitingChildrenError that it waits for its shards.
    */
-  private async record(attempt: Attempt, ending: Ending): Promise<unknown> {
+  private record(attempt: Attempt, ending: Ending): unknown {
     switch (ending.kind) {
       case 'completed':
         return ending.result;
       case 'failed':
-        await attempt.record.failed(ending.outcome);
-        throw ending.error;
+        return attempt.record.failed(ending.outcome).then(() => {
+          throw ending.error;
+        });
       case 'handed-back':
         throw new DelayedError();
       case 'waiting-for-shards':

@@ -147,7 +147,7 @@ export class RunTokenLease implements RunTokens {
     if (this.closed) throw new ScopeError(`run ${this.request.run} has ended: its tokens are revoked`);
     const slot = this.slot(audience);
     if (slot.current) return slot.current;
-    slot.pending ??= this.mint(slot, first).finally(() => (slot.pending = undefined));
+    slot.pending ??= this.mint(slot, first);
     const token = await slot.pending;
     if (this.closed) throw new ScopeError(`run ${this.request.run} has ended: its tokens are revoked`);
     return token;
@@ -166,8 +166,14 @@ export class RunTokenLease implements RunTokens {
     return this.request.audience.length === 1 ? this.request : { ...this.request, audience: [audience] };
   }
 
+  /** Mints the slot's token (the slot's `pending` while it does). */
   private async mint(slot: Slot, first: boolean): Promise<MintedToken> {
-    const token = await this.minter.mint(this.requestFor(slot.audience), this.lock && { ...this.lock, first });
+    let token: MintedToken;
+    try {
+      token = await this.minter.mint(this.requestFor(slot.audience), this.lock && { ...this.lock, first });
+    } finally {
+      slot.pending = undefined;
+    }
     this.raws.push(token.raw);
     this.live.add(token.claims.jti);
     this.hooks.minted?.(token);
@@ -232,6 +238,8 @@ export class RunTokenLease implements RunTokens {
     this.closed = true;
     clock.remove(this.first);
     for (const slot of this.others?.values() ?? []) clock.remove(slot);
-    await Promise.all([...this.live].map((jti) => this.revoke(jti)));
+    // Nearly always one token (one audience, no re-mint): revoked without a Promise.all.
+    if (this.live.size === 1) for (const jti of this.live) await this.revoke(jti);
+    else await Promise.all([...this.live].map((jti) => this.revoke(jti)));
   }
 }

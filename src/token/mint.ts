@@ -87,7 +87,10 @@ export class TokenMinter {
     try {
       const token = { raw: typeof signed === 'string' ? signed : await signed, claims };
       const expMs = claims.exp * 1000;
-      await Promise.all([this.store.register(claims, expMs, lock), this.publisher.ensure(expMs)]);
+      // Both go out at once; the key's publication is nearly always confirmed already (no call: undefined).
+      const published = this.publisher.ensure(expMs);
+      await this.store.register(claims, expMs, lock);
+      if (published) await published;
       return token;
     } finally {
       this.minting--;

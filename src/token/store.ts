@@ -59,28 +59,31 @@ export class TokenStore {
   private batch: Batch | undefined;
 
   /**
-   * Adds to the batch; the batch goes out once this turn of the event loop has handled its I/O (setImmediate: the Redis
+   * The batch being filled; it goes out once this turn of the event loop has handled its I/O (setImmediate: the Redis
    * replies read in one turn start and end many runs, whose tokens then share one call), or when it is full.
    */
-  private enqueue(fill: (batch: Batch) => void): void {
+  private current(): Batch {
     if (!this.batch) {
       this.batch = emptyBatch();
-      setImmediate(() => this.flush());
+      setImmediate(this.flushLater);
     }
-    fill(this.batch);
-    if (this.batch.registered.length >= MAX_BATCH) this.flush();
+    return this.batch;
   }
+
+  private readonly flushLater = () => this.flush();
 
   private flush(): void {
     const batch = this.batch;
     if (!batch) return;
     this.batch = undefined;
     const per = batch.registerArgs.length / Math.max(1, batch.registered.length);
+    const keys = [this.keys.tokenIndex];
+    for (const k of batch.deletes) keys.push(k);
+    for (const k of batch.registerKeys) keys.push(k);
+    const args: (string | number)[] = [batch.deletes.length, per, this.keys.tokenPrefix];
+    for (const a of batch.registerArgs) args.push(a);
     scripts(this.redis)
-      .tokenApply(
-        [this.keys.tokenIndex, ...batch.deletes, ...batch.registerKeys],
-        [batch.deletes.length, per, this.keys.tokenPrefix, ...batch.registerArgs],
-      )
+      .tokenApply(keys, args)
       .then(
         (answers) => {
           for (const p of batch.revoked) p.resolve();
@@ -108,8 +111,10 @@ export class TokenStore {
       exp: new Date(claims.exp * 1000).toISOString(),
     };
     const tokenKey = this.keys.token(claims.jti);
-    const keys = [tokenKey, this.keys.run(claims.run), lock?.key ?? tokenKey, this.keys.tokenIndex];
-    const args = [
+    const batch = this.current();
+    // REGISTER's KEYS and ARGV (run/scripts.ts), straight into the batch.
+    batch.registerKeys.push(tokenKey, this.keys.run(claims.run), lock?.key ?? tokenKey, this.keys.tokenIndex);
+    batch.registerArgs.push(
       JSON.stringify(meta),
       ttl,
       JSON.stringify(claims),
@@ -121,15 +126,10 @@ export class TokenStore {
       claims.jti,
       expiresAtMs,
       Date.now() - INDEX_EXPIRY_MARGIN_MS,
-    ];
-    const registered = await new Promise<number>((resolve, reject) =>
-      this.enqueue((batch) => {
-        batch.registerKeys.push(...keys);
-        batch.registerArgs.push(...args);
-        batch.registered.push({ resolve, reject });
-      }),
     );
-    if (registered !== 1) throw new LockLostError(claims.run);
+    const registered = new Promise<number>((resolve, reject) => batch.registered.push({ resolve, reject }));
+    if (batch.registered.length >= MAX_BATCH) this.flush();
+    if ((await registered) !== 1) throw new LockLostError(claims.run);
   }
 
   /** Revokes every token a run was given (its claims history lists them): one DEL (and their index entries), whichever host holds the run. */
@@ -153,12 +153,9 @@ export class TokenStore {
 
   /** Resolves once the token is dead in Redis (sent with the other registrations and revocations of this turn of the event loop). */
   revoke(jti: string): Promise<void> {
-    return new Promise<void>((resolve, reject) =>
-      this.enqueue((batch) => {
-        batch.deletes.push(this.keys.token(jti));
-        batch.revoked.push({ resolve, reject });
-      }),
-    );
+    const batch = this.current();
+    batch.deletes.push(this.keys.token(jti));
+    return new Promise<void>((resolve, reject) => batch.revoked.push({ resolve, reject }));
   }
 
   async isLive(jti: string): Promise<boolean> {
