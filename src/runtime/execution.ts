@@ -54,7 +54,6 @@ export class Execution implements LeaseHooks {
   private controller: AbortController | undefined;
   /** Why the execution was aborted: set once, by abort(). */
   private abortReason: Error | undefined;
-  private readonly bullSignal: AbortSignal | undefined;
   private readonly timer: NodeJS.Timeout | undefined;
   /** Ends the wait for the handler (run()): with the handler's settling, or with an abort, whichever comes first. */
   private finish: ((settled: Settled) => void) | undefined;
@@ -64,14 +63,12 @@ export class Execution implements LeaseHooks {
   private revoking: Promise<void> | undefined;
 
   /**
-   * `lock`: the BullMQ lock this execution holds (its tokens are registered only while it does); `bullSignal`: BullMQ's
-   * cancel signal for the run.
+   * `lock`: the BullMQ lock this execution holds (its tokens are registered only while it does).
    */
-  constructor(attempt: Attempt, lock: string | undefined, bullSignal: AbortSignal | undefined, parts: ExecutionParts) {
+  constructor(attempt: Attempt, lock: string | undefined, parts: ExecutionParts) {
     const { job, run, bullJob, meta } = attempt;
     this.attempt = attempt;
     this.parts = parts;
-    this.bullSignal = bullSignal;
     // Tracing (trace.ts): the run's and this attempt's spans, from the lease on.
     attempt.span = attemptSpan(run, meta.traceparent);
     this.lease = new RunTokenLease(
@@ -89,11 +86,13 @@ export class Execution implements LeaseHooks {
       this,
       lock ? { key: parts.keys.bullLock(job.name, bullJob.id!), token: lock } : undefined,
     );
-    bullSignal?.addEventListener('abort', this.onCancel, { once: true });
     this.timer = job.timeoutMs ? setTimeout(() => this.abort(new RunTimeoutError(job.timeoutMs!)), job.timeoutMs) : undefined;
   }
 
-  private readonly onCancel = () => this.abort(new RunCancelledError(String(this.bullSignal?.reason ?? 'cancelled')));
+  /** The run was cancelled (the executor heard the cancel broadcast, or heard it while the attempt was admitted). */
+  cancel(reason: string): void {
+    this.abort(new RunCancelledError(reason));
+  }
 
   // The lease's hooks (LeaseHooks): methods of the execution, not closures made per execution.
   /** A token of the execution became live. */
@@ -154,8 +153,6 @@ export class Execution implements LeaseHooks {
   async run(shuttingDown: boolean): Promise<Settled> {
     const { attempt, lease } = this;
     if (shuttingDown) this.abort(new ShutdownError());
-    // A cancel that reached BullMQ while admission ran has already fired its event.
-    if (this.bullSignal?.aborted) this.onCancel();
     attempt.started();
     try {
       await lease.start();
@@ -212,7 +209,6 @@ export class Execution implements LeaseHooks {
     if (this.scope) this.scope.open = false;
     this.attempt.span?.close();
     clearTimeout(this.timer);
-    this.bullSignal?.removeEventListener('abort', this.onCancel);
     try {
       await this.lease.close();
     } catch (err) {

@@ -82,6 +82,8 @@ export class RunExecutor extends EventEmitter<RunEvents> implements AttemptHost 
   private readonly shutdown = new AbortController();
   /** This process's executions by run id: a lost lock aborts the one it belongs to. */
   private readonly executions = new Map<string, Execution>();
+  /** Attempts being admitted here, by run id, with the reason of a cancel heard meanwhile (its execution starts cancelled). */
+  private readonly admitting = new Map<string, string | undefined>();
   /** Every execution in progress here (a run id can have an older one still settling): shutdown aborts them all. */
   private readonly live = new Set<Execution>();
   /** The definition each taker runs (a reload replaces a taker whose definition changed). */
@@ -138,11 +140,7 @@ export class RunExecutor extends EventEmitter<RunEvents> implements AttemptHost 
       if (channel !== queues.cancelChannel) return;
       try {
         const { job, id, reason } = JSON.parse(message) as { job: string; id: string; reason?: string };
-        // The current taker of the job, or one retiring after a reload (its runs finish on the old code).
-        const candidates = [this.takers.get(job), ...[...this.retiring].filter((w) => w.name === job)];
-        if (candidates.some((w) => w?.cancelJob(id, reason ?? 'cancelled'))) {
-          logger.info({ job, run: runIdOf(job, id) }, 'run cancel requested');
-        }
+        if (this.cancel(runIdOf(job, id), reason ?? 'cancelled')) logger.info({ job, run: runIdOf(job, id) }, 'run cancel requested');
       } catch {
         logger.warn('ignored a malformed cancel message');
       }
@@ -191,7 +189,9 @@ export class RunExecutor extends EventEmitter<RunEvents> implements AttemptHost 
     // Limits kept in Redis hold for every worker process of the job, however many there are.
     await queue.setGlobalConcurrency(job.concurrency);
     await (job.rateLimit ? queue.setGlobalRateLimit(job.rateLimit.max, job.rateLimit.durationMs) : queue.removeGlobalRateLimit());
-    const taker = new QueueTaker(name, (bullJob: Job, lock?: string, signal?: AbortSignal) => this.attempt(job, bullJob, lock, signal), {
+    // Two parameters: BullMQ makes an AbortController per run only for a processor that takes a third (its signal); a
+    // cancel reaches the run's execution here (cancel()).
+    const taker = new QueueTaker(name, (bullJob: Job, lock?: string) => this.attempt(job, bullJob, lock), {
       connection,
       prefix,
       concurrency: job.concurrencyPerWorker,
@@ -258,26 +258,52 @@ export class RunExecutor extends EventEmitter<RunEvents> implements AttemptHost 
    * One attempt of one run (the QueueTaker's processor): admit -> execute -> record. What it returns completes the run;
    * what it throws is BullMQ's to record (see record()).
    */
-  async attempt(job: RegisteredJob, bullJob: Job, lock: string | undefined, bullSignal?: AbortSignal): Promise<unknown> {
+  async attempt(job: RegisteredJob, bullJob: Job, lock: string | undefined): Promise<unknown> {
     const attempt = new Attempt(job, bullJob, this.deps.logger, this.recorder, this);
-    const admitted = admit(attempt, this.deps.queues);
-    const admission = admitted instanceof Promise ? await admitted : admitted;
-    const ending =
-      admission.verdict === 'refuse'
-        ? await attempt.refuse(admission.reason)
-        : admission.verdict === 'wait'
-          ? await this.handBack(attempt, lock, 'replace', Date.now() + REPLACE_RECHECK_MS)
-          : await this.execute(attempt, lock, bullSignal);
+    const runId = attempt.run.id;
+    this.admitting.set(runId, undefined);
+    let ending: Ending;
+    try {
+      const admitted = admit(attempt, this.deps.queues);
+      const admission = admitted instanceof Promise ? await admitted : admitted;
+      ending =
+        admission.verdict === 'refuse'
+          ? await attempt.refuse(admission.reason)
+          : admission.verdict === 'wait'
+            ? await this.handBack(attempt, lock, 'replace', Date.now() + REPLACE_RECHECK_MS)
+            : await this.execute(attempt, lock);
+    } finally {
+      this.admitting.delete(runId);
+    }
     return this.record(attempt, ending);
   }
 
+  /**
+   * A cancel broadcast for `runId`: aborts its execution here, or, while its attempt is being admitted here, the
+   * execution it starts. False when the run is not active in this process.
+   */
+  cancel(runId: string, reason: string): boolean {
+    const execution = this.executions.get(runId);
+    if (execution) {
+      execution.cancel(reason);
+      return true;
+    }
+    if (!this.admitting.has(runId)) return false;
+    this.admitting.set(runId, reason);
+    return true;
+  }
+
   /** Executes an admitted attempt: a sharded run fans out; any other runs its handler in an Execution of its own. */
-  private async execute(attempt: Attempt, lock: string | undefined, bullSignal: AbortSignal | undefined): Promise<Ending> {
+  private async execute(attempt: Attempt, lock: string | undefined): Promise<Ending> {
     if (attempt.fansOut) return fanOut(attempt, lock, this.deps);
     const { job, meta, run } = attempt;
-    const execution = new Execution(attempt, lock, bullSignal, this.executionParts);
+    const execution = new Execution(attempt, lock, this.executionParts);
     this.executions.set(run.id, execution);
     this.live.add(execution);
+    // A cancel heard while admission ran.
+    const cancelled = this.admitting.get(run.id);
+    this.admitting.delete(run.id);
+    if (cancelled !== undefined) execution.cancel(cancelled);
     // A scheduled fire of a replace job replaces this run when it is due (admission.ts).
     const stopWatching = job.overlap === 'replace' && job.schedule && !meta.shard ? replaceAtNextFire(job, this.deps.queues) : undefined;
     try {
