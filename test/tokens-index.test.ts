@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import type { Redis } from 'ioredis';
 import type { TokenClaims } from '../src/interfaces.ts';
-import { TokenStore } from '../src/token/store.ts';
+import { liveTokenOf, TokenStore } from '../src/token/store.ts';
 import { jobscopeFixture, until, type Fixture } from './helpers/fixture.ts';
 import { ADMIN, TestServer } from './helpers/server.ts';
 
@@ -142,5 +142,35 @@ describe('the live tokens list', () => {
     // The scan it replaces took 59 ms (p50, 200 SCAN calls per request) here at 100,000 keys; a generous bound for a busy machine.
     assert.ok(times[10] < 50, `p50 ${times[10]} ms`);
     await fx.client.cancel(runId);
+  });
+});
+
+describe('a token key’s value', () => {
+  test('is the token’s claims, listed as job, run, attempt, audience, scope and expiry; a listing an earlier jobscope wrote reads as is', () => {
+    const claims: TokenClaims = {
+      iss: 'jobscope',
+      sub: 'job:nightly',
+      aud: ['orders'],
+      scope: 'orders:read',
+      jti: 'j1',
+      iat: 1_800_000_000,
+      nbf: 1_800_000_000,
+      exp: 1_800_000_900,
+      run: 'nightly:7',
+      att: 2,
+    };
+    const listed = {
+      jti: 'j1',
+      job: 'nightly',
+      run: 'nightly:7',
+      att: 2,
+      aud: ['orders'],
+      scope: 'orders:read',
+      exp: '2027-01-15T08:15:00.000Z',
+    };
+    assert.deepEqual(liveTokenOf('j1', JSON.stringify(claims)), listed);
+    const { jti: _, ...older } = listed;
+    assert.deepEqual(liveTokenOf('j1', JSON.stringify(older)), listed);
+    assert.equal(liveTokenOf('j2', JSON.stringify({ ...claims, sub: 'consumer:orders' })).job, 'consumer:orders');
   });
 });

@@ -160,32 +160,35 @@ if ARGV[2] ~= '' then
 end
 return { 1, newer, unpack(others) }`;
 
+// A token's registration and its run's claims history in one script, which also keeps one live execution per run:
+// - a token is registered only while its execution holds the run's BullMQ lock (ARGV[4]; '' = no lock to check), so an
 //   execution that lost its run to another worker (stalled past its lock, then woke up) cannot mint a live token;
-// - a new execution's first token first revokes every earlier token of the run (ARGV[6] = '1'): a crashed or stalled
+// - a new execution's first token first revokes every earlier token of the run (ARGV[5] = '1'): a crashed or stalled
 //   execution's token is refused from the moment the run is re-run.
 // The history is a field of the run's BullMQ hash (JSON lines), so it dies with the run. Should that hash not exist (or
 // carry an expiry), the field gets one: nothing written here outlives its run by more than a token's lifetime.
 // The token index gets the jti with its expiry; APPLY prunes its expired members once per call (a bounded set: the live
 // tokens, plus those revoked since the last GET /api/tokens).
-// KEYS: [1] token key, [2] run hash, [3] lock key, [4] token index. ARGV: [1] meta, [2] ttl ms, [3] claims, [4] orphan keep
-// ms, [5] lock token, [6] revoke earlier, [7] token key prefix, [8] history field, [9] jti, [10] expiry (epoch ms), [11] the
-// expiry below which members are pruned (now minus a margin, epoch ms). Returns 1, or 0 when the lock is not held.
-const REGISTER = `if ARGV[5] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[5] then return 0 end
-local history = redis.call('HGET', KEYS[2], ARGV[8])
-if ARGV[6] == '1' and history then
+// The token key's value is the token's claims (no secret: GET /api/tokens shows them), the same JSON line as the history's.
+// KEYS: [1] token key, [2] run hash, [3] lock key, [4] token index. ARGV: [1] ttl ms, [2] claims, [3] orphan keep ms, [4]
+// lock token, [5] revoke earlier, [6] token key prefix, [7] history field, [8] jti, [9] expiry (epoch ms), [10] the expiry
+// below which members are pruned (now minus a margin, epoch ms). Returns 1, or 0 when the lock is not held.
+const REGISTER = `if ARGV[4] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[4] then return 0 end
+local history = redis.call('HGET', KEYS[2], ARGV[7])
+if ARGV[5] == '1' and history then
   for c in string.gmatch(history, '[^\\n]+') do
     local ok, t = pcall(cjson.decode, c)
     if ok and type(t) == 'table' and type(t.jti) == 'string' then
-      redis.call('DEL', ARGV[7] .. t.jti)
+      redis.call('DEL', ARGV[6] .. t.jti)
       redis.call('ZREM', KEYS[4], t.jti)
     end
   end
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('ZADD', KEYS[4], ARGV[10], ARGV[9])
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[9], ARGV[8])
 local pttl = redis.call('PTTL', KEYS[2])
-redis.call('HSET', KEYS[2], ARGV[8], history and (history .. '\\n' .. ARGV[3]) or ARGV[3])
-if pttl ~= -1 and pttl < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[2], ARGV[4]) end
+redis.call('HSET', KEYS[2], ARGV[7], history and (history .. '\\n' .. ARGV[2]) or ARGV[2])
+if pttl ~= -1 and pttl < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
 return 1`;
 
 /** KEYS and ARGV of one REGISTER call. */
@@ -212,7 +215,7 @@ end
 local out = {}
 local k, a = deletes + 2, 4
 -- The index loses its expired members once per call (below the first registration's floor), not once per registration.
-if k <= #KEYS then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[a + 10]) end
+if k <= #KEYS then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[a + 9]) end
 while k <= #KEYS do
   out[#out + 1] = register({ unpack(KEYS, k, k + ${REGISTER_KEYS} - 1) }, { unpack(ARGV, a, a + per - 1) })
   k, a = k + ${REGISTER_KEYS}, a + per

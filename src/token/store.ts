@@ -1,5 +1,5 @@
 // Liveness of tokens in Redis: one key per live token, `<prefix>:token:<jti>`, TTL in milliseconds (SET PX), DEL to revoke.
-// The value is non-secret metadata for `GET /api/tokens`, which finds the keys through an index (RedisKeys.tokenIndex: a
+// The value is the token's claims (no secret: never the token) for `GET /api/tokens`, which finds the keys through an index (RedisKeys.tokenIndex: a
 // sorted set of jtis by expiry, written with the key and pruned of expired and revoked members), never by scanning the
 // keyspace: its cost follows the number of live tokens, not the number of keys in Redis. Each run also keeps the claims of every token it was given in a
 // field of its own BullMQ hash (RUN_FIELDS.claims, for the Run page and for revoking a run's tokens), so the history goes
@@ -36,6 +36,26 @@ interface Batch {
 }
 
 const emptyBatch = (): Batch => ({ deletes: [], revoked: [], registerKeys: [], registerArgs: [], registered: [] });
+
+/**
+ * A live token as GET /api/tokens lists it, from its key's value: the token's claims (or the listing itself, as an earlier
+ * jobscope wrote it: a fleet in the middle of an upgrade).
+ */
+export function liveTokenOf(jti: string, value: string): LiveToken {
+  const parsed = JSON.parse(value) as TokenClaims | Omit<LiveToken, 'jti'>;
+  if (!('sub' in parsed)) return { jti, ...parsed };
+  const claims = parsed;
+  return {
+    jti,
+    // A scope's token (background work outside runs) lists its workload subject (`consumer:orders`) as is.
+    job: claims.sub.startsWith('job:') ? claims.sub.slice('job:'.length) : claims.sub,
+    run: claims.run,
+    att: claims.att,
+    aud: claims.aud,
+    scope: claims.scope,
+    exp: new Date(claims.exp * 1000).toISOString(),
+  };
+}
 
 /** The execution a token is registered for: its BullMQ lock, and whether it is the execution's first token. */
 export interface ExecutionLock {
@@ -101,21 +121,12 @@ export class TokenStore {
    */
   async register(claims: TokenClaims, expiresAtMs: number, lock?: ExecutionLock): Promise<void> {
     const ttl = Math.max(1, expiresAtMs - Date.now());
-    const meta: Omit<LiveToken, 'jti'> = {
-      // A scope's token (background work outside runs) lists its workload subject (`consumer:orders`) as is.
-      job: claims.sub.startsWith('job:') ? claims.sub.slice('job:'.length) : claims.sub,
-      run: claims.run,
-      att: claims.att,
-      aud: claims.aud,
-      scope: claims.scope,
-      exp: new Date(claims.exp * 1000).toISOString(),
-    };
     const tokenKey = this.keys.token(claims.jti);
     const batch = this.current();
-    // REGISTER's KEYS and ARGV (run/scripts.ts), straight into the batch.
+    // REGISTER's KEYS and ARGV (run/scripts.ts), straight into the batch. The claims are the key's value (what
+    // GET /api/tokens lists, liveTokenOf) and the run's history line.
     batch.registerKeys.push(tokenKey, this.keys.run(claims.run), lock?.key ?? tokenKey, this.keys.tokenIndex);
     batch.registerArgs.push(
-      JSON.stringify(meta),
       ttl,
       JSON.stringify(claims),
       ttl + ORPHAN_HISTORY_GRACE_MS,
@@ -180,7 +191,7 @@ export class TokenStore {
       const values = await this.redis.mget(...jtis.map((jti) => this.keys.token(jti)));
       jtis.forEach((jti, j) => {
         const value = values[j];
-        if (value) out.push({ jti, ...(JSON.parse(value) as Omit<LiveToken, 'jti'>) });
+        if (value) out.push(liveTokenOf(jti, value));
         else gone.push(jti);
       });
     }
