@@ -133,8 +133,10 @@ export class RunTokenLease implements RunTokens {
    * Mints the first audience's token before the handler starts (revoking every earlier token of the run: a new execution
    * starts) and starts its re-mint timer.
    */
-  async start(): Promise<MintedToken> {
-    return this.token(this.audiences[0], true);
+  start(): Promise<MintedToken> {
+    if (this.closed) return Promise.reject(new ScopeError(`run ${this.request.run} has ended: its tokens are revoked`));
+    // mint() itself refuses a token the lease was closed during (it revokes it), so no second check is needed here.
+    return (this.first.pending = this.mint(this.first, true));
   }
 
   /** The current token for `audience`, minted on first use (concurrent first calls share one mint). */
@@ -238,8 +240,11 @@ export class RunTokenLease implements RunTokens {
     this.closed = true;
     clock.remove(this.first);
     for (const slot of this.others?.values() ?? []) clock.remove(slot);
-    // Nearly always one token (one audience, no re-mint): revoked without a Promise.all.
-    if (this.live.size === 1) for (const jti of this.live) await this.revoke(jti);
-    else await Promise.all([...this.live].map((jti) => this.revoke(jti)));
+    if (this.live.size !== 1) return void (await Promise.all([...this.live].map((jti) => this.revoke(jti))));
+    // Nearly always one token (one audience, no re-mint): revoked as revoke() does, without its frame.
+    const jti = this.live.values().next().value!;
+    this.live.clear();
+    await this.minter.revoke(jti);
+    this.hooks.revoked?.(jti);
   }
 }

@@ -70,9 +70,9 @@ export class TokenMinter {
       exp: Math.floor((nowMs + req.lifetimeMs) / 1000),
       run: req.run,
       att: req.attempt,
-      ...(req.act ? { act: req.act } : {}),
-      ...(req.id !== undefined ? { id: req.id } : {}),
     };
+    if (req.act) claims.act = req.act;
+    if (req.id !== undefined) claims.id = req.id;
     return claims;
   }
 
