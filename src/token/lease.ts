@@ -131,7 +131,7 @@ export class RunTokenLease implements RunTokens {
 
   /**
    * Mints the first audience's token before the handler starts (revoking every earlier token of the run: a new execution
-   * starts) and starts its re-mint timer.
+   * starts); the token then waits on the process's re-mint clock.
    */
   start(): Promise<MintedToken> {
     if (this.closed) return Promise.reject(new ScopeError(`run ${this.request.run} has ended: its tokens are revoked`));
@@ -163,7 +163,7 @@ export class RunTokenLease implements RunTokens {
     return slot;
   }
 
-  /** What to mint for `audience`: the request names that service alone (it is the request itself for the first audience). */
+  /** What to mint for `audience`: a request that names that service alone (the lease's own when the job names one). */
   private requestFor(audience: string): MintRequest {
     return this.request.audience.length === 1 ? this.request : { ...this.request, audience: [audience] };
   }

@@ -87,8 +87,10 @@ export class TokenMinter {
     try {
       const token = { raw: typeof signed === 'string' ? signed : await signed, claims };
       const expMs = claims.exp * 1000;
-      // Both go out at once; the key's publication is nearly always confirmed already (no call: undefined).
+      // Both go out at once; the key's publication is nearly always confirmed already (no call: undefined). Marked as
+      // handled at once: should the registration throw first, its failure is not an unhandled rejection.
       const published = this.publisher.ensure(expMs);
+      published?.catch(() => undefined);
       await this.store.register(claims, expMs, lock);
       if (published) await published;
       return token;
