@@ -93,6 +93,9 @@ let controlPlane = 0;
 const connectionSamples: { when: string; total: number }[] = [];
 let effectiveMaxclients = 0;
 let liveTokens: string[] = [];
+/** Live tokens of runs a killed worker held that no worker took over before the fleet stopped; any other is a leak. */
+const orphanedTokens: string[] = [];
+const leakedTokens: string[] = [];
 let indexedLive = 0;
 const reports = new Map<string, Awaited<ReturnType<JobscopeClient['run']>>>();
 /** Of each run that executed more than once, its history in its BullMQ hash: BullMQ's stalled counter and jobscope's
@@ -281,7 +284,21 @@ before(
     const indexed = await admin.zrange(`${PREFIX}:_tokens`, '0', '-1');
     indexedLive = 0;
     for (const jti of indexed) if (await admin.exists(`${PREFIX}:token:${jti}`)) indexedLive++;
-    phase(`fleet stopped; ${liveTokens.length} live token keys, ${indexedLive} live in the index of ${indexed.length}`);
+    // A live token is a leak unless its run never finished: a run a killed worker held (a scheduled fire, not one the test
+    // triggered) that no worker took over before the fleet stopped. Every worker left stopped gracefully, revoking its
+    // runs' tokens or handing them back after revoking them, so only a killed one can leave such a token: it dies at its
+    // expiry, as a crashed worker's token does (or when the run runs again).
+    for (const key of liveTokens) {
+      const claims = JSON.parse((await admin.get(key)) ?? '{}') as { run?: string };
+      const state = claims.run ? (await client.run(claims.run).catch(() => undefined))?.state : undefined;
+      const ttl = await admin.pttl(key);
+      const orphan = killed.size > 0 && state !== undefined && state !== 'completed' && state !== 'failed' && ttl > 0;
+      (orphan ? orphanedTokens : leakedTokens).push(`${key} (run ${claims.run ?? '?'}: ${state ?? 'gone'}, ${ttl} ms left)`);
+    }
+    phase(
+      `fleet stopped; ${liveTokens.length} live token keys, ${indexedLive} live in the index of ${indexed.length}` +
+        (orphanedTokens.length ? `; left by a killed worker, their runs never taken over: ${orphanedTokens.join(', ')}` : ''),
+    );
   },
   { timeout: 1_200_000 },
 );
@@ -427,9 +444,9 @@ describe(`a fleet of ${WORKERS} workers serving ${JOB_FILES} jobs`, () => {
     }
   });
 
-  test('no token live once the fleet has stopped', () => {
-    assert.deepEqual(liveTokens, []);
-    assert.equal(indexedLive, 0);
+  test('no token live once the fleet has stopped (but a killed worker’s, for a run nobody took over yet)', () => {
+    assert.deepEqual(leakedTokens, []);
+    assert.equal(indexedLive, liveTokens.length, 'the token index lists every live token');
   });
 
   test(`Redis connections below ${WORKERS} x ${PER_PROCESS} + the control plane's`, () => {
