@@ -1,6 +1,6 @@
 // Liveness of tokens in Redis: one key per live token, `<prefix>:token:<jti>`, TTL in milliseconds (SET PX), DEL to revoke.
-// The value is the token's claims (no secret: never the token) for `GET /api/tokens`, which finds the keys through an index (RedisKeys.tokenIndex: a
-// sorted set of jtis by expiry, written with the key and pruned of expired and revoked members), never by scanning the
+// The value is the token's claims (no secret: never the token) for `GET /api/tokens`, which finds the keys through an
+// index (RedisKeys.tokenIndex: a sorted set of jtis by expiry, written with the key and pruned of expired and revoked members), never by scanning the
 // keyspace: its cost follows the number of live tokens, not the number of keys in Redis. Each run also keeps the claims of every token it was given in a
 // field of its own BullMQ hash (RUN_FIELDS.claims, for the Run page and for revoking a run's tokens), so the history goes
 // when retention removes the run. The raw token is never written anywhere.
@@ -97,13 +97,11 @@ export class TokenStore {
     if (!batch) return;
     this.batch = undefined;
     const per = batch.registerArgs.length / Math.max(1, batch.registered.length);
-    const keys = [this.keys.tokenIndex];
-    for (const k of batch.deletes) keys.push(k);
-    for (const k of batch.registerKeys) keys.push(k);
-    const args: (string | number)[] = [batch.deletes.length, per, this.keys.tokenPrefix];
-    for (const a of batch.registerArgs) args.push(a);
     scripts(this.redis)
-      .tokenApply(keys, args)
+      .tokenApply(
+        [this.keys.tokenIndex, ...batch.deletes, ...batch.registerKeys],
+        [batch.deletes.length, per, this.keys.tokenPrefix, ...batch.registerArgs],
+      )
       .then(
         (answers) => {
           for (const p of batch.revoked) p.resolve();
