@@ -55,13 +55,17 @@ const plainJob = (i: number) => `j${i}`;
  * verifier's Redis slow to answer under a fleet's load) is not what this test checks. The verdicts are checked apart.
  */
 const fleetJob = (ms: number, extra = '') => `import { post, sleep } from './_timeline.ts';
+// A post that fails says why on stderr (never with the token): the test quotes it when a run's start or end is missing.
+const said = (ctx, kind) => (err) => {
+  console.error('fleet-post-failed ' + JSON.stringify({ run: ctx.run.id, attempt: ctx.run.attempt, kind, code: err?.code, error: String(err?.message).slice(0, 200) }));
+};
 export default {
   token: { audience: ['rec'] },
   ${extra}
   async run(ctx) {
-    await post(ctx, 'start').catch(() => undefined);
+    await post(ctx, 'start').catch(said(ctx, 'start'));
     await sleep(ctx, ${ms});
-    await post(ctx, 'end').catch(() => undefined);
+    await post(ctx, 'end').catch(said(ctx, 'end'));
     return { ran: ctx.run.id, pid: process.pid };
   },
 };
@@ -309,6 +313,19 @@ after(async () => {
   await cluster?.close();
 });
 
+/** What the workers said of a run's posts that failed (the job files print it), and what the runs API says of the run. */
+function postFailures(runId: string): string {
+  const said = [server, ...workers].flatMap((p) =>
+    p.stderr
+      .split('\n')
+      .filter((l) => l.startsWith('fleet-post-failed ') && l.includes(`"${runId}"`))
+      .map((l) => `${p.name}: ${l.slice(18)}`),
+  );
+  const report = reports.get(runId);
+  const result = report ? `; ${report.state}, result ${JSON.stringify(report.result)}` : '';
+  return (said.length ? ` (${said.join('; ')})` : ' (no failed post reported)') + result;
+}
+
 /** A run's executions (start paired with end), in arrival order. */
 function executionsByRun(): Map<string, Execution[]> {
   const out = new Map<string, Execution[]>();
@@ -333,7 +350,7 @@ describe(`a fleet of ${WORKERS} workers serving ${JOB_FILES} jobs`, () => {
     const byRun = executionsByRun();
     const problems: string[] = [];
     const twice = new Set<string>();
-    for (const runId of triggered) if (!byRun.has(runId)) problems.push(`${runId}: never started`);
+    for (const runId of triggered) if (!byRun.has(runId)) problems.push(`${runId}: never started${postFailures(runId)}`);
     const kinds = { crash: 0, handback: 0 };
     const stopped = (pid: number) => killed.has(pid) || terminated.has(pid);
     for (const [runId, xs] of byRun) {
@@ -389,6 +406,15 @@ describe(`a fleet of ${WORKERS} workers serving ${JOB_FILES} jobs`, () => {
         problems.push(`${e.run}: ${e.kind} on ${e.pid} refused: ${e.code}`);
     }
     process.stderr.write(`[fleet] timeline verdicts: ${JSON.stringify(Object.fromEntries(verdicts))}\n`);
+    // Posts that never reached the timeline (the job files print why): counted by error code.
+    const failedPosts = new Map<string, number>();
+    for (const p of [server, ...workers])
+      for (const line of p.stderr.split('\n'))
+        if (line.startsWith('fleet-post-failed ')) {
+          const code = String((JSON.parse(line.slice(18)) as { code?: string }).code ?? 'no code');
+          failedPosts.set(code, (failedPosts.get(code) ?? 0) + 1);
+        }
+    process.stderr.write(`[fleet] posts that failed in the job: ${JSON.stringify(Object.fromEntries(failedPosts))}\n`);
     assert.deepEqual(problems.slice(0, 20), [], `${problems.length} problems`);
     // The triggered runs ended once, or twice where their first worker died as they ended.
     const ends = new Map<string, number>();

@@ -156,7 +156,12 @@ export class Timeline {
         this.pending.add(p);
       });
     });
-    await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
+    // A harness that never drops a job's post on its own account, however loaded the machine: an idle keep-alive
+    // connection is never closed by the server (a worker could send its next request on it just as the server closed it:
+    // a POST that got does not retry, and the event would be lost), and the accept queue is the system's largest (the
+    // default 511 can fill while 20 processes connect at once to a test process busy elsewhere). stop() closes them all.
+    this.server.keepAliveTimeout = 0;
+    await new Promise<void>((resolve) => this.server!.listen({ port: 0, host: '127.0.0.1', backlog: 4096 }, resolve));
     this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
     return this;
   }
