@@ -40,6 +40,40 @@ const JOBS = {
     async run(ctx) {
       try { await globalThis.__lent.get('whoami'); return 'sent'; } catch (e) { return e.message; }
     } };`,
+  // Every entry point of a run's client (a got instance): each request must carry this run's token. Published for 'poser'.
+  'shapes.ts': `import { Readable } from 'node:stream';
+    const ways = (c) => ({
+      call: () => c('whoami').json(),
+      options: () => c({ url: 'whoami', context: { jobscopeRun: 'someone:else' } }).json(),
+      get: () => c.get('whoami').json(),
+      stream: () => Readable.from(c.stream('whoami')).toArray(),
+      streamGet: () => Readable.from(c.stream.get('whoami')).toArray(),
+      paginate: () => c.paginate.all('whoami', { pagination: { transform: (r) => [r.body], paginate: () => false } }),
+      extend: () => c.extend({ headers: { 'x-way': 'extend' } }).get('whoami').json(),
+    });
+    export { ways };
+    export default { token: { audience: ['alpha'] },
+    async run(ctx) {
+      const client = ctx.service('alpha');
+      globalThis.__shapesClient = client;
+      const out = {};
+      for (const [name, way] of Object.entries(ways(client))) {
+        try { await way(); out[name] = 'sent'; } catch (e) { out[name] = e.message; }
+      }
+      out.defaultsRun = client.defaults.options.context.jobscopeRun;
+      await new Promise((r) => setTimeout(r, 1500));
+      return out;
+    } };`,
+  // Uses every entry point of the 'shapes' run's client inside its own run.
+  'poser.ts': `import { ways } from './shapes.ts';
+    export default { token: { audience: ['alpha'] },
+    async run(ctx) {
+      const out = {};
+      for (const [name, way] of Object.entries(ways(globalThis.__shapesClient))) {
+        try { await way(); out[name] = 'sent'; } catch (e) { out[name] = e.message; }
+      }
+      return out;
+    } };`,
 };
 
 let fx: Fixture;
@@ -148,5 +182,27 @@ describe('a run’s clients refuse to send outside it', () => {
     assert.match(String(borrower.result), new RegExp(`a client of run ${lender.runId} was used inside run ${borrower.runId}`));
     assert.equal(received.length, before, 'the service received nothing');
     await fx.wait(lender.runId);
+  });
+
+  test('every entry point of a run’s client (call, options, shortcuts, stream, paginate, extend) is bound to its run', async () => {
+    const before = received.length;
+    const shapes = await fx.trigger('shapes');
+    await until(() => g.__shapesClient !== undefined, 5000, 'the shapes run to publish its client');
+    const ways = ['call', 'options', 'get', 'stream', 'streamGet', 'paginate', 'extend'];
+    await until(() => received.length - before >= ways.length, 5000, 'the shapes run’s requests');
+    // Its requests carried its own token, a context key passed with a request cannot make it another run's.
+    const own = received.slice(before);
+    assert.equal(own.length, ways.length);
+    for (const r of own) assert.equal(r.claims.run, shapes);
+    // The same entry points used inside another run send nothing.
+    const poser = await fx.wait(await fx.trigger('poser'));
+    const refused = new RegExp(`a client of run ${shapes} was used inside run ${poser.runId}`);
+    for (const way of ways) assert.match(String((poser.result as Record<string, string>)[way]), refused, way);
+    assert.equal(received.length, before + ways.length, 'the service received nothing from the other run');
+    const report = await fx.wait(shapes);
+    assert.equal(report.outcome, 'completed');
+    const result = report.result as Record<string, string>;
+    for (const way of ways) assert.equal(result[way], 'sent', `${way}: ${result[way]}`);
+    assert.equal(result.defaultsRun, shapes, 'client.defaults names the run');
   });
 });
