@@ -264,11 +264,12 @@ type Call = (url?: unknown, options?: GotOptions) => unknown;
 
 /**
  * `base` bound to one run: what `base.extend({ signal, context })` makes, without making it. got's extend builds and
- * merges two complete option sets (~25-40 us, in every run that calls a service); here each call passes the run's signal
- * and context as its own options, which got merges into the request's options anyway. The call's own `signal` wins (as over
- * an extended instance's); the run's context keys win over the call's (a request cannot pose as another run's). Every
- * entry point of a got instance is bound: the call, its method shortcuts, `stream` (and its shortcuts), `paginate`
- * (`each`, `all`); `extend` and `defaults`, rarely used, go through a real extended instance, made once when first used.
+ * merges two complete option sets (14-30 us and 3.7 KB kept, measured, in every run that calls a service); here each call
+ * passes the run's signal and context as its own options, which got merges into the request's options anyway. The call's
+ * own `signal` wins (as over an extended instance's); the run's context keys win over the call's (a request cannot pose as
+ * another run's). Every entry point of a got instance is bound: the call, its method shortcuts, `stream` (and its
+ * shortcuts), `paginate` (`each`, `all`); `extend` and `defaults`, rarely used, go through a real extended instance, made
+ * once when first used.
  */
 export function bindToRun(base: Got, signal: AbortSignal, context: RunContext): Got {
   const bind = (options: GotOptions | undefined, input: unknown): GotOptions => {
