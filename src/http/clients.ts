@@ -272,26 +272,25 @@ type Call = (url?: unknown, options?: GotOptions) => unknown;
  * once when first used.
  */
 export function bindToRun(base: Got, signal: AbortSignal, context: RunContext): Got {
-  const bind = (options: GotOptions | undefined, input: unknown): GotOptions => {
-    const own = input !== null && typeof input === 'object' && !(input instanceof URL) ? (input as GotOptions) : undefined;
-    const ownSignal = options?.signal ?? own?.signal;
-    return { ...options, signal: ownSignal ?? signal, context: { ...own?.context, ...options?.context, ...context } };
-  };
+  // An options object given as the input keeps its own signal; got merges its context, then the call's, into the request's.
+  const via =
+    (fn: Call): Call =>
+    (url, options) => {
+      const input = url !== null && typeof url === 'object' && !(url instanceof URL) ? (url as GotOptions) : undefined;
+      return fn(url, { ...options, signal: options?.signal ?? input?.signal ?? signal, context: { ...options?.context, ...context } });
+    };
+  const api = base as unknown as Call & Record<string, Call> & { stream: Call & Record<string, Call> };
+  const bound = via(api) as Call & Record<string, unknown>;
+  const stream = via(api.stream) as Call & Record<string, unknown>;
+  for (const method of ['get', 'post', 'put', 'patch', 'head', 'delete']) {
+    bound[method] = via(api[method]);
+    stream[method] = via(api.stream[method]);
+  }
+  const each = via(base.paginate.each as unknown as Call);
+  bound.paginate = Object.assign(each, { each, all: via(base.paginate.all as unknown as Call) });
+  bound.stream = stream;
   let extended: Got | undefined;
   const full = () => (extended ??= base.extend({ signal, context: { ...context } }));
-  const call = base as unknown as Call & Record<string, Call> & { stream: Call & Record<string, Call> };
-  const bound = ((url?: unknown, options?: GotOptions) => call(url, bind(options, url))) as unknown as Record<string, unknown>;
-  const stream = ((url?: unknown, options?: GotOptions) => call.stream(url, bind(options, url))) as unknown as Record<string, unknown>;
-  for (const method of ['get', 'post', 'put', 'patch', 'head', 'delete']) {
-    bound[method] = (url?: unknown, options?: GotOptions) => call[method](url, bind(options, url));
-    stream[method] = (url?: unknown, options?: GotOptions) => call.stream[method](url, bind(options, url));
-  }
-  const each = (url?: unknown, options?: GotOptions) => base.paginate.each(url as string, bind(options, url) as never);
-  bound.paginate = Object.assign(each, {
-    each,
-    all: (url?: unknown, options?: GotOptions) => base.paginate.all(url as string, bind(options, url) as never),
-  });
-  bound.stream = stream;
   bound.extend = (...more: Parameters<Got['extend']>) => full().extend(...more);
   Object.defineProperty(bound, 'defaults', { get: () => full().defaults, enumerable: true });
   return bound as unknown as Got;
