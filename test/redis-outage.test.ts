@@ -10,7 +10,6 @@
 // - A refusal with a reason (a wrong password, at start-up and after a restart of Redis with a password) is logged once.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { Redis } from 'ioredis';
 import { Cluster, JobscopeProcess, sleep, waitFor, type LogLine } from './helpers/cluster.ts';
 import { startRedis } from './helpers/redis.ts';
 
@@ -37,16 +36,6 @@ const JOBS: Record<string, string> = {
 for (let i = 0; i < 20; i++) JOBS[`j${i}.ts`] = `export default { token: { audience: ['rec'] }, async run() { return ${i}; } };`;
 
 let cluster: Cluster;
-
-/** How many token keys are live in Redis (a fresh connection: the test's own). */
-async function liveTokenKeys(): Promise<number> {
-  const redis = new Redis(cluster.redis.url, { maxRetriesPerRequest: 1 });
-  try {
-    return (await redis.keys(`${cluster.prefix}:token:*`)).length;
-  } finally {
-    redis.disconnect();
-  }
-}
 
 before(async () => {
   cluster = await Cluster.start({
@@ -155,7 +144,7 @@ describe('Redis outage', () => {
       // "run started" comes before the run's token is registered, and a handler starts only once it is: Redis stops after
       // both tokens are live, or the short run would wait for Redis (its handler never started) instead of finishing
       // during the outage (seen once on a loaded CI machine, with Redis stopped 12 ms after the line).
-      await waitFor(async () => (await liveTokenKeys()) === 2, 10_000, 'both runs’ tokens to be live');
+      await waitFor(async () => (await cluster.liveTokenKeys()).length === 2, 10_000, 'both runs’ tokens to be live');
 
       const mark = proc.lines.length;
       await cluster.redis.stop();

@@ -1,9 +1,10 @@
 // Liveness of tokens in Redis: one key per live token, `<prefix>:token:<jti>`, TTL in milliseconds (SET PX), DEL to revoke.
 // The value is the token's claims (no secret: never the token) for `GET /api/tokens`, which finds the keys through an
-// index (RedisKeys.tokenIndex: a sorted set of jtis by expiry, written with the key and pruned of expired and revoked members), never by scanning the
-// keyspace: its cost follows the number of live tokens, not the number of keys in Redis. Each run also keeps the claims of every token it was given in a
-// field of its own BullMQ hash (RUN_FIELDS.claims, for the Run page and for revoking a run's tokens), so the history goes
-// when retention removes the run. The raw token is never written anywhere.
+// index (RedisKeys.tokenIndex: a sorted set of jtis by expiry, written with the key and pruned of expired and revoked
+// members), never by scanning the keyspace: its cost follows the number of live tokens, not the number of keys in Redis.
+// Each run also keeps the claims of every token it was given in a field of its own BullMQ hash (RUN_FIELDS.claims, for
+// the Run page and for revoking a run's tokens), so the history goes when retention removes the run. The raw token is
+// never written anywhere.
 import type { Redis } from 'ioredis';
 import { LockLostError } from '../errors.ts';
 import type { LiveToken, TokenClaims } from '../interfaces.ts';
