@@ -49,6 +49,9 @@ const serialJob = (i: number) => `one${i}`;
 const plainCount = JOB_FILES - SCHEDULED - SERIAL - 1;
 const plainJob = (i: number) => `j${i}`;
 
+/** What a job file prints, with what the job said, when a post fails (fleetJob). */
+const POST_FAILED = 'fleet-post-failed ';
+
 /**
  * A job file: posts start, waits `ms`, posts end, as the cluster helper's `timedJob`, except that a refused post does not
  * fail the run: the timeline records a request as it arrives, before its verdict, and a verdict of 'unavailable' (the
@@ -56,8 +59,9 @@ const plainJob = (i: number) => `j${i}`;
  */
 const fleetJob = (ms: number, extra = '') => `import { post, sleep } from './_timeline.ts';
 // A post that fails says why on stderr (never with the token): the test quotes it when a run's start or end is missing.
+// Written to the stream itself: a serving process routes console.error into its JSON log on stdout.
 const said = (ctx, kind) => (err) => {
-  console.error('fleet-post-failed ' + JSON.stringify({ run: ctx.run.id, attempt: ctx.run.attempt, kind, code: err?.code, error: String(err?.message).slice(0, 200) }));
+  process.stderr.write('${POST_FAILED}' + JSON.stringify({ run: ctx.run.id, attempt: ctx.run.attempt, kind, code: err?.code, error: String(err?.message).slice(0, 200) }) + '\\n');
 };
 export default {
   token: { audience: ['rec'] },
@@ -313,14 +317,25 @@ after(async () => {
   await cluster?.close();
 });
 
-/** What the workers said of a run's posts that failed (the job files print it), and what the runs API says of the run. */
-function postFailures(runId: string): string {
-  const said = [server, ...workers].flatMap((p) =>
+/** Every failed post the processes printed: which process, and what the job said (run, attempt, kind, code, error). */
+function failedPosts(): { process: string; run: string; code: string; line: string }[] {
+  return [server, ...workers].flatMap((p) =>
     p.stderr
       .split('\n')
-      .filter((l) => l.startsWith('fleet-post-failed ') && l.includes(`"${runId}"`))
-      .map((l) => `${p.name}: ${l.slice(18)}`),
+      .filter((l) => l.startsWith(POST_FAILED))
+      .map((l) => {
+        const line = l.slice(POST_FAILED.length);
+        const said = JSON.parse(line) as { run?: string; code?: string };
+        return { process: p.name, run: String(said.run), code: String(said.code ?? 'no code'), line };
+      }),
   );
+}
+
+/** What the workers said of a run's posts that failed, and what the runs API says of the run. */
+function postFailures(runId: string): string {
+  const said = failedPosts()
+    .filter((f) => f.run === runId)
+    .map((f) => `${f.process}: ${f.line}`);
   const report = reports.get(runId);
   const result = report ? `; ${report.state}, result ${JSON.stringify(report.result)}` : '';
   return (said.length ? ` (${said.join('; ')})` : ' (no failed post reported)') + result;
@@ -407,14 +422,9 @@ describe(`a fleet of ${WORKERS} workers serving ${JOB_FILES} jobs`, () => {
     }
     process.stderr.write(`[fleet] timeline verdicts: ${JSON.stringify(Object.fromEntries(verdicts))}\n`);
     // Posts that never reached the timeline (the job files print why): counted by error code.
-    const failedPosts = new Map<string, number>();
-    for (const p of [server, ...workers])
-      for (const line of p.stderr.split('\n'))
-        if (line.startsWith('fleet-post-failed ')) {
-          const code = String((JSON.parse(line.slice(18)) as { code?: string }).code ?? 'no code');
-          failedPosts.set(code, (failedPosts.get(code) ?? 0) + 1);
-        }
-    process.stderr.write(`[fleet] posts that failed in the job: ${JSON.stringify(Object.fromEntries(failedPosts))}\n`);
+    const byCode = new Map<string, number>();
+    for (const f of failedPosts()) byCode.set(f.code, (byCode.get(f.code) ?? 0) + 1);
+    process.stderr.write(`[fleet] posts that failed in the job: ${JSON.stringify(Object.fromEntries(byCode))}\n`);
     assert.deepEqual(problems.slice(0, 20), [], `${problems.length} problems`);
     // The triggered runs ended once, or twice where their first worker died as they ended.
     const ends = new Map<string, number>();
