@@ -10,7 +10,7 @@ import type { AlertEvent, RegisteredJob, RunOutcome } from '../interfaces.ts';
 import type { RedisKeys } from '../run/redis-keys.ts';
 import { scripts } from '../run/scripts.ts';
 import type { Logger } from '../log.ts';
-import type { RedisErrorLog } from '../redis/connect.ts';
+import { closeWorker, type RedisErrorLog } from '../redis/connect.ts';
 
 /** Not a job name (those start with a letter or digit), so it can never clash with one. */
 export const ALERT_QUEUE = '__alerts';
@@ -149,7 +149,7 @@ export class Alerts extends EventEmitter<AlertEvents> {
 
   /** With `force` (Redis lost), the delivery worker stops without waiting for Redis; queued alerts stay queued. */
   async close(opts: { force?: boolean } = {}): Promise<void> {
-    await this.worker?.close(opts.force);
+    if (this.worker) await closeWorker(this.worker, opts.force);
     await this.queue.close();
   }
 }

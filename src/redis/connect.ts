@@ -1,7 +1,9 @@
 // Redis connections: one way to connect (a server, a Sentinel's master, a Cluster), and how a process reads and logs its
 // connections' errors.
 import net from 'node:net';
+import type { Worker } from 'bullmq';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import { closeHandler } from 'ioredis/built/redis/event_handler.js';
 import type { Logger } from '../log.ts';
 import { parseRedisUrl } from './url.ts';
 
@@ -12,12 +14,12 @@ import { parseRedisUrl } from './url.ts';
  */
 export function connect(url: string, extra: RedisOptions = {}): Redis {
   const target = parseRedisUrl(url);
-  const base: RedisOptions = { maxRetriesPerRequest: null, retryStrategy: reconnectDelay, ...extra };
+  const base = { maxRetriesPerRequest: null, retryStrategy: reconnectDelay, ...extra } as Options;
   let redis: Redis;
-  if (target.kind === 'single') redis = new Redis(url, base);
+  if (target.kind === 'single') redis = new Connection(url, base);
   else if (target.kind === 'sentinel') {
     const { sentinels, name, username, password, db, tls, sentinelPassword } = target;
-    redis = new Redis({ ...base, sentinels, name, username, password, db, sentinelPassword, ...(tls ? { tls: {}, sentinelTLS: {} } : {}) });
+    redis = new Connection({ ...base, sentinels, name, username, password, db, sentinelPassword, ...(tls ? { tls: {}, sentinelTLS: {} } : {}) });
   } else {
     const { enableAutoPipelining, ...redisOptions } = base;
     const cluster = new Cluster(target.nodes, {
@@ -31,6 +33,58 @@ export function connect(url: string, extra: RedisOptions = {}): Redis {
   // ioredis retries on its own; an unhandled 'error' event would crash the process instead.
   redis.on('error', () => {});
   return redis;
+}
+
+/** jobscope reads replies in ioredis's legacy shapes (its default); no caller asks for another. */
+type Options = RedisOptions & { replyMapping?: 'legacy' };
+
+/**
+ * An ioredis connection that ends when it is disconnected while it waits to reconnect, and that can be retired.
+ * - ioredis 6.0.0 does not end such a connection: the stream it would close is already gone, so 'end' never comes and the
+ *   commands queued for it never settle (redis/ioredis#2169, open). BullMQ's graceful Worker.close() waits for its blocking
+ *   connection's 'end', so a worker closed in that window (up to 2.2 s after Redis is back, see reconnectDelay) never
+ *   finished closing, nor did the process's shutdown. Such a disconnect is ended here as ioredis ends one that never
+ *   connected: through its own close handler (the disconnect has cleared the reconnect timer and marked the close as
+ *   manual), which sets 'end' and rejects the queued commands.
+ * - duplicate() keeps the class: BullMQ makes its blocking connections with it.
+ * - retire(): see closeWorker.
+ */
+class Connection extends Redis {
+  private retired = false;
+
+  override duplicate(override?: Partial<RedisOptions>): Redis {
+    return new Connection({ ...this.options, ...override } as Options);
+  }
+
+  override disconnect(reconnect = false): void {
+    const waiting = this.status === 'reconnecting';
+    super.disconnect(reconnect);
+    if (waiting && !reconnect && this.status === 'reconnecting') closeHandler(this)();
+  }
+
+  override connect(callback?: () => void): Promise<void> {
+    if (this.retired) return Promise.reject(new Error('Connection is closed.'));
+    return super.connect(callback);
+  }
+
+  /** Disconnects, and refuses to connect again. */
+  retire(): void {
+    this.retired = true;
+    this.disconnect();
+  }
+}
+
+/**
+ * Closes a BullMQ Worker made on a connect() connection, and then its blocking connection for good. BullMQ 6.7 resets a
+ * blocking wait that outlived its watchdog (as a wait queued during a Redis outage does) by connecting that connection
+ * again, without looking whether the worker is closing: a worker closed while it did so left the connection open after its
+ * close, reconnecting forever with nobody listening to its errors. `force`: as Worker.close's.
+ */
+export async function closeWorker(worker: Worker, force = false): Promise<void> {
+  await worker.close(force);
+  // Its client settles once the connection is ready or has ended (a closed worker's has, unless BullMQ connected it again).
+  const blocking = (await worker.backend.blockingConnection?.client.catch(() => undefined)) as Partial<Connection> | undefined;
+  blocking?.retire?.();
 }
 
 /**

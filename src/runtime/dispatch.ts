@@ -151,6 +151,8 @@ export class Dispatcher {
   /** The wait's keys and their encoding, until what can be taken here changes (`changed()`). */
   private wait: { keys: Set<string>; wire: Buffer; args: string[] } | null = null;
   private wakeIdle: (() => void) | null = null;
+  /** Ends the pause after a failed wait early (close() calls it: it need not wait out RETRY_MS). */
+  private wakeRetry: (() => void) | null = null;
   /** A wake-up is on its way to the wait: the wait rebuilds its keys after it anyway, so one is enough. */
   private wakeSent = false;
   private closed = false;
@@ -228,6 +230,7 @@ export class Dispatcher {
     clearInterval(this.sweepTimer);
     for (const served of this.served.values()) this.handBackTimer(served);
     this.wakeIdle?.();
+    this.wakeRetry?.();
     await Promise.allSettled([...this.running]);
     // Ends the wait (it holds no run).
     this.blocking.disconnect();
@@ -275,7 +278,14 @@ export class Dispatcher {
       } catch (err) {
         if (this.closed) break;
         this.deps.onError(err as Error, { connection: 'dispatch' });
-        await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, RETRY_MS);
+          this.wakeRetry = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        this.wakeRetry = null;
         continue;
       } finally {
         this.waitingOn = null;
