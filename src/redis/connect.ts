@@ -19,7 +19,16 @@ export function connect(url: string, extra: RedisOptions = {}): Redis {
   if (target.kind === 'single') redis = new Connection(url, base);
   else if (target.kind === 'sentinel') {
     const { sentinels, name, username, password, db, tls, sentinelPassword } = target;
-    redis = new Connection({ ...base, sentinels, name, username, password, db, sentinelPassword, ...(tls ? { tls: {}, sentinelTLS: {} } : {}) });
+    redis = new Connection({
+      ...base,
+      sentinels,
+      name,
+      username,
+      password,
+      db,
+      sentinelPassword,
+      ...(tls ? { tls: {}, sentinelTLS: {} } : {}),
+    });
   } else {
     const { enableAutoPipelining, ...redisOptions } = base;
     const cluster = new Cluster(target.nodes, {
