@@ -77,8 +77,12 @@ export class Runtime {
       project: config.project,
       outageLogMs: config.redisOutageLogMs,
     });
-    // Token registrations and revocations of many concurrent runs share round trips (see notes/BASELINE.md).
-    this.tokenRedis = this.redisLog.watch(connect(config.redisUrl, { enableAutoPipelining: true }), { bindings: { connection: 'tokens' } });
+    // Token registrations and revocations of many concurrent runs share round trips (see notes/BASELINE.md). The store sends
+    // them as one batch per turn of the event loop itself (token/store.ts): auto-pipelined, that batch would wait a turn more.
+    this.tokenRedis = this.redisLog.watch(
+      connect(config.redisUrl, { enableAutoPipelining: true, autoPipeliningIgnoredCommands: ['jobscopeApply'] }),
+      { bindings: { connection: 'tokens' } },
+    );
     this.keys = keys ?? loadKeys(config);
     this.minter = new TokenMinter(
       this.keys,
