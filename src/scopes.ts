@@ -19,7 +19,7 @@ import { RunTokenLease } from './token/lease.ts';
 import { TokenMinter, type MintRequest } from './token/mint.ts';
 import { useSigningThread } from './token/signer.ts';
 import { runInScope, type RunScope } from './token/scope.ts';
-import { TokenStore } from './token/store.ts';
+import { TOKEN_CONNECTION, TokenStore } from './token/store.ts';
 import { scopeSpan } from './trace.ts';
 
 export interface ScopesOptions {
@@ -136,7 +136,7 @@ class ScopeHost implements Scopes {
   constructor(config: Config, services: Record<string, string>, logger: Logger) {
     this.config = config;
     this.logger = logger;
-    this.redis = connect(config.redisUrl, { enableAutoPipelining: true });
+    this.redis = connect(config.redisUrl, TOKEN_CONNECTION);
     this.minter = new TokenMinter(
       loadKeys(config),
       new TokenStore(this.redis, config.prefix),

@@ -280,6 +280,9 @@ const COMMANDS = {
   jobscopeSwapField: { numberOfKeys: 1, lua: SWAP_FIELD },
 } satisfies Record<string, { numberOfKeys?: number; lua: string }>;
 
+/** The command the token store sends its batch of registrations and revocations with (TokenStore, TOKEN_CONNECTION). */
+export const TOKEN_APPLY: keyof typeof COMMANDS = 'jobscopeApply';
+
 type Arg = string | number;
 /** The connection with the commands defined (what ioredis adds for each `defineCommand`). */
 type Defined = Record<keyof typeof COMMANDS, (...args: Arg[]) => Promise<unknown>>;

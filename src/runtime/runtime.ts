@@ -11,7 +11,7 @@ import type { Logger } from '../log.ts';
 import { loadKeys, type KeyStore } from '../token/signing-keys.ts';
 import { TokenMinter } from '../token/mint.ts';
 import { useSigningThread } from '../token/signer.ts';
-import { TokenStore } from '../token/store.ts';
+import { TOKEN_CONNECTION, TokenStore } from '../token/store.ts';
 import { connect, type RedisErrorLog } from '../redis/connect.ts';
 import { Alerts } from '../control/alerts.ts';
 import { JobFilesError } from '../errors.ts';
@@ -77,12 +77,7 @@ export class Runtime {
       project: config.project,
       outageLogMs: config.redisOutageLogMs,
     });
-    // Token registrations and revocations of many concurrent runs share round trips (see notes/BASELINE.md). The store sends
-    // them as one batch per turn of the event loop itself (token/store.ts): auto-pipelined, that batch would wait a turn more.
-    this.tokenRedis = this.redisLog.watch(
-      connect(config.redisUrl, { enableAutoPipelining: true, autoPipeliningIgnoredCommands: ['jobscopeApply'] }),
-      { bindings: { connection: 'tokens' } },
-    );
+    this.tokenRedis = this.redisLog.watch(connect(config.redisUrl, TOKEN_CONNECTION), { bindings: { connection: 'tokens' } });
     this.keys = keys ?? loadKeys(config);
     this.minter = new TokenMinter(
       this.keys,

@@ -5,11 +5,11 @@
 // Each run also keeps the claims of every token it was given in a field of its own BullMQ hash (RUN_FIELDS.claims, for
 // the Run page and for revoking a run's tokens), so the history goes when retention removes the run. The raw token is
 // never written anywhere.
-import type { Redis } from 'ioredis';
+import type { Redis, RedisOptions } from 'ioredis';
 import { LockLostError } from '../errors.ts';
 import type { LiveToken, TokenClaims } from '../interfaces.ts';
 import { RedisKeys, RUN_FIELDS } from '../run/redis-keys.ts';
-import { scripts } from '../run/scripts.ts';
+import { scripts, TOKEN_APPLY } from '../run/scripts.ts';
 
 /** A history written where no run hash exists (a run removed meanwhile): kept this long past its token, then gone. */
 const ORPHAN_HISTORY_GRACE_MS = 60_000;
@@ -65,6 +65,13 @@ export interface ExecutionLock {
   /** Revoke every earlier token of the run first (a new execution starts). */
   first: boolean;
 }
+
+/**
+ * The options of a store's connection (connect()'s extra): the calls of many concurrent runs share round trips
+ * (auto-pipelining; see notes/BASELINE.md), but not the store's batch, which goes out once per turn of the event loop
+ * already (current()): auto-pipelined, it would wait a turn more.
+ */
+export const TOKEN_CONNECTION: RedisOptions = { enableAutoPipelining: true, autoPipeliningIgnoredCommands: [TOKEN_APPLY] };
 
 export class TokenStore {
   readonly redis: Redis;
