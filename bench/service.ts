@@ -1,6 +1,7 @@
 // The service the end-to-end benchmark calls, in a process of its own: `GET /ping` answers `{"ok":true}`. With
 // BENCH_AUTH=es256|hs256 it first checks the run's token with the verifier (@jobscope/verify: signature, claims, liveness
-// in the runner's Redis), as a real service would; with BENCH_AUTH=none it checks nothing. Prints its URL, then serves.
+// in the runner's Redis under BENCH_PREFIX, default `bench`), as a real service would; with BENCH_AUTH=none it checks
+// nothing. Prints its URL, then serves.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createJobTokenVerifier, TokenRejectedError } from '../src/token/verify.ts';
@@ -13,7 +14,7 @@ const verifier =
         audience: 'svc',
         ...(auth === 'hs256' ? { secret: process.env.BENCH_SECRET! } : { publicKey: process.env.BENCH_PUBLIC_KEY! }),
         redis: process.env.BENCH_REDIS!,
-        prefix: 'bench',
+        prefix: process.env.BENCH_PREFIX ?? 'bench',
       });
 
 const server = http.createServer((req, res) => {

@@ -1,10 +1,11 @@
 // One measurement, in a process of its own (so no variant inherits another's JIT state, hooks or connections); the
 // orchestrator (throughput.ts) runs these one after another on one private Redis and reads the last stdout line (JSON).
 //   node --import tsx bench/variant.ts <kind> <variant> --redis <url> [--jobs N] [--concurrency 1,10,50] [--samples N]
-// kinds: throughput (raw | ceiling | naive | jobscope-es256 | jobscope-hs256), e2e (raw | jobscope-es256 | jobscope-hs256),
+// kinds: throughput (raw | ceiling | naive | naive-hs256 | jobscope-es256 | jobscope-hs256),
+//        e2e (raw | naive | jobscope-es256 | jobscope-hs256),
 //        latency (raw | jobscope), drift (jobscope), idle (jobscope)
 import { spawn } from 'node:child_process';
-import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import { createSecretKey, generateKeyPairSync, randomUUID } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -171,43 +172,29 @@ async function throughput(): Promise<Record<string, Measured>> {
     }
     return out;
   }
-  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
-  const tokens = variant === 'naive' ? new Redis(values.redis!, { enableAutoPipelining: true }) : undefined;
-  const header = { alg: 'ES256' as const, typ: 'at+jwt', kid: 'bench' };
-  // The claims jobscope signs (same shape and size), so the ceiling signs what jobscope signs.
-  const claims = (job: Job) => {
-    const iat = Math.floor(Date.now() / 1000);
-    return {
-      iss: 'jobscope',
-      sub: 'job:noop',
-      aud: ['svc'],
-      scope: 'x:read',
-      jti: randomUUID(),
-      iat,
-      nbf: iat,
-      exp: iat + 930,
-      run: `noop:${job.id}`,
-      att: 1,
-    };
+  const naive = variant.startsWith('naive') ? naiveScope(variant === 'naive-hs256' ? 'HS256' : 'ES256') : undefined;
+  const naiveNoop = async (job: Job) => {
+    const { jti, live } = naive!.begin(job);
+    await live;
+    try {
+      return 1;
+    } finally {
+      await naive!.end(jti);
+    }
   };
+  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  const header = { alg: 'ES256' as const, typ: 'at+jwt', kid: 'bench' };
   const processors: Record<string, (job: Job) => Promise<unknown>> = {
     raw: async () => 1,
     // The physical floor of any per-run signed token: an ES256 signature per run, no Redis work.
     ceiling: async (job) => {
-      jwt.sign(claims(job), privateKey, { algorithm: 'ES256', header });
+      jwt.sign(benchClaims(job), privateKey, { algorithm: 'ES256', header });
       return 1;
     },
     // The hand-written pattern jobscope replaces (notes/BASELINE.md): sign, SET PX, DEL in finally, auto-pipelined.
-    naive: async (job) => {
-      const c = claims(job);
-      jwt.sign(c, privateKey, { algorithm: 'ES256', header });
-      await tokens!.set(`naive:token:${c.jti}`, '1', 'PX', 60_000);
-      try {
-        return 1;
-      } finally {
-        await tokens!.del(`naive:token:${c.jti}`);
-      }
-    },
+    naive: naiveNoop,
+    // The same with an HS256 signature: what the pattern itself reaches against raw BullMQ (the HS256 target's floor).
+    'naive-hs256': naiveNoop,
   };
   const processor = processors[variant];
   if (!processor) throw new Error(`unknown variant ${variant}`);
@@ -225,8 +212,48 @@ async function throughput(): Promise<Record<string, Measured>> {
   };
   await run(concurrencies.at(-1)!, WARMUP);
   for (const c of concurrencies) out[`c${c}`] = await run(c, counts(c));
-  tokens?.disconnect();
+  naive?.close();
   return out;
+}
+
+/** The claims jobscope signs (same shape and size), so the ceiling and the naive scope sign what jobscope signs. */
+function benchClaims(job: Job) {
+  const iat = Math.floor(Date.now() / 1000);
+  return {
+    iss: 'jobscope',
+    sub: 'job:noop',
+    aud: ['svc'],
+    scope: 'x:read',
+    jti: randomUUID(),
+    iat,
+    nbf: iat,
+    exp: iat + 930,
+    run: `noop:${job.id}`,
+    att: 1,
+  };
+}
+
+/**
+ * The hand-written token scope jobscope replaces (notes/BASELINE.md): sign, `SET PX` the token's key, run, `DEL` in
+ * `finally`, on an auto-pipelined connection. Keys `naive:token:<jti>`: what a verifier with prefix `naive` checks.
+ */
+function naiveScope(alg: 'ES256' | 'HS256') {
+  // Keys as KeyObjects, built once, as jobscope's are (jsonwebtoken given a string secret costs ~0.4 ms more per token).
+  const key = alg === 'ES256' ? generateKeyPairSync('ec', { namedCurve: 'prime256v1' }) : undefined;
+  const secret = createSecretKey(Buffer.from(SECRET));
+  const tokens = new Redis(values.redis!, { enableAutoPipelining: true });
+  const header = { alg, typ: 'at+jwt', kid: 'bench' };
+  return {
+    publicKeyPem: () => key!.publicKey.export({ format: 'pem', type: 'spki' }).toString(),
+    /** Signs the run's token and sets its key (`live` settles when it is set). */
+    begin(job: Job) {
+      const c = benchClaims(job);
+      const token = jwt.sign(c, key ? key.privateKey : secret, { algorithm: alg, header });
+      return { token, jti: c.jti, live: tokens.set(`naive:token:${c.jti}`, '1', 'PX', 60_000) };
+    },
+    end: (jti: string) => tokens.del(`naive:token:${jti}`),
+    close: () => tokens.disconnect(),
+  };
 }
 
 /** Starts bench/service.ts (one HTTP service in its own process); resolves with its URL. */
@@ -244,15 +271,33 @@ function startService(env: Record<string, string>): Promise<{ url: string; stop:
 /** Each run makes one HTTP call: raw BullMQ + got without auth, or jobscope with the service verifying the token. */
 async function e2e(): Promise<Record<string, Measured>> {
   const c = Number(values.concurrency!.split(',').at(-1));
-  if (variant === 'raw') {
-    const service = await startService({ BENCH_AUTH: 'none' });
+  if (variant === 'raw' || variant === 'naive') {
+    // naive: the hand-written scope (ES256) around the call, its token sent as a bearer and verified by the service as
+    // jobscope's are (@jobscope/verify: signature, claims, liveness of `naive:token:<jti>`).
+    const naive = variant === 'naive' ? naiveScope('ES256') : undefined;
+    const service = await startService(
+      naive
+        ? { BENCH_AUTH: 'es256', BENCH_PUBLIC_KEY: naive.publicKeyPem(), BENCH_REDIS: values.redis!, BENCH_PREFIX: 'naive' }
+        : { BENCH_AUTH: 'none' },
+    );
     try {
       const client = got.extend({ prefixUrl: service.url, responseType: 'json', retry: { limit: 2 } });
+      const call = naive
+        ? async (job: Job) => {
+            const { token, jti, live } = naive.begin(job);
+            await live;
+            try {
+              return (await client.get('ping', { headers: { authorization: `Bearer ${token}` } })).body;
+            } finally {
+              await naive.end(jti);
+            }
+          }
+        : async () => (await client.get('ping')).body;
       const run = async (count: number) => {
-        await preload('e2e', 'raw', count);
-        const worker = new Worker('e2e', async () => (await client.get('ping')).body, {
+        await preload('e2e', variant, count);
+        const worker = new Worker('e2e', call, {
           connection: { url: values.redis } as never,
-          prefix: 'raw',
+          prefix: variant,
           concurrency: c,
           autorun: false,
         });
@@ -264,6 +309,7 @@ async function e2e(): Promise<Record<string, Measured>> {
       return { [`c${c}`]: await run(JOBS) };
     } finally {
       service.stop();
+      naive?.close();
     }
   }
   const hs256 = variant === 'jobscope-hs256';
