@@ -268,7 +268,10 @@ function startService(env: Record<string, string>): Promise<{ url: string; stop:
   });
 }
 
-/** Each run makes one HTTP call: raw BullMQ + got without auth, or jobscope with the service verifying the token. */
+/**
+ * Each run makes one HTTP call: raw BullMQ + got without auth; the naive scope around it, or jobscope, with the service
+ * verifying the token.
+ */
 async function e2e(): Promise<Record<string, Measured>> {
   const c = Number(values.concurrency!.split(',').at(-1));
   if (variant === 'raw' || variant === 'naive') {
