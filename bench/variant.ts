@@ -5,7 +5,7 @@
 //        e2e (raw | naive | jobscope-es256 | jobscope-hs256),
 //        latency (raw | jobscope), drift (jobscope), idle (jobscope)
 import { spawn } from 'node:child_process';
-import { createSecretKey, generateKeyPairSync, randomUUID } from 'node:crypto';
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -24,6 +24,7 @@ import { fireTime } from '../src/runtime/admission.ts';
 import { freePort } from '../test/helpers/redis.ts';
 import { jobsDir, removeDir } from '../test/helpers/runtime.ts';
 import { redisCpuSeconds, sleep, type Measured } from './lib.ts';
+import { benchClaims, naiveScope } from './naive.ts';
 
 const [kind, variant] = process.argv.slice(2, 4);
 const { values } = parseArgs({
@@ -172,7 +173,7 @@ async function throughput(): Promise<Record<string, Measured>> {
     }
     return out;
   }
-  const naive = variant.startsWith('naive') ? naiveScope(variant === 'naive-hs256' ? 'HS256' : 'ES256') : undefined;
+  const naive = variant.startsWith('naive') ? naiveScope(values.redis!, variant === 'naive-hs256' ? 'HS256' : 'ES256', SECRET) : undefined;
   const naiveNoop = async (job: Job) => {
     const { jti, live } = naive!.begin(job);
     await live;
@@ -216,46 +217,6 @@ async function throughput(): Promise<Record<string, Measured>> {
   return out;
 }
 
-/** The claims jobscope signs (same shape and size), so the ceiling and the naive scope sign what jobscope signs. */
-function benchClaims(job: Job) {
-  const iat = Math.floor(Date.now() / 1000);
-  return {
-    iss: 'jobscope',
-    sub: 'job:noop',
-    aud: ['svc'],
-    scope: 'x:read',
-    jti: randomUUID(),
-    iat,
-    nbf: iat,
-    exp: iat + 930,
-    run: `noop:${job.id}`,
-    att: 1,
-  };
-}
-
-/**
- * The hand-written token scope jobscope replaces (notes/BASELINE.md): sign, `SET PX` the token's key, run, `DEL` in
- * `finally`, on an auto-pipelined connection. Keys `naive:token:<jti>`: what a verifier with prefix `naive` checks.
- */
-function naiveScope(alg: 'ES256' | 'HS256') {
-  // Keys as KeyObjects, built once, as jobscope's are (jsonwebtoken given a string secret costs ~0.4 ms more per token).
-  const key = alg === 'ES256' ? generateKeyPairSync('ec', { namedCurve: 'prime256v1' }) : undefined;
-  const secret = createSecretKey(Buffer.from(SECRET));
-  const tokens = new Redis(values.redis!, { enableAutoPipelining: true });
-  const header = { alg, typ: 'at+jwt', kid: 'bench' };
-  return {
-    publicKeyPem: () => key!.publicKey.export({ format: 'pem', type: 'spki' }).toString(),
-    /** Signs the run's token and sets its key (`live` settles when it is set). */
-    begin(job: Job) {
-      const c = benchClaims(job);
-      const token = jwt.sign(c, key ? key.privateKey : secret, { algorithm: alg, header });
-      return { token, jti: c.jti, live: tokens.set(`naive:token:${c.jti}`, '1', 'PX', 60_000) };
-    },
-    end: (jti: string) => tokens.del(`naive:token:${jti}`),
-    close: () => tokens.disconnect(),
-  };
-}
-
 /** Starts bench/service.ts (one HTTP service in its own process); resolves with its URL. */
 function startService(env: Record<string, string>): Promise<{ url: string; stop: () => void }> {
   return new Promise((resolve, reject) => {
@@ -277,7 +238,7 @@ async function e2e(): Promise<Record<string, Measured>> {
   if (variant === 'raw' || variant === 'naive') {
     // naive: the hand-written scope (ES256) around the call, its token sent as a bearer and verified by the service as
     // jobscope's are (@jobscope/verify: signature, claims, liveness of `naive:token:<jti>`).
-    const naive = variant === 'naive' ? naiveScope('ES256') : undefined;
+    const naive = variant === 'naive' ? naiveScope(values.redis!, 'ES256', SECRET) : undefined;
     const service = await startService(
       naive
         ? { BENCH_AUTH: 'es256', BENCH_PUBLIC_KEY: naive.publicKeyPem(), BENCH_REDIS: values.redis!, BENCH_PREFIX: 'naive' }
