@@ -11,7 +11,7 @@ import type { Redis } from 'ioredis';
 import type { Runtime } from '../src/runtime/runtime.ts';
 import { closeVerifiers, requireJobToken, type JobTokenClaims } from '../src/token/verify.ts';
 import { jobscopeFixture, until, type Fixture } from './helpers/fixture.ts';
-import { freePort } from './helpers/redis.ts';
+import { freePort, monitorRedis } from './helpers/redis.ts';
 import { bearer, call } from './helpers/tokens.ts';
 
 const PREFIX = 'lc';
@@ -147,6 +147,35 @@ describe('a token stops working the moment its run ends', () => {
     const report = await fx.wait(runId);
     assert.equal(report.state, 'failed');
   });
+});
+
+describe('in Redis, a run\'s tokens die before the run counts as ended', () => {
+  // The worker does not wait for Redis's answer to the revocation before it completes the run (Execution.close): the two
+  // are written to one connection in that order. Redis's own log of what it ran (MONITOR, a script's commands included)
+  // must show the token's DEL before the run is added to its queue's completed or failed set.
+  for (const [job, state] of [
+    ['ok', 'completed'],
+    ['boom', 'failed'],
+  ] as const) {
+    test(`${state === 'completed' ? 'success' : 'failure'}: the token's DEL, then the run's move to ${state}`, async () => {
+      const ran: string[][] = [];
+      const monitor = await monitorRedis(fx.redisUrl, (args) => ran.push(args));
+      let runId: string;
+      try {
+        runId = await fx.trigger(job);
+        assert.equal((await fx.wait(runId)).state, state);
+      } finally {
+        monitor.close();
+      }
+      const { jti } = ofRun(runId)[0].claims;
+      const id = runId.slice(job.length + 1);
+      const revoked = ran.findIndex((a) => a[0].toUpperCase() === 'DEL' && a.includes(`${PREFIX}:token:${jti}`));
+      const ended = ran.findIndex((a) => a[0].toUpperCase() === 'ZADD' && a[1] === `${PREFIX}:${job}:${state}` && a.includes(id));
+      assert.ok(revoked >= 0, `Redis ran no DEL of the run's token (${ran.length} commands seen)`);
+      assert.ok(ended >= 0, `Redis never added the run to ${PREFIX}:${job}:${state}`);
+      assert.ok(revoked < ended, `the run was ${state} (command ${ended}) before its token was revoked (command ${revoked})`);
+    });
+  }
 });
 
 describe('cancel on a host that does not hear it', () => {

@@ -45,7 +45,10 @@ export interface ExecutorDeps {
   alerts?: Alerts;
   minter: TokenMinter;
   clients: ServiceClients;
-  /** Connection the QueueTakers (BullMQ workers) are built from (maxRetriesPerRequest: null); runs are recorded on it. */
+  /**
+   * Connection the QueueTakers (BullMQ workers) are built from (maxRetriesPerRequest: null); runs are recorded on it, and
+   * the minter's token store uses it (a run's completion follows the revocation of its tokens on it).
+   */
   connection: Redis;
   /** A dedicated connection for the cancel broadcast (a subscribed connection can do nothing else). */
   subscriber: Redis;
@@ -109,6 +112,9 @@ export class RunExecutor extends EventEmitter<RunEvents> implements AttemptHost 
 
   constructor(deps: ExecutorDeps) {
     super();
+    // A run's completion must reach Redis after the revocation of its tokens (Execution.close): one connection keeps them
+    // in that order.
+    if (deps.minter.store.redis !== deps.connection) throw new Error('the token store must use the run executor’s connection');
     this.deps = deps;
     this.outcomes = deps.alerts && new OutcomeFeed(deps.alerts);
     this.recorder = new RunRecorder(deps.connection, deps.queues.keys);

@@ -11,8 +11,8 @@ import type { Logger } from '../log.ts';
 import { loadKeys, type KeyStore } from '../token/signing-keys.ts';
 import { TokenMinter } from '../token/mint.ts';
 import { useSigningThread } from '../token/signer.ts';
-import { TOKEN_CONNECTION, TokenStore } from '../token/store.ts';
-import { connect, type RedisErrorLog } from '../redis/connect.ts';
+import type { TokenStore } from '../token/store.ts';
+import type { RedisErrorLog } from '../redis/connect.ts';
 import { Alerts } from '../control/alerts.ts';
 import { JobFilesError } from '../errors.ts';
 import { workflowProblems } from '../jobs/workflow.ts';
@@ -58,7 +58,6 @@ export class Runtime {
   executor: RunExecutor | undefined;
   readonly alerts: Alerts;
   private heartbeat: Heartbeat | undefined;
-  private readonly tokenRedis: Redis;
   private subscriber: Redis | undefined;
 
   constructor(config: RuntimeConfig, registry: Registry, logger: Logger, keys?: KeyStore) {
@@ -77,11 +76,12 @@ export class Runtime {
       project: config.project,
       outageLogMs: config.redisOutageLogMs,
     });
-    this.tokenRedis = this.redisLog.watch(connect(config.redisUrl, TOKEN_CONNECTION), { bindings: { connection: 'tokens' } });
     this.keys = keys ?? loadKeys(config);
+    // The control plane's token store, on the connection the run executor's takers use: a run's completion then reaches
+    // Redis after the revocation of its tokens without waiting for Redis's answer to it (Execution.close).
     this.minter = new TokenMinter(
       this.keys,
-      new TokenStore(this.tokenRedis, config.prefix),
+      this.control.tokens,
       config.issuer,
       useSigningThread(config.signingThread ?? 'auto', config.redisUrl),
     );
@@ -244,12 +244,11 @@ export class Runtime {
       await this.heartbeat?.stop({ force });
       await Promise.all([this.alerts.close({ force }), this.control.close({ force }), this.minter.close()]);
       this.subscriber?.disconnect();
-      this.tokenRedis.disconnect();
       return;
     }
     await this.heartbeat?.stop();
     await this.alerts.close();
     this.subscriber?.disconnect();
-    await Promise.all([this.tokenRedis.quit().catch(() => undefined), this.control.close(), this.minter.close()]);
+    await Promise.all([this.control.close(), this.minter.close()]);
   }
 }

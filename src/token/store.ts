@@ -34,6 +34,9 @@ interface Batch {
   registerKeys: string[];
   registerArgs: (string | number)[];
   registered: Pending<number>[];
+  /** Settles once the batch has been written to the connection (written()), made when first asked for. */
+  written?: Promise<void>;
+  wrote?: () => void;
 }
 
 const emptyBatch = (): Batch => ({ deletes: [], revoked: [], registerKeys: [], registerArgs: [], registered: [] });
@@ -119,6 +122,20 @@ export class TokenStore {
           for (const p of [...batch.revoked, ...batch.registered]) p.reject(err);
         },
       );
+    // ioredis has written the call to the socket (or queued it, in order, while it reconnects).
+    batch.wrote?.();
+  }
+
+  /**
+   * Resolves once every registration and revocation asked of the store so far has been written to its connection, without
+   * waiting for Redis's answer (register()'s and revoke()'s promises are for that). Redis runs one connection's commands in
+   * the order they were written, so a command sent after this resolves, on the same connection, runs after them: the run
+   * executor's completion of a run, sent on this connection, comes after the revocation of the run's tokens.
+   */
+  written(): Promise<void> {
+    const batch = this.batch;
+    if (!batch) return Promise.resolve();
+    return (batch.written ??= new Promise<void>((resolve) => (batch.wrote = resolve)));
   }
 
   /**
