@@ -149,7 +149,7 @@ describe('a token stops working the moment its run ends', () => {
   });
 });
 
-describe('in Redis, a run\'s tokens die before the run counts as ended', () => {
+describe("in Redis, a run's tokens die before the run counts as ended", () => {
   // The worker does not wait for Redis's answer to the revocation before it completes the run (Execution.close): the two
   // are written to one connection in that order. Redis's own log of what it ran (MONITOR, a script's commands included)
   // must show the token's DEL before the run is added to its queue's completed or failed set.
