@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import express from 'express';
 import type { Redis } from 'ioredis';
+import { parseRunId } from '../src/run/model.ts';
 import type { Runtime } from '../src/runtime/runtime.ts';
 import { closeVerifiers, requireJobToken, type JobTokenClaims } from '../src/token/verify.ts';
 import { jobscopeFixture, until, type Fixture } from './helpers/fixture.ts';
@@ -166,7 +167,7 @@ describe("in Redis, a run's tokens die before the run counts as ended", () => {
         const runId = await fx.trigger(job);
         assert.equal((await fx.wait(runId)).state, state);
         const { jti } = ofRun(runId)[0].claims;
-        const id = runId.slice(job.length + 1);
+        const { id } = parseRunId(runId);
         const isEnd = (a: string[]) => a[0].toUpperCase() === 'ZADD' && a[1] === `${PREFIX}:${job}:${state}` && a.includes(id);
         const isRevocation = (a: string[]) => a[0].toUpperCase() === 'DEL' && a.includes(`${PREFIX}:token:${jti}`);
         // MONITOR's feed is another connection than the one the wait read: it may still be on its way.
